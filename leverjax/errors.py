@@ -12,26 +12,26 @@ import sys
 
 
 class LeverjaxError(Exception):
-  """An error in what the user gave us (data, flags, config), not a bug in leverjax."""
+    """An error in what the user gave us (data, flags, config), not a bug in leverjax."""
 
 
 class DataError(LeverjaxError):
-  """A data file breaks a rule of the .npz schema or of an importer's input format."""
+    """A data file breaks a rule of the .npz schema or of an importer's input format."""
 
 
 class ConfigError(LeverjaxError):
-  """An unknown experiment, config field, flag or an invalid value for one."""
+    """An unknown experiment, config field, flag or an invalid value for one."""
 
 
 def exit_on_error(main):
-  """Decorates a CLI ``main``: a :class:`LeverjaxError` becomes one line on stderr and exit code 2."""
+    """Decorates a CLI ``main``: a :class:`LeverjaxError` becomes one line on stderr and exit code 2."""
 
-  @functools.wraps(main)
-  def wrapper(*args, **kwargs):
-    try:
-      return main(*args, **kwargs)
-    except LeverjaxError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except LeverjaxError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
 
-  return wrapper
+    return wrapper
