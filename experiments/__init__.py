@@ -1,0 +1,52 @@
+"""The named experiments: one small module per name, each a few overrides of a base config.
+
+A module defines ``DESCRIPTION`` (one line), ``BASE`` (the experiment it starts from, or ``None`` for
+the reference defaults of :class:`leverjax.config.Config`), ``OVERRIDES`` (config fields) and optionally
+``SWEEP`` (field -> values run together in one vmapped program, e.g. scheme2's β values).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+from leverjax import config as config_lib
+from leverjax.errors import ConfigError
+
+NAMES = (
+    "rce_only", "current", "scheme1", "scheme2", "scheme3", "scheme4", "scheme5", "scheme6", "scheme5_6",
+    "scheme7", "scheme7_1", "scheme7_2", "scheme8", "scheme5_8", "scheme9", "scheme10", "scheme5_6_fixed",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    config: config_lib.Config
+    sweep: dict[str, tuple[Any, ...]]
+
+
+def _module(name: str):
+    if name not in NAMES:
+        raise ConfigError(f"unknown experiment {name!r}; valid: {', '.join(NAMES)}")
+    return importlib.import_module(f"experiments.{name}")
+
+
+def overrides(name: str) -> dict[str, Any]:
+    """All overrides of ``name`` relative to the defaults, its bases' first."""
+    mod = _module(name)
+    base = overrides(mod.BASE) if mod.BASE else {}
+    return {**base, **mod.OVERRIDES}
+
+
+def get(name: str) -> Experiment:
+    """The named experiment with its resolved config (no command-line overrides yet)."""
+    mod = _module(name)
+    cfg = config_lib.replace(config_lib.Config(), overrides(name))
+    sweep = {k: tuple(v) for k, v in getattr(mod, "SWEEP", {}).items()}
+    return Experiment(name, mod.DESCRIPTION, cfg, sweep)
+
+
+def describe_all() -> list[tuple[str, str]]:
+    return [(name, _module(name).DESCRIPTION) for name in NAMES]

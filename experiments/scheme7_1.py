@@ -1,0 +1,5 @@
+"""scheme7 with KL beta 0.01 actually applied."""
+
+DESCRIPTION = "scheme7 with KL beta 0.01 actually applied."
+BASE = "scheme7"
+OVERRIDES = {"kl_beta": 0.01, "clip_only_ignores_beta": False}
