@@ -154,6 +154,9 @@ def test_save_load_roundtrip_is_exact_and_atomic(tmp_path):
     path = tmp_path / "sub" / "data"      # no .npz suffix, folder created
     save_npz(ds, str(path))
     assert os.listdir(tmp_path / "sub") == ["data"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
     back = load_npz(str(path))
     for key in ("emb", "query_ids", "pool_ids", "traj", "acc", "correct", "gt_prob", "rel", "gen_method", "split"):
         np.testing.assert_array_equal(getattr(back, key), getattr(ds, key))

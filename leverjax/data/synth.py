@@ -1,0 +1,558 @@
+"""A synthetic Lever-Plus data set with a hidden ground truth, and its exact oracle.
+
+The simulator mimics the pipeline that produced the reference's RL data:
+
+- **Examples** have latent skill vectors (unit vectors around a few cluster centres) and a
+  demonstration quality. The observed embedding is a noisy, mixed view: a random linear map of
+  the skills plus a nuisance factor (style, unrelated to usefulness) plus noise, L2-normalised.
+- **A demonstration set** D = (j_1..j_n), in prompt order, helps query q by
+  ``total = Σ_t w_t·u_qj_t − redundancy(D) − shot_cost·(n − 1)`` where
+  ``u_qj = rel_scale·(cos(z_q, z_j) − rel_center) + quality_j`` (irrelevant demonstrations
+  hurt), ``w_t = position_decay^(n−1−t)`` (the demonstration next to the query weighs most),
+  and ``redundancy = redundancy_scale·Σ_{i<j} max(cos(z_i, z_j) − redundancy_threshold, 0)``
+  (similar demonstrations help less). The value saturates: ``value = cap·tanh(total/cap)``.
+  So choosing a *set* matters, order matters, and more shots can hurt.
+- **The VLM** answers with the consensus answer with probability ``p = σ(value − b_q)`` (b_q the
+  query's difficulty: some queries are hopeless, some easy), else with an alternative answer
+  with probability ``alt_rate_q`` (partial annotator agreement), else wrongly. The VQA accuracy
+  label is ``level_main_q``, ``level_alt_q`` or 0, from {0, 0.3, 0.6, 0.9, 1.0}; ``correct`` =
+  acc > 0. So the exact expected accuracy is
+  ``p·level_main_q + (1 − p)·alt_rate_q·level_alt_q`` (:func:`oracle_accuracy`).
+- **Pools**: K_q candidates per query (most 64, some fewer), three quarters nearest in the
+  observed embedding space, the rest random, shuffled.
+- **Trajectories** (S positions each), like the original's RL data: beam search with a noisy
+  selector, temperature samples from it, similarity retrieval (top S), random choices,
+  de-duplicated; M_q between ``min_trajectories`` and ``max_trajectories``. The difficulty
+  offset is calibrated so that about ``positive_ratio`` of the labelled trajectories are
+  positive.
+- **Splits**: ``num_queries`` queries get the reference split (sorted ids, first 80% train, the
+  rest val); ``num_test_queries`` further queries form the test split.
+
+The ground truth is stored in ``oracle_*`` arrays (per example: latent, quality, difficulty,
+level_main, level_alt, alt_rate; and params) so that any selection can be scored exactly.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+import leverjax
+from leverjax.data.npz import (
+    Dataset, dataset_from_arrays, dataset_to_arrays, load_npz, save_npz,
+)
+from leverjax.errors import ConfigError, DataError
+
+GENERATOR_VERSION = 1
+GEN_METHODS = ("beam", "sample", "retrieval", "random")
+ACC_LEVELS = (0.0, 0.3, 0.6, 0.9, 1.0)
+PARAM_NAMES = (
+    "rel_scale", "rel_center", "position_decay", "redundancy_scale", "redundancy_threshold",
+    "value_cap", "shot_cost",
+)
+DEFAULT_PARAMS = {
+    "rel_scale": 2.5,
+    "rel_center": 0.3,
+    "position_decay": 0.8,
+    "redundancy_scale": 2.0,
+    "redundancy_threshold": 0.55,
+    "value_cap": 2.5,
+    "shot_cost": 0.15,
+}
+
+# World shape (not exposed as options; documented in the module docstring).
+_CLUSTER_SPREAD = 0.8      # norm of the within-cluster latent noise (before normalising)
+_NUISANCE_DIM = 16
+_NUISANCE_WEIGHT = 0.6     # weight of the nuisance view in the observed embedding
+_NOISE_WEIGHT = 0.6        # weight of isotropic noise in the observed embedding
+_QUALITY_SPREAD = 0.2
+_HOPELESS_SHARE, _EASY_SHARE, _HARD_SHIFT = 0.08, 0.08, 6.0
+_NEAR_SHARE = 0.75         # share of a pool retrieved by similarity, the rest random
+_FULL_POOL_SHARE = 0.85    # share of queries whose pool is full (K), the rest ragged
+_SELECTOR_NOISE = 0.5      # noise of the simulated selector's utility estimates
+_BEAM_WIDTH = 6
+_SAMPLE_TEMPERATURES = (0.3, 0.6)
+_MAX_SAMPLES, _MAX_RANDOM = 8, 8
+_MISSING_SHARE = 0.03      # share of gt_prob / rel left unknown (NaN)
+
+
+# --------------------------------------------------------------------------------------------
+# The ground truth (shared by the generator in numpy and the oracle in jax.numpy)
+# --------------------------------------------------------------------------------------------
+
+
+def _set_total(xp, latent, quality, params, query_rows, demo_rows):
+    """Pre-saturation value of demonstrations ``demo_rows`` [B, n] (prompt order) for ``query_rows`` [B]."""
+    n = demo_rows.shape[-1]
+    zq = latent[query_rows]
+    zd = latent[demo_rows]
+    rel = xp.einsum("bk,bnk->bn", zq, zd)
+    util = params[0] * (rel - params[1]) + quality[demo_rows]
+    weights = params[2] ** xp.arange(n - 1, -1, -1, dtype=zq.dtype)
+    sim = xp.einsum("bik,bjk->bij", zd, zd)
+    upper = xp.triu(xp.ones((n, n), dtype=zq.dtype), 1)
+    redundancy = params[3] * xp.sum(upper * xp.maximum(sim - params[4], 0.0), axis=(-2, -1))
+    return xp.sum(weights * util, axis=-1) - redundancy - params[6] * (n - 1)
+
+
+def _saturate(xp, total, params):
+    """The saturating value ``cap·tanh(total/cap)``."""
+    return params[5] * xp.tanh(total / params[5])
+
+
+def _sigmoid(xp, x):
+    """σ(x), computed stably as (1 + tanh(x/2))/2."""
+    return 0.5 * (1.0 + xp.tanh(0.5 * x))
+
+
+def _expected_acc(xp, p, level_main, level_alt, alt_rate):
+    """E[acc] given the probability p of the consensus answer."""
+    return p * level_main + (1.0 - p) * alt_rate * level_alt
+
+
+def oracle_accuracy(oracle: Mapping[str, Any], query_rows, demo_rows):
+    """Exact expected VQA accuracy of showing ``demo_rows`` [B, n] to ``query_rows`` [B].
+
+    Rows are global rows of ``emb``; demonstrations are in prompt order, n is typically 1..4 (any
+    n ≥ 1 works). No sampling: the expectation over the label distribution is closed-form. Pure
+    ``jax.numpy``, jittable and vmappable; ``oracle`` is ``Dataset.oracle`` (numpy or jax arrays).
+    Rows must be valid (no −1 padding: jax would silently wrap it). Returns float32 [B].
+    """
+    import jax.numpy as jnp
+
+    latent = jnp.asarray(oracle["latent"], jnp.float32)
+    params = jnp.asarray(oracle["params"], jnp.float32)
+    q = jnp.asarray(query_rows)
+    d = jnp.asarray(demo_rows)
+    total = _set_total(jnp, latent, jnp.asarray(oracle["quality"], jnp.float32), params, q, d)
+    value = _saturate(jnp, total, params)
+    p = _sigmoid(jnp, value - jnp.asarray(oracle["difficulty"], jnp.float32)[q])
+    return _expected_acc(
+        jnp, p,
+        jnp.asarray(oracle["level_main"], jnp.float32)[q],
+        jnp.asarray(oracle["level_alt"], jnp.float32)[q],
+        jnp.asarray(oracle["alt_rate"], jnp.float32)[q],
+    )
+
+
+def oracle_accuracy_np(oracle: Mapping[str, np.ndarray], query_rows, demo_rows) -> np.ndarray:
+    """:func:`oracle_accuracy` in numpy (host side, same formula), float32 [B]."""
+    params = np.asarray(oracle["params"], np.float32)
+    q = np.asarray(query_rows)
+    total = _set_total(np, oracle["latent"], oracle["quality"], params, q, np.asarray(demo_rows))
+    p = _sigmoid(np, _saturate(np, total, params) - oracle["difficulty"][q])
+    out = _expected_acc(np, p, oracle["level_main"][q], oracle["level_alt"][q], oracle["alt_rate"][q])
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------------------------
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _make_world(rng: np.random.Generator, n: int, dim: int, latent_dim: int, clusters: int) -> dict:
+    """Latent skills, qualities, difficulties, answer levels and the observed embeddings of n examples."""
+    centers = _unit_rows(rng.standard_normal((clusters, latent_dim)))
+    cluster = rng.integers(clusters, size=n)
+    noise = rng.standard_normal((n, latent_dim)) * (_CLUSTER_SPREAD / math.sqrt(latent_dim))
+    latent = _unit_rows(centers[cluster] + noise)
+    direction = _unit_rows(rng.standard_normal((1, latent_dim)))[0]
+    quality = (latent @ direction) + _QUALITY_SPREAD * rng.standard_normal(n)
+    kind = rng.choice(3, size=n, p=[1.0 - _HOPELESS_SHARE - _EASY_SHARE, _HOPELESS_SHARE, _EASY_SHARE])
+    difficulty = rng.standard_normal(n) + np.select([kind == 1, kind == 2], [_HARD_SHIFT, -_HARD_SHIFT], 0.0)
+    level_main = rng.choice([1.0, 0.9, 0.6], size=n, p=[0.75, 0.15, 0.10])
+    level_alt = rng.choice([0.3, 0.6, 0.9], size=n, p=[0.6, 0.3, 0.1])
+    alt_rate = rng.beta(0.6, 5.0, size=n)
+
+    mixing = rng.standard_normal((latent_dim, dim))
+    nuisance = _unit_rows(rng.standard_normal((n, _NUISANCE_DIM))) @ rng.standard_normal((_NUISANCE_DIM, dim))
+    emb = latent @ mixing + _NUISANCE_WEIGHT * nuisance + _NOISE_WEIGHT * rng.standard_normal((n, dim))
+    f32 = np.float32
+    return {
+        "emb": _unit_rows(emb),
+        "latent": latent,
+        "quality": quality.astype(f32),
+        "difficulty": difficulty.astype(f32),
+        "level_main": level_main.astype(f32),
+        "level_alt": level_alt.astype(f32),
+        "alt_rate": alt_rate.astype(f32),
+    }
+
+
+def _make_pools(
+    rng: np.random.Generator, emb: np.ndarray, query_rows: np.ndarray, pool_size: int, min_pool: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pools [Q, K] (−1 padded, shuffled) and the query–candidate embedding cosines [Q, K]."""
+    n = emb.shape[0]
+    q = query_rows.shape[0]
+    sims = emb[query_rows] @ emb.T
+    sims[np.arange(q), query_rows] = -np.inf
+    near = np.argpartition(-sims, pool_size - 1, axis=1)[:, :pool_size]
+    near = np.take_along_axis(near, np.argsort(-np.take_along_axis(sims, near, 1), axis=1, kind="stable"), 1)
+    full = rng.random(q) < _FULL_POOL_SHARE
+    sizes = np.where(full, pool_size, rng.integers(min_pool, pool_size + 1, size=q))
+    pools = np.full((q, pool_size), -1, np.int32)
+    for i in range(q):
+        k = int(sizes[i])
+        n_near = int(round(_NEAR_SHARE * k))
+        chosen = near[i, :n_near]
+        taken = set(chosen.tolist()) | {int(query_rows[i])}
+        extra = [int(j) for j in rng.choice(n, size=min(n, 2 * k + 4), replace=False) if int(j) not in taken]
+        members = np.concatenate([chosen, np.asarray(extra[: k - n_near], np.int64)])
+        pools[i, :k] = members[rng.permutation(k)]
+    cos = np.take_along_axis(sims, np.maximum(pools, 0), axis=1)
+    cos[pools < 0] = -np.inf
+    return pools, cos.astype(np.float32)
+
+
+def _beam_search(
+    util: np.ndarray, sim: np.ndarray, valid: np.ndarray, weights: np.ndarray,
+    redundancy_scale: float, redundancy_threshold: float, width: int,
+) -> np.ndarray:
+    """Top-``width`` ordered selections [Q, width, S] under the selector's additive set score."""
+    q, k = util.shape
+    steps = weights.shape[0]
+    score0 = np.where(valid, weights[0] * util, -np.inf)
+    first = np.argsort(-score0, axis=1, kind="stable")[:, :width]
+    seqs = first[:, :, None]
+    scores = np.take_along_axis(score0, first, 1)
+    rows = np.arange(q)[:, None, None]
+    for t in range(1, steps):
+        b = seqs.shape[1]
+        used = np.zeros((q, b, k), bool)
+        red = np.zeros((q, b, k), np.float32)
+        for i in range(t):
+            used[rows[:, :, 0], np.arange(b)[None, :], seqs[:, :, i]] = True
+            red += np.maximum(sim[rows, seqs[:, :, i][:, :, None], np.arange(k)[None, None, :]] - redundancy_threshold, 0.0)
+        cand = scores[:, :, None] + weights[t] * util[:, None, :] - redundancy_scale * red
+        cand = np.where(valid[:, None, :] & ~used, cand, -np.inf).reshape(q, b * k)
+        top = np.argsort(-cand, axis=1, kind="stable")[:, :width]
+        parent, nxt = top // k, top % k
+        seqs = np.concatenate([np.take_along_axis(seqs, parent[:, :, None], 1), nxt[:, :, None]], axis=2)
+        scores = np.take_along_axis(cand, top, 1)
+    return seqs
+
+
+def _gumbel_topk(rng: np.random.Generator, logits: np.ndarray, valid: np.ndarray, draws: int, steps: int) -> np.ndarray:
+    """``draws`` samples [Q, draws, S] without replacement from softmax(logits) (Gumbel top-S)."""
+    q, k = logits.shape
+    keys = logits[:, None, :] + rng.gumbel(size=(q, draws, k))
+    keys = np.where(valid[:, None, :], keys, -np.inf)
+    return np.argsort(-keys, axis=2, kind="stable")[:, :, :steps]
+
+
+def _assemble(
+    rng: np.random.Generator, cands: np.ndarray, methods: np.ndarray, include: np.ndarray,
+    valid: np.ndarray, max_traj: int, min_traj: int, steps: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: the included candidates de-duplicated, cut to ``max_traj``, topped up with random ones.
+
+    Returns traj [Q, M, S] and gen_method [Q, M], both −1 padded.
+    """
+    q = cands.shape[0]
+    traj = np.full((q, max_traj, steps), -1, np.int32)
+    gen = np.full((q, max_traj), -1, np.int8)
+    random_code = GEN_METHODS.index("random")
+    for i in range(q):
+        seen: set[tuple] = set()
+        rows: list[tuple[tuple, int]] = []
+        for c in np.flatnonzero(include[i]):
+            t = tuple(int(x) for x in cands[i, c])
+            if t not in seen:
+                seen.add(t)
+                rows.append((t, int(methods[c])))
+        if len(rows) > max_traj:
+            keep = np.sort(rng.choice(len(rows), size=max_traj, replace=False))
+            rows = [rows[j] for j in keep]
+        positions = np.flatnonzero(valid[i])
+        while len(rows) < min_traj:
+            t = tuple(int(x) for x in rng.choice(positions, size=steps, replace=False))
+            if t not in seen:
+                seen.add(t)
+                rows.append((t, random_code))
+        traj[i, : len(rows)] = [t for t, _ in rows]
+        gen[i, : len(rows)] = [g for _, g in rows]
+    return traj, gen
+
+
+def _calibrate_offset(value: np.ndarray, diff: np.ndarray, alt_rate: np.ndarray, target: float) -> float:
+    """The difficulty offset δ with mean P(correct) = target over the given trajectories (bisection)."""
+    lo, hi = -40.0, 40.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        p = _sigmoid(np, value - diff - mid)
+        pos = np.mean(p + (1.0 - p) * alt_rate)
+        if pos > target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _min_pool(pool_size: int, num_steps: int) -> int:
+    """The smallest pool a query may get (ragged pools range from this to ``pool_size``)."""
+    return min(pool_size, max(num_steps + 2, int(math.ceil(0.6 * pool_size))))
+
+
+def _check_options(
+    num_examples: int, num_queries: int, num_test_queries: int, pool_size: int, num_steps: int,
+    max_trajectories: int, min_trajectories: int, dim: int, latent_dim: int, num_clusters: int,
+    positive_ratio: float,
+) -> None:
+    """Raises :class:`ConfigError` for generator options that cannot make a valid data set."""
+    rules = [
+        (num_queries >= 2, f"queries = {num_queries} must be >= 2 (train and val need one each)"),
+        (num_test_queries >= 0, f"test_queries = {num_test_queries} must be >= 0"),
+        (1 <= num_steps <= 8, f"steps = {num_steps} must be between 1 and 8"),
+        (pool_size >= num_steps + 2, f"pool = {pool_size} must be >= steps + 2 = {num_steps + 2}"),
+        (num_examples > pool_size + 1 and num_examples >= num_queries + num_test_queries,
+         f"examples = {num_examples} must exceed pool + 1 = {pool_size + 1} and be >= "
+         f"queries + test_queries = {num_queries + num_test_queries}"),
+        (1 <= min_trajectories <= max_trajectories,
+         f"min_trajectories = {min_trajectories} must be between 1 and trajectories = {max_trajectories}"),
+        (dim >= 1 and latent_dim >= 2 and num_clusters >= 1,
+         f"dim = {dim}, latent_dim = {latent_dim}, clusters = {num_clusters} must be >= 1, 2, 1"),
+        (0.0 < positive_ratio < 1.0, f"positive_ratio = {positive_ratio} must be in (0, 1)"),
+    ]
+    if all(ok for ok, _ in rules):
+        small = _min_pool(pool_size, num_steps)
+        rules.append((math.perm(small, num_steps) >= min_trajectories,
+                      f"the smallest pools ({small} candidates) allow only {math.perm(small, num_steps)} "
+                      f"distinct trajectories, fewer than min_trajectories = {min_trajectories}"))
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(f"invalid synthetic data option: {message}")
+
+
+def make_synthetic(
+    *,
+    seed: int = 0,
+    num_examples: int = 9009,
+    num_queries: int = 800,
+    num_test_queries: int = 200,
+    pool_size: int = 64,
+    num_steps: int = 2,
+    max_trajectories: int = 16,
+    min_trajectories: int = 5,
+    dim: int = 512,
+    latent_dim: int = 24,
+    num_clusters: int = 12,
+    positive_ratio: float = 0.5,
+) -> Dataset:
+    """A synthetic data set with ground truth (module docstring), deterministic for ``seed``.
+
+    ``num_queries`` queries get the reference train/val split (sorted ids, first 80% train),
+    ``num_test_queries`` more form the test split, so Q = num_queries + num_test_queries.
+    """
+    _check_options(num_examples, num_queries, num_test_queries, pool_size, num_steps,
+                   max_trajectories, min_trajectories, dim, latent_dim, num_clusters, positive_ratio)
+    seeds = np.random.SeedSequence(seed).spawn(6)
+    r_world, r_query, r_pool, r_sel, r_mix, r_label = (np.random.default_rng(s) for s in seeds)
+    params = np.asarray([DEFAULT_PARAMS[k] for k in PARAM_NAMES], np.float32)
+
+    world = _make_world(r_world, num_examples, dim, latent_dim, num_clusters)
+    latent, quality = world["latent"], world["quality"]
+
+    rows = r_query.permutation(num_examples)[: num_queries + num_test_queries]
+    query_rows = np.concatenate([np.sort(rows[:num_queries]), np.sort(rows[num_queries:])]).astype(np.int32)
+    q = query_rows.shape[0]
+    n_train = int(num_queries * 0.8)
+    split = np.full(q, 2, np.int8)
+    split[:n_train] = 0
+    split[n_train:num_queries] = 1
+
+    pools, cos_obs = _make_pools(r_pool, world["emb"], query_rows, pool_size, _min_pool(pool_size, num_steps))
+    valid = pools >= 0
+    safe = np.maximum(pools, 0)
+
+    # the simulated selector: true per-demo utility plus noise, true redundancy
+    z_pool = latent[safe]
+    util = params[0] * (np.einsum("qk,qnk->qn", latent[query_rows], z_pool) - params[1]) + quality[safe]
+    belief = (util + _SELECTOR_NOISE * r_sel.standard_normal(util.shape)).astype(np.float32)
+    sim = np.einsum("qik,qjk->qij", z_pool, z_pool)
+    weights = params[2] ** np.arange(num_steps - 1, -1, -1, dtype=np.float32)
+    beam = _beam_search(belief, sim, valid, weights, float(params[3]), float(params[4]), _BEAM_WIDTH)
+    retrieval = np.argsort(-cos_obs, axis=1, kind="stable")[:, None, :num_steps]
+    half = _MAX_SAMPLES // 2
+    samples = np.concatenate([
+        _gumbel_topk(r_sel, belief / _SAMPLE_TEMPERATURES[0], valid, half, num_steps),
+        _gumbel_topk(r_sel, belief / _SAMPLE_TEMPERATURES[1], valid, _MAX_SAMPLES - half, num_steps),
+    ], axis=1)
+    randoms = _gumbel_topk(r_sel, np.zeros_like(belief), valid, _MAX_RANDOM, num_steps)
+    cands = np.concatenate([beam, retrieval, samples, randoms], axis=1)
+    methods = np.concatenate([
+        np.full(beam.shape[1], 0), [2], np.full(_MAX_SAMPLES, 1), np.full(_MAX_RANDOM, 3),
+    ]).astype(np.int8)
+    slot = np.arange(cands.shape[1])[None, :]
+    n_beam = r_mix.integers(min(3, beam.shape[1]), beam.shape[1] + 1, size=(q, 1))
+    n_samp = r_mix.integers(0, _MAX_SAMPLES + 1, size=(q, 1))
+    n_rand = r_mix.integers(1, _MAX_RANDOM + 1, size=(q, 1))
+    b, s0 = beam.shape[1], beam.shape[1] + 1
+    include = (
+        (slot < n_beam)
+        | (slot == b)
+        | ((slot >= s0) & (slot < s0 + n_samp))
+        | ((slot >= s0 + _MAX_SAMPLES) & (slot < s0 + _MAX_SAMPLES + n_rand))
+    )
+    traj, gen_method = _assemble(r_mix, cands, methods, include, valid, max_trajectories,
+                                 min_trajectories, num_steps)
+
+    # labels
+    tmask = traj[..., 0] >= 0
+    demo = np.take_along_axis(safe, np.maximum(traj, 0).reshape(q, -1), 1).reshape(traj.shape)
+    flat_q = np.repeat(query_rows, max_trajectories)
+    value = _saturate(np, _set_total(np, latent, quality, params, flat_q, demo.reshape(-1, num_steps)), params)
+    value = value.reshape(q, max_trajectories)
+    diff_q = world["difficulty"][query_rows][:, None]
+    alt_q = world["alt_rate"][query_rows][:, None]
+    offset = _calibrate_offset(value[tmask], np.broadcast_to(diff_q, value.shape)[tmask],
+                               np.broadcast_to(alt_q, value.shape)[tmask], positive_ratio)
+    difficulty = (world["difficulty"] + offset).astype(np.float32)
+    logit = value - difficulty[query_rows][:, None]
+    p = _sigmoid(np, logit)
+    u = r_label.random(p.shape)
+    main = u < p
+    alt = ~main & (u < p + (1.0 - p) * alt_q)
+    acc = np.where(main, world["level_main"][query_rows][:, None],
+                   np.where(alt, world["level_alt"][query_rows][:, None], 0.0))
+    acc = np.where(tmask, acc, 0.0).astype(np.float32)
+    correct = (acc > 0).astype(np.float32)
+    gt_prob = _sigmoid(np, logit + 0.7 * r_label.standard_normal(p.shape)) * (1.0 + 0.3 * r_label.random(p.shape))
+    partial = np.clip(0.1 + 0.5 * p + 0.15 * r_label.standard_normal(p.shape), 0.0, 1.0)
+    rel = np.where(acc > 0, 1.0 - 0.4 * (1.0 - acc) * r_label.random(p.shape), partial)
+    gt_prob[(r_label.random(p.shape) < _MISSING_SHARE) | ~tmask] = np.nan
+    rel[(r_label.random(p.shape) < _MISSING_SHARE) | ~tmask] = np.nan
+
+    oracle = {
+        "latent": latent,
+        "quality": quality,
+        "difficulty": difficulty,
+        "level_main": world["level_main"],
+        "level_alt": world["level_alt"],
+        "alt_rate": world["alt_rate"],
+        "params": params,
+    }
+    generator = {
+        "version": GENERATOR_VERSION, "seed": seed, "num_examples": num_examples,
+        "num_queries": num_queries, "num_test_queries": num_test_queries, "pool_size": pool_size,
+        "num_steps": num_steps, "max_trajectories": max_trajectories,
+        "min_trajectories": min_trajectories, "dim": dim, "latent_dim": latent_dim,
+        "num_clusters": num_clusters, "positive_ratio": positive_ratio,
+        "difficulty_offset": round(float(offset), 6),
+        "params": {k: float(v) for k, v in zip(PARAM_NAMES, params.tolist())},
+    }
+    meta = {
+        "source": "leverjax.data.synth",
+        "encoder": "synthetic (noisy linear view of latent skills)",
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tool_version": leverjax.__version__,
+        "generator": generator,
+    }
+    ds = Dataset(
+        emb=world["emb"], query_ids=query_rows, pool_ids=pools, traj=traj, acc=acc,
+        correct=correct, gt_prob=gt_prob.astype(np.float32), rel=rel.astype(np.float32),
+        gen_method=gen_method, gen_methods=GEN_METHODS, split=split, meta=meta, oracle=oracle,
+    )
+    return dataset_from_arrays(dataset_to_arrays(ds), source="synthetic data")
+
+
+# --------------------------------------------------------------------------------------------
+# The cached default data set
+# --------------------------------------------------------------------------------------------
+
+
+def default_dataset_path() -> str:
+    """Cache path of the default synthetic set: ``<repo>/data_cache/synth_default_v<G>.npz``.
+
+    The folder can be moved with the environment variable ``LEVERJAX_DATA_CACHE``.
+    """
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    folder = os.environ.get("LEVERJAX_DATA_CACHE") or os.path.join(repo, "data_cache")
+    return os.path.join(folder, f"synth_default_v{GENERATOR_VERSION}.npz")
+
+
+def load_or_make_default(path: str | None = None) -> Dataset:
+    """The default synthetic set: loaded from ``path`` (default :func:`default_dataset_path`) if
+    a valid copy from this generator version is there, else generated (seconds) and cached."""
+    path = path or default_dataset_path()
+    if os.path.exists(path):
+        try:
+            ds = load_npz(path)
+            if ds.meta.get("generator", {}).get("version") == GENERATOR_VERSION and ds.has_oracle:
+                return ds
+        except DataError:
+            pass  # a stale or broken cache file is ours to replace
+    ds = make_synthetic()
+    save_npz(ds, path)
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _cli() -> None:
+    from absl import app, flags
+
+    from leverjax.errors import exit_on_error
+
+    flags.DEFINE_string("out", None, "Output .npz path.", required=True)
+    flags.DEFINE_integer("seed", 0, "Random seed (the data set is deterministic for a seed).")
+    flags.DEFINE_integer("examples", 9009, "N, rows of the embedding table.")
+    flags.DEFINE_integer("queries", 800, "Train+val queries (sorted ids: first 80% train).")
+    flags.DEFINE_integer("test_queries", 200, "Further queries in the test split.")
+    flags.DEFINE_integer("pool", 64, "K, candidate pool size per query.")
+    flags.DEFINE_integer("steps", 2, "S, demonstrations per trajectory.")
+    flags.DEFINE_integer("trajectories", 16, "M, the most labelled trajectories per query.")
+    flags.DEFINE_integer("min_trajectories", 5, "The fewest labelled trajectories per query.")
+    flags.DEFINE_integer("dim", 512, "d, embedding width.")
+    flags.DEFINE_integer("latent_dim", 24, "Width of the hidden skill vectors.")
+    flags.DEFINE_integer("clusters", 12, "Number of skill clusters.")
+    flags.DEFINE_float("positive_ratio", 0.5, "Target share of positive (correct) trajectories.")
+    FLAGS = flags.FLAGS
+
+    @exit_on_error
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+        start = time.perf_counter()
+        ds = make_synthetic(
+            seed=FLAGS.seed, num_examples=FLAGS.examples, num_queries=FLAGS.queries,
+            num_test_queries=FLAGS.test_queries, pool_size=FLAGS.pool, num_steps=FLAGS.steps,
+            max_trajectories=FLAGS.trajectories, min_trajectories=FLAGS.min_trajectories,
+            dim=FLAGS.dim, latent_dim=FLAGS.latent_dim, num_clusters=FLAGS.clusters,
+            positive_ratio=FLAGS.positive_ratio,
+        )
+        elapsed = time.perf_counter() - start
+        save_npz(ds, FLAGS.out)
+        print(describe(ds))
+        print(f"generated in {elapsed:.1f} s; wrote {FLAGS.out} ({os.path.getsize(FLAGS.out) / 2**20:.1f} MiB)")
+
+    app.run(main)
+
+
+def describe(ds: Dataset) -> str:
+    """A few lines that summarise ``ds``: sizes, splits, group sizes and label balance."""
+    s = ds.summary()
+    sizes = ds.group_sizes
+    return "\n".join([
+        f"queries {s['queries']} (train {s['train']}, val {s['val']}, test {s['test']}); "
+        f"emb {s['examples']} x {s['dim']}; pool K = {s['pool_size']}; steps S = {s['steps']}",
+        f"trajectories {s['trajectories']} (per query {int(sizes.min())}..{int(sizes.max())}, "
+        f"mean {sizes.mean():.1f}; M = {s['max_trajectories']}); positive ratio "
+        f"{s['positive_ratio']:.3f}; all-negative groups {s['all_negative_groups']}, "
+        f"all-positive groups {s['all_positive_groups']}",
+    ])
+
+
+if __name__ == "__main__":
+    _cli()
