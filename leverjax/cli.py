@@ -1,0 +1,116 @@
+"""``run.py``'s command line: absl flags for every config field, experiments, sweeps and seeds."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+import experiments
+from leverjax import config as config_lib
+from leverjax.errors import ConfigError, LeverjaxError, exit_on_error
+
+FLAGS = flags.FLAGS
+_CONTROL = ("experiment", "list_experiments", "sweep", "restart", "init_from")
+
+flags.DEFINE_string("experiment", "scheme5_6", "Named experiment(s) to train (comma-separated for a grid); "
+                    "see --list_experiments.")
+flags.DEFINE_bool("list_experiments", False, "List the registered experiments and exit.")
+flags.DEFINE_multi_string("sweep", [], "field=v1,v2,... : train every value (sweepable fields only), vmapped "
+                          "in one program. Repeat the flag for a grid.")
+flags.DEFINE_bool("restart", False, "Discard existing checkpoints of this experiment instead of resuming.")
+flags.DEFINE_string("init_from", None, "Start from these parameters (a leverjax checkpoint folder or a "
+                    "Lever-Plus .pt/.ckpt) instead of a fresh initialisation.")
+
+for _field in config_lib.FIELDS:
+    _default = getattr(config_lib.Config(), _field)
+    _help = f"Config field (experiment value if not given; reference default {_default!r})."
+    _define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+               str: flags.DEFINE_string}[type(_default)]
+    _define(_field, None, _help)
+
+
+def config_overrides() -> dict:
+    """The config fields given on the command line."""
+    return {name: FLAGS[name].value for name in config_lib.FIELDS if FLAGS[name].present}
+
+
+def parse_sweeps(values) -> dict:
+    sweep = {}
+    for text in values:
+        if "=" not in text:
+            raise ConfigError(f"--sweep={text!r} must look like field=v1,v2,...")
+        name, raw = text.split("=", 1)
+        name = name.strip()
+        if name not in config_lib.SWEEPABLE:
+            raise ConfigError(f"--sweep: {name!r} is not a sweepable field; sweepable: {', '.join(config_lib.SWEEPABLE)}")
+        sweep[name] = tuple(config_lib.parse_value(name, v) for v in raw.split(",") if v.strip())
+    return sweep
+
+
+def load_data(cfg: config_lib.Config):
+    """The dataset the config names (the built-in synthetic set when ``data`` is empty), filtered."""
+    from leverjax.data import filter_queries, load_npz
+    from leverjax.data.synth import load_or_make_default
+
+    ds = load_npz(cfg.data) if cfg.data else load_or_make_default()
+    if cfg.require_positive_query or cfg.min_group_size > 1:
+        ds, counts = filter_queries(ds, require_positive_query=cfg.require_positive_query,
+                                    min_group_size=cfg.min_group_size)
+        print(f"filters: {counts}")
+    return ds
+
+
+def _flags_parser(argv):
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        valid = ", ".join(f"--{n}" for n in sorted(set(config_lib.FIELDS) | set(_CONTROL)))
+        print(f"error: {e}\nvalid flags: {valid}", file=sys.stderr)
+        sys.exit(2)
+
+
+@exit_on_error
+def main(argv) -> None:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+    if len(argv) > 1:
+        raise ConfigError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
+    if FLAGS.list_experiments:
+        for name, desc in experiments.describe_all():
+            print(f"{name:<18} {desc}")
+        return
+    names = [n.strip() for n in FLAGS.experiment.split(",") if n.strip()]
+    overrides = config_overrides()
+    sweep = parse_sweeps(FLAGS.sweep)
+    if len(names) != 1:
+        from leverjax import launch
+        launch.main_grid(names, overrides, sweep, restart=FLAGS.restart)
+        return
+    run_experiment(names[0], overrides, sweep, restart=FLAGS.restart, init_from=FLAGS.init_from)
+
+
+def run_experiment(name: str, overrides: dict, sweep: dict, *, restart: bool = False, init_from: str | None = None):
+    from leverjax.runner import Runner, expand_runs, print_summary
+
+    exp = experiments.get(name)
+    cfg = config_lib.replace(exp.config, overrides)
+    sweep = {**exp.sweep, **sweep}
+    runs = expand_runs(sweep, cfg.seed, cfg.seeds)
+    t0 = time.perf_counter()
+    dataset = load_data(cfg)
+    print(f"{name}: {exp.description}")
+    print(f"data: {cfg.data or 'built-in synthetic set'} — {dataset.num_queries} queries, K={dataset.pool_size}, "
+          f"M={dataset.max_trajectories}, S={dataset.num_steps}, d={dataset.dim}; {len(runs)} run(s) in one program")
+    runner = Runner(cfg, dataset, runs, name=name, workdir=cfg.workdir, restart=restart,
+                    extra_meta={"init_from": init_from} if init_from else None)
+    if init_from:
+        runner.init_from(init_from)
+    results = runner.run()
+    print_summary(results)
+    print(f"\ndone in {time.perf_counter() - t0:.1f}s; outputs in {results.directory}")
+    return results
+
+
+def run() -> None:
+    app.run(main, flags_parser=_flags_parser)

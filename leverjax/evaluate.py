@@ -1,0 +1,96 @@
+"""Offline evaluation of a selector on a split (contract.md, "Offline evaluation").
+
+All metrics are computed in eval mode (no dropout) from the labelled trajectories and the greedy
+selections, per query, then averaged over the split's queries:
+
+=========================  ==========================================================================
+``loss``                   the validation loss: RCE on raw rewards at τ = 1 (the reference's)
+``expected_reward``        Σ_m π(m)·r_m with π the policy renormalised over the query's labelled trajectories
+``top1_reward``            reward of the labelled trajectory the policy ranks first
+``greedy_labelled``        share of queries whose greedy S-step selection is a labelled trajectory
+``greedy_labelled_reward`` mean reward of those selections (NaN when there is none)
+``changed_vs_ref``         share of queries whose greedy S-step selection differs from the reference policy's
+``redundancy``             mean pairwise cosine of the embeddings of the greedy ``shots`` demonstrations
+``oracle_acc_n``           exact expected accuracy of the greedy n-shot selection (synthetic data, n ≤ 4)
+=========================  ==========================================================================
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from leverjax import losses
+from leverjax.model import l2_normalize, trajectory_log_probs
+
+MAX_ORACLE_SHOTS = 4
+
+
+def metric_names(shots: int, has_oracle: bool) -> list[str]:
+    names = ["loss", "expected_reward", "top1_reward", "greedy_labelled", "greedy_labelled_reward",
+             "changed_vs_ref"]
+    if shots >= 2:
+        names.append("redundancy")
+    if has_oracle:
+        names += [f"oracle_acc_{n}" for n in range(1, min(shots, MAX_ORACLE_SHOTS) + 1)]
+    return names
+
+
+def _per_query(selector, params, ref_params, data, raw_rewards, batch, *, num_steps, shots, label_smoothing,
+               has_oracle):
+    """Every metric for one chunk of queries, ``[B]`` each."""
+    step_logp = selector.step_log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask, batch.traj)
+    logp = trajectory_log_probs(step_logp, batch.traj)
+    r = raw_rewards[batch.index]
+    tm = batch.traj_mask
+    ce = losses.cross_entropy(step_logp, batch.traj, batch.pool_mask[:, None, None, :], label_smoothing).sum(-1)
+    out = {"loss": jnp.sum(losses.rce_weights(r, tm, 1.0) * ce, -1)}
+
+    scores = jnp.where(tm, logp, -jnp.inf)
+    pi = jax.nn.softmax(jnp.where(tm.any(-1, keepdims=True), scores, 0.0), axis=-1) * tm
+    out["expected_reward"] = jnp.sum(pi * r, -1)
+    out["top1_reward"] = jnp.take_along_axis(r, jnp.argmax(scores, -1)[:, None], -1)[:, 0]
+
+    picks = selector.greedy(params, batch.query_emb, batch.cand_emb, batch.pool_mask, max(shots, num_steps))
+    ref_picks = selector.greedy(ref_params, batch.query_emb, batch.cand_emb, batch.pool_mask, num_steps)
+    first = picks[:, :num_steps]
+    match = jnp.all(first[:, None, :] == batch.traj, -1) & tm
+    labelled = match.any(-1)
+    out["greedy_labelled"] = labelled.astype(jnp.float32)
+    out["greedy_labelled_reward"] = jnp.sum(jnp.where(match, r, 0.0), -1) / jnp.maximum(match.sum(-1), 1)
+    out["changed_vs_ref"] = jnp.any(first != ref_picks, -1).astype(jnp.float32)
+
+    rows = jnp.take_along_axis(data.pool_ids[batch.index], picks[:, :shots], axis=1)  # global ids [B, shots]
+    if shots >= 2:
+        e = l2_normalize(data.emb[rows])
+        cos = jnp.einsum("bid,bjd->bij", e, e)
+        off = 1.0 - jnp.eye(shots)
+        out["redundancy"] = jnp.sum(cos * off, (1, 2)) / (shots * (shots - 1))
+    if has_oracle:
+        from leverjax.data.synth import oracle_accuracy
+        qrows = data.query_ids[batch.index]
+        for n in range(1, min(shots, MAX_ORACLE_SHOTS) + 1):
+            out[f"oracle_acc_{n}"] = oracle_accuracy(data.oracle, qrows, rows[:, :n])
+    return out, labelled
+
+
+def evaluate(selector, params, ref_params, data, raw_rewards, index, *, num_steps: int, shots: int, chunk: int,
+             label_smoothing, has_oracle: bool) -> dict:
+    """Mean of every metric over the queries ``index`` (a 1-D array of query rows)."""
+    from leverjax.train import gather, padded_batches
+
+    def per_chunk(idx):
+        batch = gather(data, idx)
+        out, labelled = _per_query(selector, params, ref_params, data, raw_rewards, batch, num_steps=num_steps,
+                                   shots=shots, label_smoothing=label_smoothing, has_oracle=has_oracle)
+        return out, labelled, batch.query_mask & batch.traj_mask.any(-1)
+
+    out, labelled, valid = jax.lax.map(per_chunk, padded_batches(index, min(chunk, index.shape[0])))
+    flat = lambda x: x.reshape(-1)  # noqa: E731
+    valid, labelled = flat(valid), flat(labelled)
+    metrics = {}
+    for name, values in out.items():
+        mask = (valid & labelled) if name == "greedy_labelled_reward" else valid
+        count = mask.sum()
+        mean = jnp.sum(jnp.where(mask, flat(values), 0.0)) / jnp.maximum(count, 1)
+        metrics[name] = jnp.where(count > 0, mean, jnp.nan)
+    return metrics

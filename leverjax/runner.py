@@ -1,0 +1,304 @@
+"""The command-line driver: runs of one static config, vmapped, checkpointed after every epoch.
+
+A *run* is one set of sweepable hyperparameters plus a seed. All runs handed to :class:`Runner` share
+one static config, so every phase's epoch function compiles once and trains all of them together
+(``jax.vmap`` over the run axis). Between epochs the driver checks for NaN, saves an orbax
+checkpoint, prints a table row and appends to the metrics history; a killed run restarted with the
+same command resumes from its last checkpoint and ends with the same numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from leverjax import checkpoint as ckpt_lib
+from leverjax import config as config_lib
+from leverjax import stats
+from leverjax.errors import LeverjaxError
+from leverjax.train import DeviceData, Pipeline
+
+
+class TrainingDiverged(LeverjaxError):
+    """A run produced a non-finite loss; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run: sweep values (field -> value) and a seed."""
+
+    sweep: tuple[tuple[str, Any], ...]
+    seed: int
+
+    @property
+    def label(self) -> str:
+        parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.sweep]
+        return ",".join(parts + [f"seed={self.seed}"])
+
+    @property
+    def group(self) -> str:
+        """The runs' label without the seed (seeds of one group are averaged in summaries)."""
+        return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.sweep) or "-"
+
+
+def expand_runs(sweep: dict[str, Sequence[Any]], seed: int, seeds: int) -> list[RunSpec]:
+    """Every combination of the sweep values × ``seeds`` consecutive seeds from ``seed``."""
+    for name in sweep:
+        if name not in config_lib.SWEEPABLE:
+            raise LeverjaxError(f"--sweep={name}=... : {name} is not sweepable; sweepable fields: "
+                                f"{', '.join(config_lib.SWEEPABLE)}")
+    names = list(sweep)
+    combos = list(itertools.product(*(sweep[n] for n in names))) if names else [()]
+    return [RunSpec(tuple(zip(names, combo)), seed + s) for combo in combos for s in range(seeds)]
+
+
+def run_hyperparameters(cfg: config_lib.Config, runs: Sequence[RunSpec]) -> dict:
+    """The stacked hyperparameters ``{field: [R]}`` of ``runs``."""
+    per_run = [config_lib.hyperparameters(config_lib.replace(cfg, dict(r.sweep))) for r in runs]
+    return {k: jnp.asarray([hp[k] for hp in per_run], jnp.float32) for k in per_run[0]}
+
+
+def run_keys(runs: Sequence[RunSpec]) -> jax.Array:
+    return jnp.stack([jax.random.PRNGKey(r.seed) for r in runs])
+
+
+class VmappedPipeline:
+    """The pipeline's pure functions jitted once and vmapped over the run axis."""
+
+    def __init__(self, pipe: Pipeline):
+        self.pipe = pipe
+        self.init = jax.jit(jax.vmap(pipe.init_state, in_axes=(None, 0, 0)))
+        self.begin = [jax.jit(jax.vmap(functools.partial(pipe.begin_phase, i), in_axes=(0, None, 0)))
+                      for i in range(len(pipe.phases))]
+        self.epoch = [jax.jit(jax.vmap(functools.partial(pipe.run_epoch, i), in_axes=(0, None, None, 0)))
+                      for i in range(len(pipe.phases))]
+        self.final = jax.jit(jax.vmap(pipe.final_evaluation, in_axes=(0, None, 0)))
+
+    def abstract_state(self, phase_index: int, data, hp, keys):
+        """Shapes and dtypes of the state during phase ``phase_index`` (the restore target)."""
+        def fn(hp, keys):
+            return self.begin[phase_index](self.init(data, hp, keys), data, hp)
+        return jax.eval_shape(fn, hp, keys)
+
+
+@dataclasses.dataclass
+class Results:
+    runs: list[RunSpec]
+    history: list[dict]  # one record per phase, epoch and run
+    final: list[dict]  # test metrics per run
+    summary: dict  # group -> metric -> (mean, ci)
+    state: Any  # the final vmapped training state
+    directory: str | None
+
+
+class Runner:
+    """Trains ``runs`` of one static ``cfg`` on ``dataset``; writes under ``workdir/name`` if given."""
+
+    def __init__(self, cfg: config_lib.Config, dataset, runs: Sequence[RunSpec], *, name: str = "run",
+                 workdir: str | None = None, restart: bool = False, out: Callable[[str], None] | None = None,
+                 extra_meta: dict | None = None):
+        self.cfg = cfg
+        self.runs = list(runs)
+        self.name = name
+        self.pipe = Pipeline(cfg, dataset)
+        self.data = DeviceData.from_dataset(dataset)
+        self.vp = VmappedPipeline(self.pipe)
+        self.hp = run_hyperparameters(cfg, self.runs)
+        self.keys = run_keys(self.runs)
+        self.out = out or (lambda s: print(s, flush=True))
+        self.directory = os.path.join(workdir, name) if workdir else None
+        self.extra_meta = extra_meta or {}
+        self.store = None
+        if self.directory:
+            if restart and os.path.isdir(self.directory):
+                shutil.rmtree(self.directory)
+            os.makedirs(self.directory, exist_ok=True)
+            self._check_config()
+            self.store = ckpt_lib.CheckpointStore(self.directory)
+
+    def init_from(self, path: str, run_index: int = 0) -> None:
+        """Starts every run from the parameters at ``path`` instead of a fresh initialisation.
+
+        ``path`` is a leverjax parameter folder (e.g. ``checkpoints/<experiment>/best``; with a run axis,
+        run ``run_index`` is taken) or a Lever-Plus ``.pt``/``.ckpt`` file.
+        """
+        from leverjax import interop
+
+        params = interop.load_selector_params(path, self.pipe.selector.config, dim=self.data.emb.shape[-1],
+                                              run_index=run_index)
+        self._init_params = params
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _config_record(self) -> dict:
+        return {"experiment": self.name, "config": config_lib.to_dict(self.cfg),
+                "runs": [{"label": r.label, "sweep": dict(r.sweep), "seed": r.seed} for r in self.runs],
+                **self.extra_meta}
+
+    def _check_config(self) -> None:
+        path = os.path.join(self.directory, "config.json")
+        record = json.loads(json.dumps(self._config_record(), default=str))
+        if os.path.exists(path):
+            with open(path) as f:
+                stored = json.load(f)
+            if stored.get("config") != record["config"] or stored.get("runs") != record["runs"]:
+                raise LeverjaxError(
+                    f"{self.directory} holds checkpoints of a different config or run set; pass --restart to "
+                    f"start over there or --workdir=... to write elsewhere")
+        ckpt_lib.write_json_atomic(path, record)
+
+    def _records(self, phase_index: int, epoch: int, metrics: dict) -> list[dict]:
+        host = jax.device_get(metrics)
+        phase = self.pipe.phases[phase_index]
+        return [{"phase": phase.name, "epoch": epoch + 1, "run": r.label, "group": r.group, "seed": r.seed,
+                 **{k: float(v[j]) for k, v in host.items()}} for j, r in enumerate(self.runs)]
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> Results:
+        history: list[dict] = []
+        start_phase, start_epoch = 0, 0
+        state = None
+        if self.store and self.store.latest_step() is not None:
+            step = self.store.latest_step()
+            meta = self.store.restore_meta(step)
+            abstract = self.vp.abstract_state(meta["phase"], self.data, self.hp, self.keys)
+            state, meta = self.store.restore(step, abstract)
+            history = meta["history"]
+            start_phase, start_epoch = meta["phase"], meta["epoch"]
+            if start_epoch >= self.pipe.phases[start_phase].epochs:
+                start_phase, start_epoch = start_phase + 1, 0
+            self.out(f"resuming {self.name} from its checkpoint after {meta['phase_name']} epoch {meta['epoch']}")
+        else:
+            state = self.vp.init(self.data, self.hp, self.keys)
+            if getattr(self, "_init_params", None) is not None:
+                state = _with_params(state, self._init_params, self.pipe, self.data)
+
+        global_epoch = sum(p.epochs for p in self.pipe.phases[:start_phase]) + start_epoch
+        for i in range(start_phase, len(self.pipe.phases)):
+            phase = self.pipe.phases[i]
+            first = start_epoch if i == start_phase else 0
+            if first == 0:
+                state = self.vp.begin[i](state, self.data, self.hp)
+            table = _Table(self.pipe, i, len(self.runs), self.out)
+            table.header()
+            for e in range(first, phase.epochs):
+                t0 = time.perf_counter()
+                new_state, metrics = self.vp.epoch[i](state, jnp.int32(e), self.data, self.hp)
+                records = self._records(i, e, metrics)
+                self._nan_guard(phase.name, e, records)
+                state = new_state
+                history.extend(records)
+                global_epoch += 1
+                table.row(e, records, time.perf_counter() - t0)
+                if self.store and ((e + 1) % self.cfg.checkpoint_every == 0 or e + 1 == phase.epochs):
+                    self._save(global_epoch, state, i, e + 1, history)
+        final = jax.device_get(self.vp.final(state, self.data, self.hp))
+        final_records = [{"run": r.label, "group": r.group, "seed": r.seed, **{k: float(v[j]) for k, v in final.items()}}
+                         for j, r in enumerate(self.runs)]
+        summary = summarize(final_records)
+        if self.directory:
+            ckpt_lib.save_params(os.path.join(self.directory, "best"), state["best_params"],
+                                 self._config_record())
+            ckpt_lib.write_json_atomic(os.path.join(self.directory, "summary.json"),
+                                       {"final": final_records, "summary": summary})
+            if self.store:
+                self.store.close()
+        return Results(self.runs, history, final_records, summary, state, self.directory)
+
+    def _nan_guard(self, phase: str, epoch: int, records: list[dict]) -> None:
+        for rec in records:
+            for key in ("train_loss", "val_loss"):
+                if key in rec and not math.isfinite(rec[key]):
+                    where = f" (last good checkpoint kept in {self.directory})" if self.directory else ""
+                    raise TrainingDiverged(f"{phase} epoch {epoch + 1}: {key} is {rec[key]} for run {rec['run']}; "
+                                           f"training stopped{where}")
+
+    def _save(self, step: int, state, phase_index: int, epoch: int, history: list[dict]) -> None:
+        meta = {"phase": phase_index, "phase_name": self.pipe.phases[phase_index].name, "epoch": epoch,
+                "history": history}
+        self.store.save(step, state, meta)
+        ckpt_lib.write_jsonl_atomic(os.path.join(self.directory, "metrics.jsonl"), history)
+
+
+def _with_params(state: dict, params, pipe: Pipeline, data) -> dict:
+    """``state`` (vmapped) with every run's parameters, reference and best set to ``params``."""
+    num_runs = jax.tree_util.tree_leaves(state["params"])[0].shape[0]
+    stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(jnp.asarray(x), (num_runs,) + x.shape), params)
+    ref_logp = jax.vmap(lambda p: pipe.sequence_log_probs(p, data))(stacked)
+    return {**state, "params": stacked, "ref_params": stacked, "best_params": stacked, "ref_logp": ref_logp}
+
+
+def summarize(final_records: list[dict]) -> dict:
+    """group -> metric -> [mean, 95% CI half width] over the group's seeds."""
+    groups: dict[str, list[dict]] = {}
+    for rec in final_records:
+        groups.setdefault(rec["group"], []).append(rec)
+    out = {}
+    for group, recs in groups.items():
+        keys = [k for k in recs[0] if k not in ("run", "group", "seed")]
+        out[group] = {k: list(stats.mean_ci([r[k] for r in recs])) for k in keys}
+    return out
+
+
+# Columns of the per-epoch table, per phase kind (all are means over runs).
+_COLUMNS = {
+    "sft": ["train_loss", "val_loss", "val_expected_reward"],
+    "rce": ["train_loss", "train_tau", "val_loss", "val_expected_reward"],
+    "grpo": ["train_loss", "train_ppo_loss", "train_kl", "train_beta", "train_adv_std", "train_zero_var_frac",
+             "train_mean_ratio", "val_loss", "val_expected_reward", "val_changed_vs_ref"],
+}
+_SHORT = {"train_loss": "loss", "train_tau": "tau", "val_loss": "val_loss", "val_expected_reward": "val_E[r]",
+          "train_ppo_loss": "ppo", "train_kl": "kl", "train_beta": "beta", "train_adv_std": "adv_std",
+          "train_zero_var_frac": "zero_var", "train_mean_ratio": "ratio", "val_changed_vs_ref": "changed",
+          "val_oracle_acc_1": "acc@1", "val_oracle_acc_2": "acc@2", "val_oracle_acc_3": "acc@3",
+          "val_oracle_acc_4": "acc@4"}
+
+
+class _Table:
+    """Per-epoch rows with a progress bar, the live loss and the phase's key metrics."""
+
+    def __init__(self, pipe: Pipeline, phase_index: int, num_runs: int, out):
+        self.phase = pipe.phases[phase_index]
+        names = pipe.metric_names(phase_index)
+        self.cols = [c for c in _COLUMNS[self.phase.kind] if c in names]
+        self.cols += [c for c in names if c.startswith("val_oracle_acc_")]
+        self.num_runs = num_runs
+        self.out = out
+
+    def header(self) -> None:
+        runs = f", mean of {self.num_runs} runs" if self.num_runs > 1 else ""
+        self.out(f"\n== {self.phase.name}: {self.phase.epochs} epochs × {self.phase.steps_per_epoch} steps "
+                 f"of {self.phase.batch_size} queries{runs}")
+        self.out(f"{'epoch':>9} {'progress':<12}" + "".join(f"{_SHORT.get(c, c):>10}" for c in self.cols) + "      time")
+
+    def row(self, epoch: int, records: list[dict], seconds: float) -> None:
+        done = (epoch + 1) / self.phase.epochs
+        bar = "[" + "#" * int(round(10 * done)) + "." * (10 - int(round(10 * done))) + "]"
+        vals = [float(np.nanmean([r[c] for r in records])) if any(math.isfinite(r[c]) for r in records) else math.nan
+                for c in self.cols]
+        self.out(f"{epoch + 1:>4}/{self.phase.epochs:<4} {bar:<12}" + "".join(f"{v:>10.4g}" for v in vals)
+                 + f"  {seconds:6.2f}s")
+
+
+def print_summary(results: Results, out=print) -> None:
+    """The final test metrics: mean ± 95% CI over seeds for each sweep group."""
+    if not results.summary:
+        return
+    keys = [k for k in next(iter(results.summary.values())) if k.startswith("test_")]
+    n = len(results.runs) // max(len(results.summary), 1)
+    out(f"\n== final evaluation on test (mean ± 95% CI over {n} seed{'s' if n > 1 else ''})")
+    width = max(len(k) for k in keys)
+    groups = list(results.summary)
+    out(" " * (width + 2) + "".join(f"{g:>24}" for g in groups))
+    for k in keys:
+        out(f"{k:<{width + 2}}" + "".join(f"{stats.format_ci(*results.summary[g][k]):>24}" for g in groups))

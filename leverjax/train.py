@@ -1,0 +1,430 @@
+"""The training pipeline as pure functions: SFT → RCE → GRPO, each phase a ``lax.scan`` over minibatches.
+
+:class:`Pipeline` derives everything static from a :class:`~leverjax.config.Config` and a
+:class:`~leverjax.data.Dataset` (shapes, phases, split indices) and exposes pure functions of
+``(state, data, hp)``, where ``hp`` holds the sweepable hyperparameters as traced scalars and ``data``
+the device-resident arrays (shared by all runs, never vmapped):
+
+* :meth:`Pipeline.init_state` — fresh parameters from a seed;
+* :meth:`Pipeline.begin_phase` — a fresh optimizer, reference log-probs as the config says;
+* :meth:`Pipeline.run_epoch` — one shuffled epoch of one phase, evaluation on val included;
+* :meth:`Pipeline.evaluate` — the offline metrics of ``leverjax.evaluate`` on a split.
+
+:func:`make_train` composes them into ``train(hp, rng)``, the whole run as one program (epochs are a
+``lax.scan``), so ``jax.vmap(train)`` trains many seeds and hyperparameters at once. The command-line
+driver (``leverjax.runner``) calls the same per-epoch function under ``vmap`` to checkpoint between
+epochs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from leverjax import advantages as adv_lib
+from leverjax import evaluate as eval_lib
+from leverjax import losses
+from leverjax import optim
+from leverjax import rewards as rewards_lib
+from leverjax.config import Config, hyperparameters, validate
+from leverjax.errors import ConfigError, DataError
+from leverjax.model import Selector, SelectorConfig, init_params
+
+PyTree = Any
+
+
+class DeviceData(NamedTuple):
+    """The dataset's arrays on the device (padding ids clipped to 0; masks say what is real)."""
+
+    emb: jax.Array  # [N, d]
+    query_ids: jax.Array  # [Q]
+    pool_ids: jax.Array  # [Q, K], -1 replaced by 0
+    pool_mask: jax.Array  # [Q, K]
+    traj: jax.Array  # [Q, M, S], -1 kept (the model and losses mask it)
+    traj_mask: jax.Array  # [Q, M]
+    correct: jax.Array  # [Q, M]
+    acc: jax.Array
+    gt_prob: jax.Array
+    rel: jax.Array
+    oracle: dict
+
+    @classmethod
+    def from_dataset(cls, ds) -> "DeviceData":
+        return cls(
+            emb=jnp.asarray(ds.emb, jnp.float32),
+            query_ids=jnp.asarray(ds.query_ids, jnp.int32),
+            pool_ids=jnp.asarray(np.maximum(ds.pool_ids, 0), jnp.int32),
+            pool_mask=jnp.asarray(ds.pool_ids >= 0),
+            traj=jnp.asarray(ds.traj, jnp.int32),
+            traj_mask=jnp.asarray(ds.traj[..., 0] >= 0),
+            correct=jnp.asarray(ds.correct, jnp.float32),
+            acc=jnp.asarray(ds.acc, jnp.float32),
+            gt_prob=jnp.asarray(ds.gt_prob, jnp.float32),
+            rel=jnp.asarray(ds.rel, jnp.float32),
+            oracle={k: jnp.asarray(v) for k, v in ds.oracle.items()},
+        )
+
+
+class Batch(NamedTuple):
+    index: jax.Array  # [B] query rows (clipped), padded rows repeat row 0
+    query_mask: jax.Array  # [B] False for padding
+    query_emb: jax.Array  # [B, d]
+    cand_emb: jax.Array  # [B, K, d]
+    pool_mask: jax.Array  # [B, K]
+    traj: jax.Array  # [B, M, S]
+    traj_mask: jax.Array  # [B, M] (False for padded rows)
+
+
+def gather(data: DeviceData, index: jax.Array) -> Batch:
+    """The batch of queries ``index [B]`` (entries −1 are padding)."""
+    valid = index >= 0
+    i = jnp.maximum(index, 0)
+    return Batch(
+        index=i,
+        query_mask=valid,
+        query_emb=data.emb[data.query_ids[i]],
+        cand_emb=data.emb[data.pool_ids[i]],
+        pool_mask=data.pool_mask[i],
+        traj=data.traj[i],
+        traj_mask=data.traj_mask[i] & valid[:, None],
+    )
+
+
+def padded_batches(index: jax.Array, batch_size: int) -> jax.Array:
+    """``index [n]`` padded with −1 to a whole number of batches: ``[ceil(n / B), B]``."""
+    n = index.shape[0]
+    steps = max(1, math.ceil(n / batch_size))
+    return jnp.concatenate([index, -jnp.ones(steps * batch_size - n, index.dtype)]).reshape(steps, batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One training phase: its kind, epoch count, batch size and the (static) training queries."""
+
+    name: str  # sft | rce | grpo_positive | grpo
+    kind: str  # sft | rce | grpo
+    epochs: int
+    batch_size: int
+    query_index: np.ndarray = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(len(self.query_index) / self.batch_size))
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+
+TRAIN_METRICS = {
+    "sft": ("loss", "grad_norm", "lr"),
+    "rce": ("loss", "tau", "grad_norm", "lr"),
+    "grpo": ("loss", "ppo_loss", "kl", "beta", "adv_mean", "adv_std", "adv_max_abs", "zero_var_frac",
+             "clip_frac", "mean_ratio", "grad_norm", "lr"),
+}
+
+
+class Pipeline:
+    """Static structure of one run configuration over one dataset (see the module docstring)."""
+
+    def __init__(self, cfg: Config, dataset):
+        self.cfg = validate(cfg)
+        self.dataset = dataset
+        self.selector = Selector(SelectorConfig(
+            hidden=cfg.hidden, num_layers=cfg.num_layers, num_heads=cfg.num_heads, dropout=cfg.dropout,
+            attn_dropout=cfg.attn_dropout, temperature=cfg.temperature, gated=cfg.gated))
+        split = np.asarray(dataset.split)
+        has_traj = np.asarray(dataset.traj[..., 0] >= 0).any(-1)
+        self.split_index = {name: np.flatnonzero((split == code) & has_traj).astype(np.int32)
+                            for name, code in (("train", 0), ("val", 1), ("test", 2))}
+        if len(self.split_index["train"]) == 0:
+            raise DataError("the train split has no query with a labelled trajectory")
+        self.num_steps = int(dataset.traj.shape[-1])
+        self.max_traj = int(dataset.traj.shape[1])
+        self.has_oracle = bool(dataset.oracle)
+        self.phases = self._phases()
+
+    def _phases(self) -> list[Phase]:
+        cfg, train = self.cfg, self.split_index["train"]
+        phases = []
+        if cfg.sft_epochs:
+            phases.append(Phase("sft", "sft", cfg.sft_epochs, cfg.sft_batch_size, train))
+        if cfg.rce_epochs:
+            phases.append(Phase("rce", "rce", cfg.rce_epochs, cfg.rce_batch_size, train))
+        if cfg.grpo_positive_only_epochs:
+            positive = np.asarray((self.dataset.correct > 0) & (self.dataset.traj[..., 0] >= 0)).any(-1)
+            pos_train = train[positive[train]]
+            if len(pos_train) == 0:
+                raise DataError("grpo_positive_only_epochs > 0 but no train query has a correct trajectory")
+            phases.append(Phase("grpo_positive", "grpo", cfg.grpo_positive_only_epochs, cfg.grpo_batch_size,
+                                pos_train))
+        if cfg.grpo_epochs:
+            phases.append(Phase("grpo", "grpo", cfg.grpo_epochs, cfg.grpo_batch_size, train))
+        return phases
+
+    # -- hyperparameters and rewards -------------------------------------------------------------
+    def hyperparameters(self, cfg: Config | None = None) -> dict:
+        return {k: jnp.float32(v) for k, v in hyperparameters(cfg or self.cfg).items()}
+
+    def rewards(self, data: DeviceData, hp) -> tuple[jax.Array, jax.Array]:
+        """Raw (clipped) rewards and their per-query normalisation, ``[Q, M]`` each."""
+        raw = rewards_lib.raw_rewards(data.correct, data.acc, data.gt_prob, data.rel, mode=self.cfg.reward_mode,
+                                      w_hard=hp["w_hard"], w_soft=hp["w_soft"], w_rel=hp["w_rel"])
+        raw = jnp.where(data.traj_mask, raw, 0.0)
+        norm = rewards_lib.normalize_rewards(raw, data.traj_mask, method=self.cfg.reward_normalization)
+        return raw, norm
+
+    # -- state -----------------------------------------------------------------------------------
+    def init_state(self, data: DeviceData, hp, rng) -> dict:
+        """Fresh parameters; the reference policy starts as the initial one."""
+        rng, init_rng = jax.random.split(rng)
+        params = init_params(self.selector.config, init_rng, data.emb.shape[-1], num_steps=self.num_steps)
+        return {
+            "params": params,
+            "rng": rng,
+            "ref_params": params,
+            "ref_logp": self.sequence_log_probs(params, data),
+            "beta": hp["kl_beta"],
+            "step": jnp.zeros((), jnp.int32),
+            "opt_state": (),
+            "best_params": params,
+            "best_value": jnp.float32(jnp.inf),
+            "best_epoch": jnp.int32(-1),
+        }
+
+    def optimizer(self, phase_index: int, hp, params):
+        cfg, phase = self.cfg, self.phases[phase_index]
+        kind = phase.kind
+        frozen = optim.BACKBONE if (kind == "grpo" and cfg.freeze_backbone) else ()
+        return optim.make_optimizer(
+            hp[f"{kind}_lr"], hp[f"{kind}_weight_decay"], total_steps=phase.total_steps,
+            schedule=getattr(cfg, f"{kind}_schedule"), warmup_ratio=getattr(cfg, f"{kind}_warmup_ratio"),
+            clip_norm=cfg.clip_norm, b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps, frozen=frozen, params=params)
+
+    def begin_phase(self, phase_index: int, state: dict, data: DeviceData, hp) -> dict:
+        """Starts phase ``phase_index``: a fresh optimizer, step 0, best-epoch tracking reset, and the
+        reference policy frozen where the config says (after SFT, or at the first GRPO phase)."""
+        cfg, phase = self.cfg, self.phases[phase_index]
+        state = dict(state)
+        previous = self.phases[phase_index - 1].kind if phase_index else None
+        set_ref = (cfg.reference_policy == "sft" and phase.kind != "sft" and previous in (None, "sft")) or (
+            cfg.reference_policy in ("post_rce", "refresh_each_epoch") and phase.kind == "grpo"
+            and previous != "grpo")
+        if set_ref:
+            state["ref_params"] = state["params"]
+            state["ref_logp"] = self.sequence_log_probs(state["params"], data)
+        state["opt_state"] = self.optimizer(phase_index, hp, state["params"]).init(state["params"])
+        state["step"] = jnp.zeros((), jnp.int32)
+        state["best_value"] = jnp.float32(jnp.inf)
+        state["best_epoch"] = jnp.int32(-1)
+        if phase.kind == "grpo" and phase_index and previous != "grpo":
+            state["beta"] = hp["kl_beta"]
+        return state
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def sequence_log_probs(self, params, data: DeviceData) -> jax.Array:
+        """Eval-mode sequence log-probs ``[Q, M]`` of every labelled trajectory (0 where padded)."""
+        index = padded_batches(jnp.arange(data.query_ids.shape[0], dtype=jnp.int32), self.cfg.eval_chunk)
+
+        def chunk(idx):
+            b = gather(data, idx)
+            return self.selector.log_probs(params, b.query_emb, b.cand_emb, b.pool_mask, b.traj)
+
+        out = jax.lax.map(chunk, index).reshape(-1, self.max_traj)
+        return out[: data.query_ids.shape[0]]
+
+    # -- one optimizer step per phase kind -------------------------------------------------------
+    def _sft_targets(self, data: DeviceData, raw_rewards) -> jax.Array:
+        """Pool-position labels ``[Q, S]``: each query's best (or first) labelled trajectory."""
+        if self.cfg.sft_target == "first":
+            pick = jnp.zeros(raw_rewards.shape[0], jnp.int32)
+        else:
+            pick = jnp.argmax(jnp.where(data.traj_mask, raw_rewards, -jnp.inf), axis=-1)
+        return jnp.take_along_axis(data.traj, pick[:, None, None], axis=1)[:, 0]
+
+    def _loss_fn(self, kind: str, batch: Batch, state: dict, hp, ctx: dict, epoch) -> Callable:
+        cfg, sel = self.cfg, self.selector
+        i = batch.index
+        if kind == "sft":
+            labels = ctx["sft_targets"][i]
+
+            def loss_fn(params, rng):
+                step_logp = sel.step_log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask,
+                                               labels[:, None, :], rng=rng, deterministic=False)[:, 0]
+                loss = losses.sft_loss(step_logp, labels, batch.pool_mask, batch.query_mask & batch.traj_mask.any(-1),
+                                       hp["sft_label_smoothing"])
+                return loss, {}
+            return loss_fn
+
+        if kind == "rce":
+            rewards = ctx["rce_rewards"][i]
+            traj, traj_mask = batch.traj, batch.traj_mask
+            if cfg.rce_top1_only:
+                traj, traj_mask, rewards = traj[:, :1], traj_mask[:, :1], rewards[:, :1]
+            tau = losses.rce_temperature(state["step"], self.phases[ctx["phase_index"]].total_steps,
+                                         hp["rce_tau_start"], hp["rce_tau_end"])
+
+            def loss_fn(params, rng):
+                step_logp = sel.step_log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask, traj,
+                                               rng=rng, deterministic=False)
+                loss = losses.rce_loss(step_logp, traj, traj_mask, batch.pool_mask, rewards, tau,
+                                       batch.query_mask, hp["label_smoothing"])
+                return loss, {"tau": tau}
+            return loss_fn
+
+        rewards = ctx["grpo_rewards"][i]
+        mask = batch.traj_mask
+        if cfg.grpo_top_k:
+            k = jnp.where(epoch == 0, cfg.top_k_first, cfg.top_k_after)
+            mask = adv_lib.top_k_mask(rewards, mask, k)
+        advantages = adv_lib.group_advantages(rewards, mask, method=cfg.advantage, min_std=hp["adv_min_std"],
+                                              clip=hp["adv_clip"])
+        logp_ref = state["ref_logp"][i]
+        # Clip-only mode drops the KL term; the reference drops it whatever β says (defect 5.6).
+        kl_coef = 0.0 if (cfg.clip_only and cfg.clip_only_ignores_beta) else state["beta"]
+        stats = _advantage_stats(advantages, rewards, mask)
+
+        def loss_fn(params, rng):
+            logp = sel.log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask, batch.traj, rng=rng,
+                                 deterministic=not cfg.ratio_dropout)
+            terms = losses.grpo_loss(logp, logp_ref, advantages, mask, clip_eps=hp["clip_eps"],
+                                     clip_eps_high=hp["clip_eps_high"], kl_coef=kl_coef,
+                                     kl_estimator=cfg.kl_estimator, query_mask=batch.query_mask)
+            return terms.loss, {"ppo_loss": terms.ppo, "kl": terms.kl, "clip_frac": terms.clip_fraction,
+                                "mean_ratio": terms.mean_ratio, **stats}
+        return loss_fn
+
+    def _step(self, phase_index: int, hp, data: DeviceData, ctx: dict, epoch, state: dict, index):
+        cfg, phase = self.cfg, self.phases[phase_index]
+        batch = gather(data, index)
+        rng, drop_rng = jax.random.split(state["rng"])
+        loss_fn = self._loss_fn(phase.kind, batch, state, hp, ctx, epoch)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], drop_rng)
+        tx = self.optimizer(phase_index, hp, state["params"])
+        frozen = optim.BACKBONE if (phase.kind == "grpo" and cfg.freeze_backbone) else ()
+        grad_norm = optim.global_norm(grads, optim.trainable_mask(grads, frozen))
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = jax.tree_util.tree_map(lambda p, u: p + u, state["params"], updates)
+        lr = optim.learning_rate_at(hp[f"{phase.kind}_lr"], state["step"], total_steps=phase.total_steps,
+                                    schedule=getattr(cfg, f"{phase.kind}_schedule"),
+                                    warmup_ratio=getattr(cfg, f"{phase.kind}_warmup_ratio"))
+        beta = state["beta"]
+        if phase.kind == "grpo" and cfg.adaptive_beta:
+            beta = losses.adapt_beta(beta, aux["kl"], kl_high=cfg.beta_kl_high, kl_low=cfg.beta_kl_low,
+                                     factor=cfg.beta_factor, beta_min=cfg.beta_min, beta_max=cfg.beta_max)
+        new_state = {**state, "params": params, "opt_state": opt_state, "rng": rng, "beta": beta,
+                     "step": state["step"] + 1}
+        metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr, **aux}
+        if phase.kind == "grpo":
+            metrics["beta"] = beta
+        # A padded-only batch (possible with a tiny split) must not move the weights or the metrics.
+        real = batch.query_mask.any()
+        new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(real, new, old), new_state, state)
+        return new_state, (metrics, real)
+
+    def run_epoch(self, phase_index: int, state: dict, epoch, data: DeviceData, hp) -> tuple[dict, dict]:
+        """One shuffled epoch of phase ``phase_index`` (``epoch`` counts from 0 within the phase), then
+        the evaluation on val. Returns the new state and the epoch's metrics (train_* and val_*)."""
+        cfg, phase = self.cfg, self.phases[phase_index]
+        raw, norm = self.rewards(data, hp)
+        ctx = {"phase_index": phase_index,
+               "sft_targets": self._sft_targets(data, raw),
+               "rce_rewards": raw if cfg.rce_rewards == "raw" else norm,
+               "grpo_rewards": norm}
+        if phase.kind == "grpo" and cfg.reference_policy == "refresh_each_epoch":
+            state = {**state, "ref_params": state["params"],
+                     "ref_logp": self.sequence_log_probs(state["params"], data)}
+        rng, perm_rng = jax.random.split(state["rng"])
+        state = {**state, "rng": rng}
+        order = jax.random.permutation(perm_rng, jnp.asarray(phase.query_index))
+        batches = padded_batches(order, phase.batch_size)
+        step = functools.partial(self._step, phase_index, hp, data, ctx, epoch)
+        state, (metrics, real) = jax.lax.scan(step, state, batches)
+        weights = real.astype(jnp.float32) / jnp.maximum(real.sum(), 1)
+        train = {f"train_{k}": jnp.sum(v * weights) for k, v in metrics.items() if k != "beta"}
+        if phase.kind == "grpo":
+            train["train_beta"] = state["beta"]
+        val = self.evaluate(state["params"], state["ref_params"], data, hp, "val")
+        metrics = {**train, **{f"val_{k}": v for k, v in val.items()}}
+        value = metrics[self.best_metric_key]
+        better = (value < state["best_value"]) if cfg.best_mode == "min" else (-value < state["best_value"])
+        better = better & jnp.isfinite(value)
+        state = {**state,
+                 "best_value": jnp.where(better, value if cfg.best_mode == "min" else -value, state["best_value"]),
+                 "best_epoch": jnp.where(better, epoch, state["best_epoch"]),
+                 "best_params": jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old),
+                                                       state["params"], state["best_params"])}
+        return state, metrics
+
+    @property
+    def best_metric_key(self) -> str:
+        key = self.cfg.best_metric
+        return key if key.startswith(("val_", "train_")) else f"val_{key}"
+
+    def metric_names(self, phase_index: int) -> list[str]:
+        kind = self.phases[phase_index].kind
+        return [f"train_{k}" for k in TRAIN_METRICS[kind]] + [f"val_{k}" for k in self.eval_metric_names()]
+
+    def eval_metric_names(self) -> list[str]:
+        return eval_lib.metric_names(self.cfg.eval_shots, self.has_oracle)
+
+    def evaluate(self, params, ref_params, data: DeviceData, hp, split: str) -> dict:
+        """Offline metrics of ``params`` on ``split`` (eval mode), see :mod:`leverjax.evaluate`."""
+        index = self.split_index[split]
+        if len(index) == 0:
+            return {k: jnp.float32(jnp.nan) for k in self.eval_metric_names()}
+        raw, _ = self.rewards(data, hp)
+        return eval_lib.evaluate(self.selector, params, ref_params, data, raw, jnp.asarray(index),
+                                 num_steps=self.num_steps, shots=self.cfg.eval_shots, chunk=self.cfg.eval_chunk,
+                                 label_smoothing=hp["label_smoothing"], has_oracle=self.has_oracle)
+
+    def final_evaluation(self, state: dict, data: DeviceData, hp) -> dict:
+        """Test-split metrics of the final and the best parameters (``test_*``, ``best_test_*``)."""
+        final = self.evaluate(state["params"], state["ref_params"], data, hp, "test")
+        best = self.evaluate(state["best_params"], state["ref_params"], data, hp, "test")
+        return {**{f"test_{k}": v for k, v in final.items()}, **{f"best_test_{k}": v for k, v in best.items()}}
+
+
+def _advantage_stats(advantages, rewards, mask) -> dict:
+    """TRL-style advantage signals over the batch's valid trajectories."""
+    m = mask.astype(jnp.float32)
+    n = jnp.maximum(m.sum(), 1.0)
+    mean = jnp.sum(advantages * m) / n
+    std = jnp.sqrt(jnp.sum(((advantages - mean) ** 2) * m) / n)
+    groups = mask.any(-1)
+    count = jnp.maximum(mask.sum(-1), 1)
+    group_mean = jnp.sum(rewards * m, -1) / count
+    group_var = jnp.sum(((rewards - group_mean[:, None]) ** 2) * m, -1) / count
+    zero_var = (group_var <= 1e-12) & groups
+    return {"adv_mean": mean, "adv_std": std, "adv_max_abs": jnp.max(jnp.abs(advantages) * m),
+            "zero_var_frac": zero_var.sum() / jnp.maximum(groups.sum(), 1)}
+
+
+def make_train(cfg: Config, dataset) -> tuple[Callable, Pipeline, DeviceData]:
+    """``train(hp, rng) -> (state, history, final)``: the whole run as one pure, jittable function.
+
+    ``history[phase_name]`` maps each metric to an array over the phase's epochs; ``final`` holds the
+    test metrics of the final and the best parameters. Vmap it over ``hp`` (dicts of scalars, see
+    :meth:`Pipeline.hyperparameters`) and ``rng`` to train many runs in one program.
+    """
+    pipe = Pipeline(cfg, dataset)
+    data = DeviceData.from_dataset(dataset)
+
+    def train(hp, rng, data=data):
+        state = pipe.init_state(data, hp, rng)
+        history = {}
+        for i, phase in enumerate(pipe.phases):
+            state = pipe.begin_phase(i, state, data, hp)
+
+            def body(s, epoch, i=i):
+                return pipe.run_epoch(i, s, epoch, data, hp)
+
+            state, history[phase.name] = jax.lax.scan(body, state, jnp.arange(phase.epochs))
+        return state, history, pipe.final_evaluation(state, data, hp)
+
+    return train, pipe, data
