@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from leverjax.data import (
-    Dataset, dataset_from_arrays, dataset_to_arrays, device_arrays, filter_queries, load_npz,
+    dataset_from_arrays, device_arrays, filter_queries, load_npz,
     save_npz, validate_arrays,
 )
 from leverjax.errors import ConfigError, DataError
