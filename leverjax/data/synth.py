@@ -297,6 +297,93 @@ def _calibrate_offset(value: np.ndarray, diff: np.ndarray, alt_rate: np.ndarray,
     return 0.5 * (lo + hi)
 
 
+def _candidate_trajectories(
+    r_sel: np.random.Generator, r_mix: np.random.Generator, latent: np.ndarray, quality: np.ndarray,
+    params: np.ndarray, query_rows: np.ndarray, pools: np.ndarray, cos_obs: np.ndarray, steps: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate trajectories of every generation method, and which of them each query keeps.
+
+    The simulated selector knows the true per-demonstration utility up to noise and the true
+    redundancy. Returns positions [Q, C, S], the method code of each column [C] and the
+    inclusion mask [Q, C] (3–6 beams, the retrieval, 0–8 samples, 1–8 random choices per query).
+    """
+    q = query_rows.shape[0]
+    valid = pools >= 0
+    safe = np.maximum(pools, 0)
+    z_pool = latent[safe]
+    util = params[0] * (np.einsum("qk,qnk->qn", latent[query_rows], z_pool) - params[1]) + quality[safe]
+    belief = (util + _SELECTOR_NOISE * r_sel.standard_normal(util.shape)).astype(np.float32)
+    sim = np.einsum("qik,qjk->qij", z_pool, z_pool)
+    weights = params[2] ** np.arange(steps - 1, -1, -1, dtype=np.float32)
+    beam = _beam_search(belief, sim, valid, weights, float(params[3]), float(params[4]), _BEAM_WIDTH)
+    retrieval = np.argsort(-cos_obs, axis=1, kind="stable")[:, None, :steps]
+    half = _MAX_SAMPLES // 2
+    samples = np.concatenate([
+        _gumbel_topk(r_sel, belief / _SAMPLE_TEMPERATURES[0], valid, half, steps),
+        _gumbel_topk(r_sel, belief / _SAMPLE_TEMPERATURES[1], valid, _MAX_SAMPLES - half, steps),
+    ], axis=1)
+    randoms = _gumbel_topk(r_sel, np.zeros_like(belief), valid, _MAX_RANDOM, steps)
+    cands = np.concatenate([beam, retrieval, samples, randoms], axis=1)
+    code = {name: i for i, name in enumerate(GEN_METHODS)}
+    methods = np.concatenate([
+        np.full(_BEAM_WIDTH, code["beam"]), [code["retrieval"]],
+        np.full(_MAX_SAMPLES, code["sample"]), np.full(_MAX_RANDOM, code["random"]),
+    ]).astype(np.int8)
+    slot = np.arange(cands.shape[1])[None, :]
+    n_beam = r_mix.integers(3, _BEAM_WIDTH + 1, size=(q, 1))
+    n_samp = r_mix.integers(0, _MAX_SAMPLES + 1, size=(q, 1))
+    n_rand = r_mix.integers(1, _MAX_RANDOM + 1, size=(q, 1))
+    first_sample, first_random = _BEAM_WIDTH + 1, _BEAM_WIDTH + 1 + _MAX_SAMPLES
+    include = (
+        (slot < n_beam)
+        | (slot == _BEAM_WIDTH)
+        | ((slot >= first_sample) & (slot < first_sample + n_samp))
+        | ((slot >= first_random) & (slot < first_random + n_rand))
+    )
+    return cands, methods, include
+
+
+def _labels(
+    rng: np.random.Generator, world: Mapping[str, np.ndarray], params: np.ndarray,
+    query_rows: np.ndarray, pools: np.ndarray, traj: np.ndarray, positive_ratio: float,
+) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """Sampled labels of the trajectories, the calibrated difficulties and the offset applied.
+
+    Labels: acc from the answer model, correct = acc > 0, gt_prob (a noisy view of the success
+    probability, up to 1.3) and rel (near 1 for a hit, partial similarity otherwise), each with
+    a few unknown (NaN) entries. Padded entries: acc = correct = 0, gt_prob = rel = NaN.
+    """
+    q, m, steps = traj.shape
+    tmask = traj[..., 0] >= 0
+    safe = np.maximum(pools, 0)
+    demo = np.take_along_axis(safe, np.maximum(traj, 0).reshape(q, -1), 1).reshape(-1, steps)
+    total = _set_total(np, world["latent"], world["quality"], params, np.repeat(query_rows, m), demo)
+    value = _saturate(np, total, params).reshape(q, m)
+    per_query = {k: world[k][query_rows][:, None] for k in ("difficulty", "alt_rate", "level_main", "level_alt")}
+    labelled = {k: np.broadcast_to(v, value.shape)[tmask] for k, v in per_query.items()}
+    offset = _calibrate_offset(value[tmask], labelled["difficulty"], labelled["alt_rate"], positive_ratio)
+    difficulty = (world["difficulty"] + offset).astype(np.float32)
+    logit = value - difficulty[query_rows][:, None]
+    p = _sigmoid(np, logit)
+    u = rng.random(p.shape)
+    main = u < p
+    alt = ~main & (u < p + (1.0 - p) * per_query["alt_rate"])
+    acc = np.where(main, per_query["level_main"], np.where(alt, per_query["level_alt"], 0.0))
+    acc = np.where(tmask, acc, 0.0).astype(np.float32)
+    gt_prob = _sigmoid(np, logit + 0.7 * rng.standard_normal(p.shape)) * (1.0 + 0.3 * rng.random(p.shape))
+    partial = np.clip(0.1 + 0.5 * p + 0.15 * rng.standard_normal(p.shape), 0.0, 1.0)
+    rel = np.where(acc > 0, 1.0 - 0.4 * (1.0 - acc) * rng.random(p.shape), partial)
+    gt_prob[(rng.random(p.shape) < _MISSING_SHARE) | ~tmask] = np.nan
+    rel[(rng.random(p.shape) < _MISSING_SHARE) | ~tmask] = np.nan
+    labels = {
+        "acc": acc,
+        "correct": (acc > 0).astype(np.float32),
+        "gt_prob": gt_prob.astype(np.float32),
+        "rel": rel.astype(np.float32),
+    }
+    return labels, difficulty, float(offset)
+
+
 def _min_pool(pool_size: int, num_steps: int) -> int:
     """The smallest pool a query may get (ragged pools range from this to ``pool_size``)."""
     return min(pool_size, max(num_steps + 2, int(math.ceil(0.6 * pool_size))))
@@ -370,66 +457,12 @@ def make_synthetic(
     split[n_train:num_queries] = 1
 
     pools, cos_obs = _make_pools(r_pool, world["emb"], query_rows, pool_size, _min_pool(pool_size, num_steps))
-    valid = pools >= 0
-    safe = np.maximum(pools, 0)
 
-    # the simulated selector: true per-demo utility plus noise, true redundancy
-    z_pool = latent[safe]
-    util = params[0] * (np.einsum("qk,qnk->qn", latent[query_rows], z_pool) - params[1]) + quality[safe]
-    belief = (util + _SELECTOR_NOISE * r_sel.standard_normal(util.shape)).astype(np.float32)
-    sim = np.einsum("qik,qjk->qij", z_pool, z_pool)
-    weights = params[2] ** np.arange(num_steps - 1, -1, -1, dtype=np.float32)
-    beam = _beam_search(belief, sim, valid, weights, float(params[3]), float(params[4]), _BEAM_WIDTH)
-    retrieval = np.argsort(-cos_obs, axis=1, kind="stable")[:, None, :num_steps]
-    half = _MAX_SAMPLES // 2
-    samples = np.concatenate([
-        _gumbel_topk(r_sel, belief / _SAMPLE_TEMPERATURES[0], valid, half, num_steps),
-        _gumbel_topk(r_sel, belief / _SAMPLE_TEMPERATURES[1], valid, _MAX_SAMPLES - half, num_steps),
-    ], axis=1)
-    randoms = _gumbel_topk(r_sel, np.zeros_like(belief), valid, _MAX_RANDOM, num_steps)
-    cands = np.concatenate([beam, retrieval, samples, randoms], axis=1)
-    methods = np.concatenate([
-        np.full(beam.shape[1], 0), [2], np.full(_MAX_SAMPLES, 1), np.full(_MAX_RANDOM, 3),
-    ]).astype(np.int8)
-    slot = np.arange(cands.shape[1])[None, :]
-    n_beam = r_mix.integers(min(3, beam.shape[1]), beam.shape[1] + 1, size=(q, 1))
-    n_samp = r_mix.integers(0, _MAX_SAMPLES + 1, size=(q, 1))
-    n_rand = r_mix.integers(1, _MAX_RANDOM + 1, size=(q, 1))
-    b, s0 = beam.shape[1], beam.shape[1] + 1
-    include = (
-        (slot < n_beam)
-        | (slot == b)
-        | ((slot >= s0) & (slot < s0 + n_samp))
-        | ((slot >= s0 + _MAX_SAMPLES) & (slot < s0 + _MAX_SAMPLES + n_rand))
-    )
-    traj, gen_method = _assemble(r_mix, cands, methods, include, valid, max_trajectories,
+    cands, methods, include = _candidate_trajectories(
+        r_sel, r_mix, latent, quality, params, query_rows, pools, cos_obs, num_steps)
+    traj, gen_method = _assemble(r_mix, cands, methods, include, pools >= 0, max_trajectories,
                                  min_trajectories, num_steps)
-
-    # labels
-    tmask = traj[..., 0] >= 0
-    demo = np.take_along_axis(safe, np.maximum(traj, 0).reshape(q, -1), 1).reshape(traj.shape)
-    flat_q = np.repeat(query_rows, max_trajectories)
-    value = _saturate(np, _set_total(np, latent, quality, params, flat_q, demo.reshape(-1, num_steps)), params)
-    value = value.reshape(q, max_trajectories)
-    diff_q = world["difficulty"][query_rows][:, None]
-    alt_q = world["alt_rate"][query_rows][:, None]
-    offset = _calibrate_offset(value[tmask], np.broadcast_to(diff_q, value.shape)[tmask],
-                               np.broadcast_to(alt_q, value.shape)[tmask], positive_ratio)
-    difficulty = (world["difficulty"] + offset).astype(np.float32)
-    logit = value - difficulty[query_rows][:, None]
-    p = _sigmoid(np, logit)
-    u = r_label.random(p.shape)
-    main = u < p
-    alt = ~main & (u < p + (1.0 - p) * alt_q)
-    acc = np.where(main, world["level_main"][query_rows][:, None],
-                   np.where(alt, world["level_alt"][query_rows][:, None], 0.0))
-    acc = np.where(tmask, acc, 0.0).astype(np.float32)
-    correct = (acc > 0).astype(np.float32)
-    gt_prob = _sigmoid(np, logit + 0.7 * r_label.standard_normal(p.shape)) * (1.0 + 0.3 * r_label.random(p.shape))
-    partial = np.clip(0.1 + 0.5 * p + 0.15 * r_label.standard_normal(p.shape), 0.0, 1.0)
-    rel = np.where(acc > 0, 1.0 - 0.4 * (1.0 - acc) * r_label.random(p.shape), partial)
-    gt_prob[(r_label.random(p.shape) < _MISSING_SHARE) | ~tmask] = np.nan
-    rel[(r_label.random(p.shape) < _MISSING_SHARE) | ~tmask] = np.nan
+    labels, difficulty, offset = _labels(r_label, world, params, query_rows, pools, traj, positive_ratio)
 
     oracle = {
         "latent": latent,
@@ -457,8 +490,7 @@ def make_synthetic(
         "generator": generator,
     }
     ds = Dataset(
-        emb=world["emb"], query_ids=query_rows, pool_ids=pools, traj=traj, acc=acc,
-        correct=correct, gt_prob=gt_prob.astype(np.float32), rel=rel.astype(np.float32),
+        emb=world["emb"], query_ids=query_rows, pool_ids=pools, traj=traj, **labels,
         gen_method=gen_method, gen_methods=GEN_METHODS, split=split, meta=meta, oracle=oracle,
     )
     return dataset_from_arrays(dataset_to_arrays(ds), source="synthetic data")
