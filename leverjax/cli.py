@@ -71,9 +71,19 @@ def _flags_parser(argv):
         sys.exit(2)
 
 
+def enable_compilation_cache() -> None:
+    """Keeps compiled programs on disk, so a second run of the same shapes starts at once."""
+    import jax
+
+    path = os.environ.get("LEVERJAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "leverjax", "xla"))
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 @exit_on_error
 def main(argv) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+    enable_compilation_cache()
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
     if FLAGS.list_experiments:
@@ -96,7 +106,7 @@ def run_experiment(name: str, overrides: dict, sweep: dict, *, restart: bool = F
     exp = experiments.get(name)
     cfg = config_lib.replace(exp.config, overrides)
     sweep = {**exp.sweep, **sweep}
-    runs = expand_runs(sweep, cfg.seed, cfg.seeds)
+    runs = expand_runs(sweep, cfg.seed, cfg.seeds)  # labels omit the experiment: one per directory
     t0 = time.perf_counter()
     dataset = load_data(cfg)
     print(f"{name}: {exp.description}")

@@ -119,7 +119,7 @@ SWEEPABLE = (
     "grpo_lr", "grpo_weight_decay", "adv_min_std", "adv_clip", "clip_eps", "clip_eps_high", "kl_beta",
 )
 # Fields that change neither the program nor the result of one run.
-RUN_ONLY = ("seed", "seeds", "checkpoint_every", "workdir", "eval_chunk")
+RUN_ONLY = ("seed", "seeds", "checkpoint_every", "workdir")
 
 CHOICES = {
     "sft_target": ("best", "first"),

@@ -34,25 +34,31 @@ class TrainingDiverged(LeverjaxError):
     """A run produced a non-finite loss; the last good checkpoint is kept."""
 
 
+def _fmt(k: str, v: Any) -> str:
+    return f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """One run: sweep values (field -> value) and a seed."""
+    """One run: an experiment name, sweepable overrides of its config (field -> value) and a seed."""
 
-    sweep: tuple[tuple[str, Any], ...]
+    overrides: tuple[tuple[str, Any], ...]
     seed: int
-
-    @property
-    def label(self) -> str:
-        parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.sweep]
-        return ",".join(parts + [f"seed={self.seed}"])
+    experiment: str = ""
 
     @property
     def group(self) -> str:
-        """The runs' label without the seed (seeds of one group are averaged in summaries)."""
-        return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.sweep) or "-"
+        """The run's label without the seed (the seeds of one group are averaged in summaries)."""
+        parts = [self.experiment] if self.experiment else []
+        parts += [_fmt(k, v) for k, v in self.overrides]
+        return ",".join(parts) or "-"
+
+    @property
+    def label(self) -> str:
+        return f"{self.group}/seed={self.seed}" if self.group != "-" else f"seed={self.seed}"
 
 
-def expand_runs(sweep: dict[str, Sequence[Any]], seed: int, seeds: int) -> list[RunSpec]:
+def expand_runs(sweep: dict[str, Sequence[Any]], seed: int, seeds: int, experiment: str = "") -> list[RunSpec]:
     """Every combination of the sweep values × ``seeds`` consecutive seeds from ``seed``."""
     for name in sweep:
         if name not in config_lib.SWEEPABLE:
@@ -60,12 +66,12 @@ def expand_runs(sweep: dict[str, Sequence[Any]], seed: int, seeds: int) -> list[
                                 f"{', '.join(config_lib.SWEEPABLE)}")
     names = list(sweep)
     combos = list(itertools.product(*(sweep[n] for n in names))) if names else [()]
-    return [RunSpec(tuple(zip(names, combo)), seed + s) for combo in combos for s in range(seeds)]
+    return [RunSpec(tuple(zip(names, combo)), seed + s, experiment) for combo in combos for s in range(seeds)]
 
 
 def run_hyperparameters(cfg: config_lib.Config, runs: Sequence[RunSpec]) -> dict:
     """The stacked hyperparameters ``{field: [R]}`` of ``runs``."""
-    per_run = [config_lib.hyperparameters(config_lib.replace(cfg, dict(r.sweep))) for r in runs]
+    per_run = [config_lib.hyperparameters(config_lib.replace(cfg, dict(r.overrides))) for r in runs]
     return {k: jnp.asarray([hp[k] for hp in per_run], jnp.float32) for k in per_run[0]}
 
 
@@ -81,8 +87,10 @@ class VmappedPipeline:
         self.init = jax.jit(jax.vmap(pipe.init_state, in_axes=(None, 0, 0)))
         self.begin = [jax.jit(jax.vmap(functools.partial(pipe.begin_phase, i), in_axes=(0, None, 0)))
                       for i in range(len(pipe.phases))]
-        self.epoch = [jax.jit(jax.vmap(functools.partial(pipe.run_epoch, i), in_axes=(0, None, None, 0)))
+        self.epoch = [jax.jit(jax.vmap(functools.partial(pipe.train_epoch, i), in_axes=(0, None, None, 0)))
                       for i in range(len(pipe.phases))]
+        # Evaluation is one program shared by every phase (compiled once, not once per phase).
+        self.validate = jax.jit(jax.vmap(pipe.validate_epoch, in_axes=(0, None, None, 0)))
         self.final = jax.jit(jax.vmap(pipe.final_evaluation, in_axes=(0, None, 0)))
 
     def abstract_state(self, phase_index: int, data, hp, keys):
@@ -90,6 +98,21 @@ class VmappedPipeline:
         def fn(hp, keys):
             return self.begin[phase_index](self.init(data, hp, keys), data, hp)
         return jax.eval_shape(fn, hp, keys)
+
+
+# The part of the state evaluation reads and updates: the same structure in every phase, so the
+# evaluation program compiles once (the optimizer state's structure differs between phases).
+_TRACKED = ("params", "ref_params", "best_params", "best_value", "best_epoch")
+_COMPILED: dict = {}
+
+
+def compiled_pipeline(cfg: config_lib.Config, dataset) -> VmappedPipeline:
+    """The jitted, vmapped pipeline for ``cfg``'s static part on ``dataset``, shared by every runner
+    with the same static signature (so a second runner of the same shapes compiles nothing)."""
+    key = (config_lib.static_signature(cfg), id(dataset))
+    if key not in _COMPILED or _COMPILED[key][0] is not dataset:
+        _COMPILED[key] = (dataset, VmappedPipeline(Pipeline(cfg, dataset)))
+    return _COMPILED[key][1]
 
 
 @dataclasses.dataclass
@@ -111,9 +134,9 @@ class Runner:
         self.cfg = cfg
         self.runs = list(runs)
         self.name = name
-        self.pipe = Pipeline(cfg, dataset)
+        self.vp = compiled_pipeline(cfg, dataset)
+        self.pipe = self.vp.pipe
         self.data = DeviceData.from_dataset(dataset)
-        self.vp = VmappedPipeline(self.pipe)
         self.hp = run_hyperparameters(cfg, self.runs)
         self.keys = run_keys(self.runs)
         self.out = out or (lambda s: print(s, flush=True))
@@ -142,7 +165,8 @@ class Runner:
     # -- bookkeeping ---------------------------------------------------------------------------
     def _config_record(self) -> dict:
         return {"experiment": self.name, "config": config_lib.to_dict(self.cfg),
-                "runs": [{"label": r.label, "sweep": dict(r.sweep), "seed": r.seed} for r in self.runs],
+                "runs": [{"label": r.label, "experiment": r.experiment, "overrides": dict(r.overrides),
+                          "seed": r.seed} for r in self.runs],
                 **self.extra_meta}
 
     def _check_config(self) -> None:
@@ -193,7 +217,10 @@ class Runner:
             table.header()
             for e in range(first, phase.epochs):
                 t0 = time.perf_counter()
-                new_state, metrics = self.vp.epoch[i](state, jnp.int32(e), self.data, self.hp)
+                new_state, train = self.vp.epoch[i](state, jnp.int32(e), self.data, self.hp)
+                tracked, val = self.vp.validate({k: new_state[k] for k in _TRACKED}, jnp.int32(e), self.data, self.hp)
+                new_state = {**new_state, **tracked}
+                metrics = {**train, **val}
                 records = self._records(i, e, metrics)
                 self._nan_guard(phase.name, e, records)
                 state = new_state

@@ -327,9 +327,11 @@ class Pipeline:
         new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(real, new, old), new_state, state)
         return new_state, (metrics, real)
 
-    def run_epoch(self, phase_index: int, state: dict, epoch, data: DeviceData, hp) -> tuple[dict, dict]:
-        """One shuffled epoch of phase ``phase_index`` (``epoch`` counts from 0 within the phase), then
-        the evaluation on val. Returns the new state and the epoch's metrics (train_* and val_*)."""
+    def train_epoch(self, phase_index: int, state: dict, epoch, data: DeviceData, hp) -> tuple[dict, dict]:
+        """One shuffled epoch of phase ``phase_index`` (``epoch`` counts from 0 within the phase).
+
+        Returns the new state and the epoch's training metrics (``train_*``, means over its steps).
+        """
         cfg, phase = self.cfg, self.phases[phase_index]
         raw, norm = self.rewards(data, hp)
         ctx = {"phase_index": phase_index,
@@ -349,17 +351,28 @@ class Pipeline:
         train = {f"train_{k}": jnp.sum(v * weights) for k, v in metrics.items() if k != "beta"}
         if phase.kind == "grpo":
             train["train_beta"] = state["beta"]
-        val = self.evaluate(state["params"], state["ref_params"], data, hp, "val")
-        metrics = {**train, **{f"val_{k}": v for k, v in val.items()}}
-        value = metrics[self.best_metric_key]
-        better = (value < state["best_value"]) if cfg.best_mode == "min" else (-value < state["best_value"])
-        better = better & jnp.isfinite(value)
+        return state, train
+
+    def validate_epoch(self, state: dict, epoch, data: DeviceData, hp) -> tuple[dict, dict]:
+        """Evaluates on val (``val_*`` metrics) and keeps the parameters if they are the phase's best."""
+        cfg = self.cfg
+        metrics = {f"val_{k}": v for k, v in self.evaluate(state["params"], state["ref_params"], data, hp,
+                                                            "val").items()}
+        value = metrics.get(self.best_metric_key, jnp.float32(jnp.nan))
+        score = value if cfg.best_mode == "min" else -value
+        better = (score < state["best_value"]) & jnp.isfinite(score)
         state = {**state,
-                 "best_value": jnp.where(better, value if cfg.best_mode == "min" else -value, state["best_value"]),
+                 "best_value": jnp.where(better, score, state["best_value"]),
                  "best_epoch": jnp.where(better, epoch, state["best_epoch"]),
                  "best_params": jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old),
                                                        state["params"], state["best_params"])}
         return state, metrics
+
+    def run_epoch(self, phase_index: int, state: dict, epoch, data: DeviceData, hp) -> tuple[dict, dict]:
+        """:meth:`train_epoch` then :meth:`validate_epoch`: the epoch's ``train_*`` and ``val_*`` metrics."""
+        state, train = self.train_epoch(phase_index, state, epoch, data, hp)
+        state, val = self.validate_epoch(state, epoch, data, hp)
+        return state, {**train, **val}
 
     @property
     def best_metric_key(self) -> str:

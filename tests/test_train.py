@@ -1,0 +1,160 @@
+"""The training engine end to end on a tiny synthetic set: every experiment traces, runs resume
+exactly, vmapped seeds equal single runs, GRPO learns, and each defect option does what it says."""
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import experiments
+from leverjax import config as config_lib
+from leverjax.data import synth
+from leverjax.errors import LeverjaxError
+from leverjax.runner import Runner, RunSpec, TrainingDiverged, expand_runs
+from leverjax.train import DeviceData, Pipeline, make_train
+
+TINY = dict(hidden=16, sft_epochs=2, rce_epochs=2, grpo_epochs=2, sft_batch_size=16, rce_batch_size=8,
+            grpo_batch_size=8, eval_chunk=64, eval_shots=3)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return synth.make_synthetic(seed=0, num_examples=300, num_queries=60, pool_size=8, max_trajectories=6, dim=16)
+
+
+def tiny_config(name="scheme5_6", **overrides):
+    cfg = experiments.get(name).config
+    values = {**TINY, **overrides}
+    if cfg.grpo_positive_only_epochs:
+        values.setdefault("grpo_positive_only_epochs", 1)
+    if cfg.grpo_epochs == 0:
+        values.pop("grpo_epochs")
+        values["grpo_epochs"] = overrides.get("grpo_epochs", 0)
+    return config_lib.replace(cfg, values)
+
+
+def final_run(runner):
+    res = runner.run()
+    return res, {k: np.array([r[k] for r in res.final]) for k in res.final[0] if k.startswith(("test_", "best_"))}
+
+
+@pytest.mark.parametrize("name", experiments.NAMES)
+def test_every_experiment_traces_its_whole_run(tiny, name):
+    cfg = tiny_config(name, sft_epochs=1, rce_epochs=1, grpo_epochs=1 if experiments.get(name).config.grpo_epochs else 0)
+    train, pipe, data = make_train(cfg, tiny)
+    state, history, final = jax.eval_shape(train, pipe.hyperparameters(), jax.random.PRNGKey(0))
+    assert sorted(p.name for p in pipe.phases) == sorted(history)
+    assert "test_loss" in final and final["test_loss"].shape == ()
+    if cfg.grpo_epochs:
+        assert history["grpo"]["train_kl"].shape == (1,)
+
+
+def test_whole_run_program_compiles_and_runs(tiny):
+    cfg = tiny_config("scheme5_6_fixed", sft_epochs=1, rce_epochs=1, grpo_epochs=2)
+    train, pipe, _ = make_train(cfg, tiny)
+    hp = pipe.hyperparameters()
+    state, history, final = jax.jit(train)(hp, jax.random.PRNGKey(0))
+    assert np.isfinite(float(final["test_loss"]))
+    assert set(history) == {"sft", "rce", "grpo"}
+    assert all(np.isfinite(np.asarray(v)).all() for v in history["grpo"].values() if v.dtype.kind == "f"
+               and not np.isnan(np.asarray(v)).all())
+
+
+def test_resume_after_interruption_gives_identical_metrics(tiny, tmp_path, monkeypatch):
+    cfg = tiny_config("scheme5_6", checkpoint_every=1)
+    runs = expand_runs({}, 0, 2)
+    _, full = final_run(Runner(cfg, tiny, runs, name="full", workdir=str(tmp_path)))
+
+    calls = {"n": 0}
+    original = Runner._save
+
+    def killed_after_three(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(Runner, "_save", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(cfg, tiny, runs, name="resumed", workdir=str(tmp_path)).run()
+    monkeypatch.setattr(Runner, "_save", original)
+    lines = []
+    res, resumed = final_run(Runner(cfg, tiny, runs, name="resumed", workdir=str(tmp_path), out=lines.append))
+    assert any("resuming" in line for line in lines)
+    assert len(res.history) == 2 * (2 + 2 + 2)
+    for k in full:
+        np.testing.assert_array_equal(resumed[k], full[k], err_msg=k)
+    assert (tmp_path / "resumed" / "metrics.jsonl").read_text().count("\n") == len(res.history)
+
+
+def test_resume_refuses_a_different_config(tiny, tmp_path):
+    cfg = tiny_config("scheme5_6", sft_epochs=1, rce_epochs=0, grpo_epochs=0)
+    Runner(cfg, tiny, expand_runs({}, 0, 1), name="x", workdir=str(tmp_path)).run()
+    other = config_lib.replace(cfg, {"sft_lr": 1e-3})
+    with pytest.raises(LeverjaxError, match="different config"):
+        Runner(other, tiny, expand_runs({}, 0, 1), name="x", workdir=str(tmp_path))
+
+
+def test_two_vmapped_seeds_equal_two_single_seed_runs(tiny):
+    cfg = tiny_config("scheme5_6")
+    _, both = final_run(Runner(cfg, tiny, expand_runs({}, 0, 2)))
+    _, first = final_run(Runner(cfg, tiny, expand_runs({}, 0, 1)))
+    _, second = final_run(Runner(cfg, tiny, expand_runs({}, 1, 1)))
+    for k in both:
+        np.testing.assert_allclose(both[k], np.concatenate([first[k], second[k]]), rtol=2e-5, atol=2e-6,
+                                   err_msg=k)
+    assert not np.allclose(both["test_loss"][0], both["test_loss"][1])  # the seeds really differ
+
+
+def test_grpo_raises_expected_reward_on_training_groups(tiny):
+    cfg = tiny_config("scheme5_6_fixed", sft_epochs=0, rce_epochs=0, grpo_epochs=8, grpo_lr=3e-3,
+                      freeze_backbone=False, dropout=0.0, attn_dropout=0.0, kl_beta=0.0, adaptive_beta=False,
+                      reward_normalization="none")
+    train, pipe, data = make_train(cfg, tiny)
+    hp = pipe.hyperparameters()
+    state0 = pipe.init_state(data, hp, jax.random.PRNGKey(0))
+    before = pipe.evaluate(state0["params"], state0["ref_params"], data, hp, "train")["expected_reward"]
+    state, _, _ = jax.jit(train)(hp, jax.random.PRNGKey(0))
+    after = pipe.evaluate(state["params"], state["ref_params"], data, hp, "train")["expected_reward"]
+    assert float(after) > float(before) + 0.02, (float(before), float(after))
+
+
+def grpo_history(tiny, **overrides):
+    cfg = tiny_config("scheme5_6", **overrides)
+    train, pipe, _ = make_train(cfg, tiny)
+    _, history, _ = jax.jit(train)(pipe.hyperparameters(), jax.random.PRNGKey(1))
+    return {k: np.asarray(v) for k, v in history["grpo"].items()}
+
+
+def test_post_rce_reference_without_ratio_dropout_starts_at_ratio_one(tiny):
+    common = dict(grpo_lr=0.0, sft_epochs=1, rce_epochs=1, grpo_epochs=1)
+    fixed = grpo_history(tiny, reference_policy="post_rce", ratio_dropout=False, **common)
+    assert np.all(fixed["train_mean_ratio"] == 1.0) and np.all(fixed["train_kl"] == 0.0)
+    drift = grpo_history(tiny, reference_policy="sft", ratio_dropout=False, **common)  # defect 5.1: RCE drift
+    assert np.all(drift["train_kl"] > 1e-6)
+    noisy = grpo_history(tiny, reference_policy="post_rce", ratio_dropout=True, **common)  # defect 5.2
+    assert np.all(noisy["train_kl"] > 1e-6)
+
+
+def test_clip_only_ignores_beta_in_the_reference_and_applies_it_when_fixed(tiny):
+    ref = grpo_history(tiny, clip_only=True, kl_beta=0.5, adaptive_beta=False)
+    np.testing.assert_allclose(ref["train_loss"], ref["train_ppo_loss"], rtol=1e-6)
+    fixed = grpo_history(tiny, clip_only=True, clip_only_ignores_beta=False, kl_beta=0.5, adaptive_beta=False)
+    np.testing.assert_allclose(fixed["train_loss"], fixed["train_ppo_loss"] + 0.5 * fixed["train_kl"], rtol=1e-4)
+    assert np.all(fixed["train_kl"] > 0)
+
+
+def test_top_k_curriculum_collapses_groups_and_can_be_turned_off(tiny):
+    topk = grpo_history(tiny, grpo_top_k=True, top_k_first=2, top_k_after=2)
+    full = grpo_history(tiny, grpo_top_k=False)
+    assert topk["train_zero_var_frac"].mean() > full["train_zero_var_frac"].mean()
+
+
+def test_nan_guard_names_phase_and_keeps_last_checkpoint(tiny, tmp_path):
+    cfg = tiny_config("scheme5_6", grpo_lr=1e30, freeze_backbone=False, rce_epochs=1, sft_epochs=1)
+    runner = Runner(cfg, tiny, expand_runs({}, 0, 1), name="nan", workdir=str(tmp_path))
+    with pytest.raises(TrainingDiverged, match=r"grpo epoch \d: (train|val)_loss is nan"):
+        runner.run()
+    assert runner.store.latest_step() == 2  # the SFT and RCE epochs; nothing after the divergence
