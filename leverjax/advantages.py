@@ -2,7 +2,8 @@
 
 Every estimator is written for ONE query group (rewards ``[M]`` with a boolean mask ``[M]``) and
 vmapped over groups by :func:`group_advantages`. Masked entries get advantage 0, and so does every
-member of a degenerate group (one trajectory, all equal, all masked): no input gives NaN.
+member of a degenerate group (one trajectory, all equal, all masked) for every baselined method
+(all but ``none``, which returns the raw clipped reward by definition): no input gives NaN.
 
 ======== =====================================================================================
 method   advantage of trajectory i in a group of n valid trajectories
@@ -28,14 +29,23 @@ from leverjax.errors import ConfigError
 ADVANTAGE_METHODS = ("zscore", "rank", "mean", "rloo", "none")
 
 
-def _masked_mean(r, mask, n):
-    return jnp.sum(jnp.where(mask, r, 0.0)) / jnp.maximum(n, 1.0)
+def _centred(r, mask, n):
+    """``r − mean`` over the valid entries, exactly 0 for a flat group.
+
+    The mean is taken around a pivot (the first valid reward): ``r − pivot`` is exactly 0 in a flat
+    group, so the centred values are too (a plain ``sum/n`` is not exact in float32, and a flat group
+    would get advantages of ~1e-6 instead of 0, or 0/0 in the z-score with ``min_std = 0``).
+    """
+    pivot = r[jnp.argmax(mask)]
+    d = jnp.where(mask, r - pivot, 0.0)
+    return d - jnp.sum(d) / jnp.maximum(n, 1.0)
 
 
 def _zscore(r, mask, n, min_std):
-    mean = _masked_mean(r, mask, n)
-    var = jnp.sum(jnp.where(mask, (r - mean) ** 2, 0.0)) / jnp.maximum(n - 1.0, 1.0)
-    return (r - mean) / jnp.maximum(jnp.sqrt(var), min_std)
+    centred = _centred(r, mask, n)
+    var = jnp.sum(jnp.where(mask, centred ** 2, 0.0)) / jnp.maximum(n - 1.0, 1.0)
+    # The 1e-12 floor only matters with min_std = 0: a flat group then gives 0/1e-12 = 0, not 0/0.
+    return centred / jnp.maximum(jnp.maximum(jnp.sqrt(var), min_std), 1e-12)
 
 
 def _rank(r, mask, n, min_std):
@@ -48,13 +58,13 @@ def _rank(r, mask, n, min_std):
 
 def _mean(r, mask, n, min_std):
     del min_std
-    return r - _masked_mean(r, mask, n)
+    return _centred(r, mask, n)
 
 
 def _rloo(r, mask, n, min_std):
     del min_std
     # r_i − (Σr − r_i)/(n − 1) = n/(n − 1)·(r_i − mean): the second form is exact for flat groups.
-    return jnp.where(n > 1, n / jnp.maximum(n - 1.0, 1.0) * (r - _masked_mean(r, mask, n)), 0.0)
+    return jnp.where(n > 1, n / jnp.maximum(n - 1.0, 1.0) * _centred(r, mask, n), 0.0)
 
 
 def _none(r, mask, n, min_std):

@@ -79,7 +79,7 @@ class GRPOTerms(NamedTuple):
     ppo: jax.Array
     kl: jax.Array
     mean_ratio: jax.Array
-    clip_fraction: jax.Array  # share of valid trajectories whose ratio lies outside [1 − ε, 1 + ε_high]
+    clip_fraction: jax.Array  # per query: share of its trajectories with ratio outside [1 − ε, 1 + ε_high]
 
 
 def kl_terms(logp_new, logp_ref, estimator: str = "reference"):
@@ -115,13 +115,16 @@ def grpo_loss(logp_new, logp_ref, advantages, traj_mask, *, clip_eps=0.2, clip_e
     kl_q = _masked_mean(kl_terms(logp_new, logp_ref, kl_estimator), traj_mask, axis=-1)
     valid = traj_mask.any(-1) if query_mask is None else (traj_mask.any(-1) & query_mask)
     outside = (ratio < 1.0 - clip_eps) | (ratio > 1.0 + eps_high)
-    flat_mask = traj_mask & valid[:, None]
+    # Per-query means first, then the mean over queries (like every other term): a batch of B queries
+    # logs what B one-query steps of the reference would log on average, whatever the M of each query.
+    ratio_q = _masked_mean(ratio, traj_mask, axis=-1)
+    outside_q = _masked_mean(outside.astype(ratio.dtype), traj_mask, axis=-1)
     return GRPOTerms(
         loss=_masked_mean(ppo_q + kl_coef * kl_q, valid),
         ppo=_masked_mean(ppo_q, valid),
         kl=_masked_mean(kl_q, valid),
-        mean_ratio=_masked_mean(ratio, flat_mask),
-        clip_fraction=_masked_mean(outside.astype(ratio.dtype), flat_mask),
+        mean_ratio=_masked_mean(ratio_q, valid),
+        clip_fraction=_masked_mean(outside_q, valid),
     )
 
 
