@@ -55,10 +55,12 @@ def load_data(cfg: config_lib.Config):
     from leverjax.data.synth import load_or_make_default
 
     ds = load_npz(cfg.data) if cfg.data else load_or_make_default()
-    if cfg.require_positive_query or cfg.min_group_size > 1:
-        ds, counts = filter_queries(ds, require_positive_query=cfg.require_positive_query,
-                                    min_group_size=cfg.min_group_size)
-        print(f"filters: {counts}")
+    ds, counts = filter_queries(ds, require_positive_query=cfg.require_positive_query,
+                                min_group_size=cfg.min_group_size)
+    if counts["dropped_small_group"] or counts["dropped_no_positive"]:
+        print(f"filters: kept {counts['kept']} of {counts['queries_in']} queries "
+              f"({counts['dropped_small_group']} with fewer than {cfg.min_group_size} trajectories, "
+              f"{counts['dropped_no_positive']} without a positive)")
     return ds
 
 
@@ -112,10 +114,8 @@ def run_experiment(name: str, overrides: dict, sweep: dict, *, restart: bool = F
     print(f"{name}: {exp.description}")
     print(f"data: {cfg.data or 'built-in synthetic set'} — {dataset.num_queries} queries, K={dataset.pool_size}, "
           f"M={dataset.max_trajectories}, S={dataset.num_steps}, d={dataset.dim}; {len(runs)} run(s) in one program")
-    runner = Runner(cfg, dataset, runs, name=name, workdir=cfg.workdir, restart=restart,
+    runner = Runner(cfg, dataset, runs, name=name, workdir=cfg.workdir, restart=restart, init_from=init_from,
                     extra_meta={"init_from": init_from} if init_from else None)
-    if init_from:
-        runner.init_from(init_from)
     results = runner.run()
     print_summary(results)
     print(f"\ndone in {time.perf_counter() - t0:.1f}s; outputs in {results.directory}")

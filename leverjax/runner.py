@@ -130,7 +130,7 @@ class Runner:
 
     def __init__(self, cfg: config_lib.Config, dataset, runs: Sequence[RunSpec], *, name: str = "run",
                  workdir: str | None = None, restart: bool = False, out: Callable[[str], None] | None = None,
-                 extra_meta: dict | None = None):
+                 extra_meta: dict | None = None, init_from: str | None = None):
         self.cfg = cfg
         self.runs = list(runs)
         self.name = name
@@ -143,6 +143,9 @@ class Runner:
         self.directory = os.path.join(workdir, name) if workdir else None
         self.extra_meta = extra_meta or {}
         self.store = None
+        self._init_params = None
+        if init_from:  # checked before anything is written, so a bad file leaves no trace
+            self.init_from(init_from)
         if self.directory:
             if restart and os.path.isdir(self.directory):
                 shutil.rmtree(self.directory)
@@ -204,7 +207,7 @@ class Runner:
             self.out(f"resuming {self.name} from its checkpoint after {meta['phase_name']} epoch {meta['epoch']}")
         else:
             state = self.vp.init(self.data, self.hp, self.keys)
-            if getattr(self, "_init_params", None) is not None:
+            if self._init_params is not None:
                 state = _with_params(state, self._init_params, self.pipe, self.data)
 
         global_epoch = sum(p.epochs for p in self.pipe.phases[:start_phase]) + start_epoch
