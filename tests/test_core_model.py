@@ -1,0 +1,245 @@
+"""The selector network's own properties: padding, encode-once, dropout, gradient flow, and a learning probe."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from leverjax.losses import rce_loss, sft_loss
+from leverjax.model import PointerSelector, Selector, SelectorConfig, init_params
+from leverjax.optim import BACKBONE, make_optimizer
+
+D, K, M, S, B = 24, 8, 5, 2, 3
+CONFIG = SelectorConfig(hidden=16, num_layers=1, num_heads=2, dropout=0.5, attn_dropout=0.1)
+SEL = Selector(CONFIG)
+
+
+def _perturb(params, key, scale=0.1):
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree_util.tree_unflatten(
+        treedef, [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+
+
+@pytest.fixture(scope="module")
+def params():
+    # init + noise (so no identity/zero init hides a bug), jitted: one compile instead of many eager ops
+    return jax.jit(lambda k: _perturb(init_params(CONFIG, k, D), jax.random.fold_in(k, 1)))(jax.random.PRNGKey(0))
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """Ragged pools (3, 5 and 8 valid slots; garbage in padded ones), trajectories inside each pool."""
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(B, D)).astype(np.float32)
+    C = rng.normal(size=(B, K, D)).astype(np.float32)
+    sizes = [3, 5, K]
+    mask = np.arange(K)[None, :] < np.array(sizes)[:, None]
+    C[~mask] = 1e3 * rng.normal(size=(int((~mask).sum()), D))
+    traj = np.stack([np.stack([rng.choice(n, size=S, replace=False) for _ in range(M)]) for n in sizes])
+    rewards = rng.choice([0.0, 0.3, 0.6, 1.0], size=(B, M)).astype(np.float32)
+    return dict(q=q, C=C, mask=mask, traj=traj.astype(np.int32), traj_mask=np.ones((B, M), bool), rewards=rewards)
+
+
+step_log_probs = jax.jit(SEL.step_log_probs, static_argnames="deterministic")
+
+
+# -- padding ---------------------------------------------------------------------------------------
+
+def test_padded_slots_never_chosen_and_zero_probability(params, batch):
+    greedy = jax.jit(SEL.greedy, static_argnames="num_steps")
+    picks = np.asarray(greedy(params, batch["q"], batch["C"], batch["mask"], num_steps=K))  # > pool size for 2 rows
+    for b in range(B):
+        assert batch["mask"][b, picks[b]].all(), f"query {b} picked a padded slot: {picks[b]}"
+        n = int(batch["mask"][b].sum())
+        assert sorted(picks[b, :n]) == list(range(n))  # every valid slot once before any repeat
+    logp = np.asarray(step_log_probs(params, batch["q"], batch["C"], batch["mask"], batch["traj"]))
+    probs = np.exp(logp)
+    pad = ~batch["mask"][:, None, None, :].repeat(M, 1).repeat(S, 2)
+    assert np.all(probs[pad] == 0.0)  # exactly zero, not tiny
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_padded_slot_contents_do_not_matter(params, batch):
+    C2 = batch["C"].copy()
+    C2[~batch["mask"]] = -C2[~batch["mask"]] + 7.0
+    a = step_log_probs(params, batch["q"], batch["C"], batch["mask"], batch["traj"])
+    b = step_log_probs(params, batch["q"], C2, batch["mask"], batch["traj"])
+    valid = np.broadcast_to(batch["mask"][:, None, None, :], a.shape)
+    np.testing.assert_array_equal(np.asarray(a)[valid], np.asarray(b)[valid])
+
+
+# -- encode once per query -------------------------------------------------------------------------
+
+def test_encode_once_equals_repeated_pool(params, batch):
+    """Scoring M trajectories from one encoding = the reference's repeat-the-pool-M-times computation."""
+    once = np.asarray(step_log_probs(params, batch["q"], batch["C"], batch["mask"], batch["traj"]))
+    # the reference layout: a batch of B·M rows, the query and its pool repeated for every trajectory
+    rep = lambda x: np.repeat(x, M, axis=0)
+    q_rep, c_rep, m_rep = rep(batch["q"]), rep(batch["C"]), rep(batch["mask"])
+    enc_q, enc_c = jax.jit(SEL.encode)(params, q_rep, c_rep, m_rep)
+    enc_q1, enc_c1 = jax.jit(SEL.encode)(params, batch["q"], batch["C"], batch["mask"])
+    np.testing.assert_allclose(enc_q, rep(np.asarray(enc_q1)), rtol=1e-6, atol=1e-7)
+    score = jax.jit(lambda p, qe, ce, m, t: PointerSelector(CONFIG).apply({"params": p}, qe, ce, m, t,
+                                                                          method=PointerSelector.score))
+    naive = np.asarray(score(params, enc_q, enc_c, m_rep, batch["traj"].reshape(B * M, 1, S)))
+    naive = naive.reshape(B, M, S, K)
+    valid = np.broadcast_to(batch["mask"][:, None, None, :], once.shape)
+    np.testing.assert_allclose(once[valid], naive[valid], rtol=1e-6, atol=1e-6)
+    # and the all-in-one call on the repeated batch agrees as well
+    full = np.asarray(step_log_probs(params, q_rep, c_rep, m_rep, batch["traj"].reshape(B * M, 1, S)))
+    np.testing.assert_allclose(once[valid], full.reshape(B, M, S, K)[valid], rtol=1e-6, atol=1e-6)
+
+
+# -- dropout ---------------------------------------------------------------------------------------
+
+def test_dropout_only_in_training_mode(params, batch):
+    @jax.jit  # all modes in one program: one compile
+    def modes(params, q, c, m, t, k1, k2):
+        f = SEL.step_log_probs
+        return (f(params, q, c, m, t), f(params, q, c, m, t, rng=k1, deterministic=True),
+                f(params, q, c, m, t, rng=k2, deterministic=True), f(params, q, c, m, t, rng=k1, deterministic=False),
+                f(params, q, c, m, t, rng=k1, deterministic=False), f(params, q, c, m, t, rng=k2, deterministic=False))
+
+    out = modes(params, batch["q"], batch["C"], batch["mask"], batch["traj"], jax.random.PRNGKey(1),
+                jax.random.PRNGKey(2))
+    ev0, ev1, ev2, tr1, tr1b, tr2 = map(np.asarray, out)
+    np.testing.assert_array_equal(ev0, ev1)
+    np.testing.assert_array_equal(ev0, ev2)
+    valid = np.broadcast_to(batch["mask"][:, None, None, :], ev0.shape)
+    np.testing.assert_array_equal(tr1, tr1b)  # same key, same mask
+    assert np.abs(tr1 - tr2)[valid].max() > 1e-2
+    assert np.abs(tr1 - ev0)[valid].max() > 1e-2
+    assert np.all(np.isfinite(tr1))
+
+
+# -- gradients and frozen parameters ---------------------------------------------------------------
+
+def _rce(params, batch, rng=None):
+    step = SEL.step_log_probs(params, batch["q"], batch["C"], batch["mask"], batch["traj"], rng=rng,
+                              deterministic=rng is None)
+    return rce_loss(step, batch["traj"], batch["traj_mask"], batch["mask"], batch["rewards"], 1.0,
+                    label_smoothing=0.1)
+
+
+def _leaves(tree):
+    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _is_frozen(name):
+    return any(f"'{m}'" in name for m in BACKBONE)
+
+
+def test_gradients_reach_every_parameter_and_frozen_ones_get_no_update(params, batch):
+    grads = jax.jit(jax.grad(_rce))(params, batch)
+    for name, g in _leaves(grads).items():
+        assert np.any(np.asarray(g) != 0.0), f"no gradient reaches {name}"
+    frozen_names = [n for n in _leaves(params) if _is_frozen(n)]
+    assert len(frozen_names) == 3
+
+    @jax.jit
+    def one_step(params, grads, wd):
+        tx = make_optimizer(1e-3, wd, total_steps=10, frozen=BACKBONE, params=params)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        return updates, optax.apply_updates(params, updates)
+
+    for wd in (0.0, 0.01):  # weight decay must not touch frozen leaves either
+        updates, new_params = one_step(params, grads, wd)
+        old, new = _leaves(params), _leaves(new_params)
+        for name, u in _leaves(updates).items():
+            u = np.asarray(u)
+            if _is_frozen(name):
+                assert np.all(u == 0.0), name
+                np.testing.assert_array_equal(new[name], old[name])
+            else:
+                assert np.any(u != 0.0), f"trainable {name} got no update"
+                # the first Adam step moves by about lr wherever the gradient is not tiny
+                assert 0.5e-3 < np.abs(u).max() < 2e-3, name
+
+
+def test_clip_norm_excludes_frozen_gradients(params):
+    b1, g = 0.9, 0.01
+    n_trainable = sum(x.size for n, x in _leaves(params).items() if not _is_frozen(n))
+    assert g * np.sqrt(n_trainable) < 1.0  # the trainable gradient alone is below the clip norm
+    grads = jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.full(x.shape, 1e6 if _is_frozen(jax.tree_util.keystr(path)) else g), params)
+
+    def first_moment(frozen):
+        @jax.jit
+        def run(params, grads):
+            tx = make_optimizer(1e-3, 0.0, total_steps=10, b1=b1, frozen=frozen, params=params)
+            _, state = tx.update(grads, tx.init(params), params)
+            return optax.tree_utils.tree_get(state, "mu")
+        return run(params, grads)
+
+    mu = _leaves(first_moment(BACKBONE))  # frozen leaves hold no moment at all (MaskedNode, not a leaf)
+    assert set(mu) == {n for n in _leaves(params) if not _is_frozen(n)}
+    for name, m in mu.items():
+        np.testing.assert_allclose(m, (1.0 - b1) * g, rtol=1e-6, err_msg=name)
+    # control: were the huge gradient counted, everything would be scaled down by ~1e-6
+    unfrozen = _leaves(first_moment(()))
+    some = next(iter(mu))
+    assert np.abs(np.asarray(unfrozen[some])).max() < 1e-6 * (1.0 - b1) * g * 10
+
+
+# -- learning probe --------------------------------------------------------------------------------
+
+def _planted_task(rng, n, d, k, proj, gap=0.2):
+    """Queries whose best candidate is the most similar one under the hidden projection ``proj``.
+
+    Only queries whose best candidate wins by a cosine gap ≥ ``gap`` are kept, so the label is clear.
+    """
+    qs, cs, labels = [], [], []
+    while len(qs) < n:
+        q, c = rng.normal(size=d), rng.normal(size=(k, d))
+        a, b = q @ proj, c @ proj
+        cos = (b @ a) / np.linalg.norm(b, axis=1) / np.linalg.norm(a)
+        top2 = np.sort(cos)[-2:]
+        if top2[1] - top2[0] >= gap:
+            qs.append(q)
+            cs.append(c)
+            labels.append(int(np.argmax(cos)))
+    return np.array(qs, np.float32), np.array(cs, np.float32), np.array(labels, np.int32)
+
+
+def test_learning_probe_sft_on_planted_task():
+    d, k, n_train, n_test, steps, batch_size = 16, 8, 768, 512, 400, 64
+    rng = np.random.default_rng(0)
+    proj = rng.normal(size=(d, 8))
+    q, c, y = map(jnp.asarray, _planted_task(rng, n_train, d, k, proj))
+    qt, ct, yt = _planted_task(rng, n_test, d, k, proj)
+    config = SelectorConfig(hidden=16, dropout=0.0, attn_dropout=0.0)
+    sel = Selector(config)
+    params = init_params(config, jax.random.PRNGKey(0), d)
+    full = jnp.ones((batch_size, k), bool)
+
+    @jax.jit
+    def train(params, key):
+        tx = make_optimizer(3e-3, 1e-3, total_steps=steps, schedule="warmup_cosine")
+
+        def body(carry, key):
+            p, state = carry
+            idx = jax.random.choice(key, n_train, (batch_size,), replace=False)
+
+            def loss(p):
+                step = sel.step_log_probs(p, q[idx], c[idx], full, y[idx][:, None, None])
+                return sft_loss(step[:, 0], y[idx][:, None], full, jnp.ones(batch_size, bool))
+
+            value, grads = jax.value_and_grad(loss)(p)
+            updates, state = tx.update(grads, state, p)
+            return (optax.apply_updates(p, updates), state), value
+
+        (p, _), losses = jax.lax.scan(body, (params, tx.init(params)), jax.random.split(key, steps))
+        return p, losses
+
+    trained, losses = train(params, jax.random.PRNGKey(1))
+    greedy = jax.jit(sel.greedy, static_argnames="num_steps")
+    test_mask = np.ones((n_test, k), bool)
+    acc_before = np.mean(np.asarray(greedy(params, qt, ct, test_mask, num_steps=1))[:, 0] == yt)
+    acc_after = np.mean(np.asarray(greedy(trained, qt, ct, test_mask, num_steps=1))[:, 0] == yt)
+    losses = np.asarray(losses)
+    assert np.all(np.isfinite(losses)) and losses[-50:].mean() < 0.25 * losses[:10].mean()
+    assert acc_before < 0.6  # the task is not solved by the untrained (near-identity) network
+    assert acc_after >= 0.95, f"held-out top-1 accuracy {acc_after:.3f} (before training {acc_before:.3f})"
