@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -52,13 +53,20 @@ class CheckpointStore:
 
 
 def save_params(path: str, params: Any, meta: dict) -> None:
-    """Writes a parameter pytree and a JSON record (config, runs) to the orbax folder ``path``."""
+    """Writes a parameter pytree and a JSON record (config, runs) to the orbax folder ``path``.
+
+    An existing folder is replaced only once the new one is complete.
+    """
     path = os.path.abspath(path)
-    with ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(
+    tmp = f"{path}.writing"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with ocp.CheckpointManager(tmp, options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, enable_async_checkpointing=False)) as mngr:
         mngr.save(0, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
                   force=True)
         mngr.wait_until_finished()
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
 
 
 def load_params(path: str) -> tuple[Any, dict]:

@@ -119,10 +119,15 @@ class PointerSelector(nn.Module):
             self.query_update_gate = nn.Dense(h, kernel_init=nn.initializers.xavier_uniform())
 
     # -- steps 1-5: once per query ---------------------------------------------------------------
-    def encode(self, query_emb, cand_emb, cand_mask, *, deterministic: bool = True):
-        """Encodes queries ``[B, d]`` and pools ``[B, K, d]`` into normalised states ``[B, H]``, ``[B, K, H]``."""
-        q = self.input_proj(query_emb)
-        c = self.input_proj(cand_emb)
+    def encode(self, query_emb, cand_emb, cand_mask, *, deterministic: bool = True, projected: bool = False):
+        """Encodes queries ``[B, d]`` and pools ``[B, K, d]`` into normalised states ``[B, H]``, ``[B, K, H]``.
+
+        With ``projected=True`` the inputs are already ``input_proj`` outputs (``[B, H]``, ``[B, K, H]``):
+        a frozen input projection can be applied once to the whole embedding table instead of to every
+        pool again at every step.
+        """
+        q = query_emb if projected else self.input_proj(query_emb)
+        c = cand_emb if projected else self.input_proj(cand_emb)
         for attn, norm in zip(self.cross_attn_layers, self.attn_norms):
             q = norm(q + attn(q, c, cand_mask, deterministic=deterministic))
         q = self.dropout(q, deterministic=deterministic)
@@ -189,9 +194,9 @@ class PointerSelector(nn.Module):
             chosen = chosen | jax.nn.one_hot(pick, k, dtype=bool)[:, None, :]
         return jnp.stack(picks, axis=1), jnp.stack(logps, axis=1)
 
-    def __call__(self, query_emb, cand_emb, cand_mask, traj, *, deterministic: bool = True):
+    def __call__(self, query_emb, cand_emb, cand_mask, traj, *, deterministic: bool = True, projected: bool = False):
         """Encode + score: per-step log-probs ``[B, M, S, K]`` (used for ``init`` and as a shortcut)."""
-        query, cand = self.encode(query_emb, cand_emb, cand_mask, deterministic=deterministic)
+        query, cand = self.encode(query_emb, cand_emb, cand_mask, deterministic=deterministic, projected=projected)
         return self.score(query, cand, cand_mask, traj)
 
 
@@ -232,15 +237,18 @@ class Selector:
         return self.module.apply({"params": params}, query_emb, cand_emb, cand_mask, deterministic=deterministic,
                                  method=PointerSelector.encode, rngs=self._rngs(rng, deterministic))
 
-    def step_log_probs(self, params, query_emb, cand_emb, cand_mask, traj, *, rng=None, deterministic=True):
+    def step_log_probs(self, params, query_emb, cand_emb, cand_mask, traj, *, rng=None, deterministic=True,
+                       projected=False):
         """Per-step log-probs ``[B, M, S, K]`` of every trajectory, encoding each query once."""
         return self.module.apply({"params": params}, query_emb, cand_emb, cand_mask, traj,
-                                 deterministic=deterministic, rngs=self._rngs(rng, deterministic))
+                                 deterministic=deterministic, projected=projected,
+                                 rngs=self._rngs(rng, deterministic))
 
-    def log_probs(self, params, query_emb, cand_emb, cand_mask, traj, *, rng=None, deterministic=True):
+    def log_probs(self, params, query_emb, cand_emb, cand_mask, traj, *, rng=None, deterministic=True,
+                  projected=False):
         """Sequence log-probs ``[B, M]`` of every trajectory (0 for padded ones)."""
         step = self.step_log_probs(params, query_emb, cand_emb, cand_mask, traj, rng=rng,
-                                   deterministic=deterministic)
+                                   deterministic=deterministic, projected=projected)
         return trajectory_log_probs(step, traj)
 
     def greedy(self, params, query_emb, cand_emb, cand_mask, num_steps: int):

@@ -80,15 +80,17 @@ class Batch(NamedTuple):
     traj_mask: jax.Array  # [B, M] (False for padded rows)
 
 
-def gather(data: DeviceData, index: jax.Array) -> Batch:
-    """The batch of queries ``index [B]`` (entries −1 are padding)."""
+def gather(data: DeviceData, index: jax.Array, table: jax.Array | None = None) -> Batch:
+    """The batch of queries ``index [B]`` (entries −1 are padding), embeddings taken from ``table``
+    (default ``data.emb``; the GRPO phase passes the input-projected table when it is frozen)."""
     valid = index >= 0
     i = jnp.maximum(index, 0)
+    table = data.emb if table is None else table
     return Batch(
         index=i,
         query_mask=valid,
-        query_emb=data.emb[data.query_ids[i]],
-        cand_emb=data.emb[data.pool_ids[i]],
+        query_emb=table[data.query_ids[i]],
+        cand_emb=table[data.pool_ids[i]],
         pool_mask=data.pool_mask[i],
         traj=data.traj[i],
         traj_mask=data.traj_mask[i] & valid[:, None],
@@ -217,7 +219,8 @@ class Pipeline:
             and previous != "grpo")
         if set_ref:
             state["ref_params"] = state["params"]
-            state["ref_logp"] = self.sequence_log_probs(state["params"], data)
+            state["ref_logp"] = self.sequence_log_probs(state["params"], data,
+                                                        phase if phase.kind == "grpo" else None)
         state["opt_state"] = self.optimizer(phase_index, hp, state["params"]).init(state["params"])
         state["step"] = jnp.zeros((), jnp.int32)
         state["best_value"] = jnp.float32(jnp.inf)
@@ -227,13 +230,22 @@ class Pipeline:
         return state
 
     # -- scoring ---------------------------------------------------------------------------------
-    def sequence_log_probs(self, params, data: DeviceData) -> jax.Array:
-        """Eval-mode sequence log-probs ``[Q, M]`` of every labelled trajectory (0 where padded)."""
-        index = padded_batches(jnp.arange(data.query_ids.shape[0], dtype=jnp.int32), self.cfg.eval_chunk)
+    def sequence_log_probs(self, params, data: DeviceData, phase: Phase | None = None) -> jax.Array:
+        """Eval-mode sequence log-probs ``[Q, M]`` of every labelled trajectory (0 where padded).
+
+        Given the GRPO ``phase`` that will read them, they are computed exactly as its steps compute
+        ℓ_new (same batch shape, projected table when its backbone is frozen), so that equal
+        parameters give a ratio of exactly 1, not 1 up to float rounding.
+        """
+        projected = phase is not None and self._projected(phase.kind)
+        chunk = phase.batch_size if phase is not None else self.cfg.eval_chunk
+        index = padded_batches(jnp.arange(data.query_ids.shape[0], dtype=jnp.int32), chunk)
+        table = self.projected_table(params, data) if projected else None
 
         def chunk(idx):
-            b = gather(data, idx)
-            return self.selector.log_probs(params, b.query_emb, b.cand_emb, b.pool_mask, b.traj)
+            b = gather(data, idx, table)
+            return self.selector.log_probs(params, b.query_emb, b.cand_emb, b.pool_mask, b.traj,
+                                           projected=projected)
 
         out = jax.lax.map(chunk, index).reshape(-1, self.max_traj)
         return out[: data.query_ids.shape[0]]
@@ -291,7 +303,7 @@ class Pipeline:
 
         def loss_fn(params, rng):
             logp = sel.log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask, batch.traj, rng=rng,
-                                 deterministic=not cfg.ratio_dropout)
+                                 deterministic=not cfg.ratio_dropout, projected=self._projected(phase_kind=kind))
             terms = losses.grpo_loss(logp, logp_ref, advantages, mask, clip_eps=hp["clip_eps"],
                                      clip_eps_high=hp["clip_eps_high"], kl_coef=kl_coef,
                                      kl_estimator=cfg.kl_estimator, query_mask=batch.query_mask)
@@ -299,9 +311,18 @@ class Pipeline:
                                 "mean_ratio": terms.mean_ratio, **stats}
         return loss_fn
 
+    def _projected(self, phase_kind: str) -> bool:
+        """Whether the phase feeds the model input-projected embeddings (its input_proj is frozen)."""
+        return phase_kind == "grpo" and self.cfg.freeze_backbone
+
+    @staticmethod
+    def projected_table(params, data: DeviceData) -> jax.Array:
+        """``emb @ input_proj``: the whole table through the (frozen) input projection, ``[N, H]``."""
+        return data.emb @ params["input_proj"]["kernel"]
+
     def _step(self, phase_index: int, hp, data: DeviceData, ctx: dict, epoch, state: dict, index):
         cfg, phase = self.cfg, self.phases[phase_index]
-        batch = gather(data, index)
+        batch = gather(data, index, ctx.get("table"))
         rng, drop_rng = jax.random.split(state["rng"])
         loss_fn = self._loss_fn(phase.kind, batch, state, hp, ctx, epoch)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], drop_rng)
@@ -322,10 +343,8 @@ class Pipeline:
         metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr, **aux}
         if phase.kind == "grpo":
             metrics["beta"] = beta
-        # A padded-only batch (possible with a tiny split) must not move the weights or the metrics.
-        real = batch.query_mask.any()
-        new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(real, new, old), new_state, state)
-        return new_state, (metrics, real)
+        # ceil(n / B) batches of a non-empty index: every batch holds at least one real query.
+        return new_state, metrics
 
     def train_epoch(self, phase_index: int, state: dict, epoch, data: DeviceData, hp) -> tuple[dict, dict]:
         """One shuffled epoch of phase ``phase_index`` (``epoch`` counts from 0 within the phase).
@@ -338,17 +357,19 @@ class Pipeline:
                "sft_targets": self._sft_targets(data, raw),
                "rce_rewards": raw if cfg.rce_rewards == "raw" else norm,
                "grpo_rewards": norm}
+        if self._projected(phase.kind):
+            # input_proj is frozen in this phase: project the table once instead of every pool per step.
+            ctx["table"] = self.projected_table(state["params"], data)
         if phase.kind == "grpo" and cfg.reference_policy == "refresh_each_epoch":
             state = {**state, "ref_params": state["params"],
-                     "ref_logp": self.sequence_log_probs(state["params"], data)}
+                     "ref_logp": self.sequence_log_probs(state["params"], data, phase)}
         rng, perm_rng = jax.random.split(state["rng"])
         state = {**state, "rng": rng}
         order = jax.random.permutation(perm_rng, jnp.asarray(phase.query_index))
         batches = padded_batches(order, phase.batch_size)
         step = functools.partial(self._step, phase_index, hp, data, ctx, epoch)
-        state, (metrics, real) = jax.lax.scan(step, state, batches)
-        weights = real.astype(jnp.float32) / jnp.maximum(real.sum(), 1)
-        train = {f"train_{k}": jnp.sum(v * weights) for k, v in metrics.items() if k != "beta"}
+        state, metrics = jax.lax.scan(step, state, batches)
+        train = {f"train_{k}": jnp.mean(v) for k, v in metrics.items() if k != "beta"}
         if phase.kind == "grpo":
             train["train_beta"] = state["beta"]
         return state, train
