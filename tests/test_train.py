@@ -122,7 +122,8 @@ def test_grpo_raises_expected_reward_on_training_groups(tiny):
 
 
 def grpo_history(tiny, **overrides):
-    cfg = tiny_config("scheme5_6", **overrides)
+    """GRPO metrics per epoch (a GRPO-only run unless SFT/RCE epochs are asked for: smaller compiles)."""
+    cfg = tiny_config("scheme5_6", **{"sft_epochs": 0, "rce_epochs": 0, **overrides})
     train, pipe, _ = make_train(cfg, tiny)
     _, history, _ = jax.jit(train)(pipe.hyperparameters(), jax.random.PRNGKey(1))
     return {k: np.asarray(v) for k, v in history["grpo"].items()}
