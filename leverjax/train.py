@@ -199,10 +199,14 @@ class Pipeline:
             "best_epoch": jnp.int32(-1),
         }
 
+    def frozen_modules(self, kind: str) -> tuple[str, ...]:
+        """Top-level modules that a phase of ``kind`` does not train (the GRPO frozen backbone)."""
+        return optim.BACKBONE if (kind == "grpo" and self.cfg.freeze_backbone) else ()
+
     def optimizer(self, phase_index: int, hp, params):
         cfg, phase = self.cfg, self.phases[phase_index]
         kind = phase.kind
-        frozen = optim.BACKBONE if (kind == "grpo" and cfg.freeze_backbone) else ()
+        frozen = self.frozen_modules(kind)
         return optim.make_optimizer(
             hp[f"{kind}_lr"], hp[f"{kind}_weight_decay"], total_steps=phase.total_steps,
             schedule=getattr(cfg, f"{kind}_schedule"), warmup_ratio=getattr(cfg, f"{kind}_warmup_ratio"),
@@ -238,16 +242,16 @@ class Pipeline:
         parameters give a ratio of exactly 1, not 1 up to float rounding.
         """
         projected = phase is not None and self._projected(phase.kind)
-        chunk = phase.batch_size if phase is not None else self.cfg.eval_chunk
-        index = padded_batches(jnp.arange(data.query_ids.shape[0], dtype=jnp.int32), chunk)
+        size = phase.batch_size if phase is not None else self.cfg.eval_chunk
+        index = padded_batches(jnp.arange(data.query_ids.shape[0], dtype=jnp.int32), size)
         table = self.projected_table(params, data) if projected else None
 
-        def chunk(idx):
+        def score_chunk(idx):
             b = gather(data, idx, table)
             return self.selector.log_probs(params, b.query_emb, b.cand_emb, b.pool_mask, b.traj,
                                            projected=projected)
 
-        out = jax.lax.map(chunk, index).reshape(-1, self.max_traj)
+        out = jax.lax.map(score_chunk, index).reshape(-1, self.max_traj)
         return out[: data.query_ids.shape[0]]
 
     # -- one optimizer step per phase kind -------------------------------------------------------
@@ -313,7 +317,7 @@ class Pipeline:
 
     def _projected(self, phase_kind: str) -> bool:
         """Whether the phase feeds the model input-projected embeddings (its input_proj is frozen)."""
-        return phase_kind == "grpo" and self.cfg.freeze_backbone
+        return "input_proj" in self.frozen_modules(phase_kind)
 
     @staticmethod
     def projected_table(params, data: DeviceData) -> jax.Array:
@@ -327,8 +331,7 @@ class Pipeline:
         loss_fn = self._loss_fn(phase.kind, batch, state, hp, ctx, epoch)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], drop_rng)
         tx = self.optimizer(phase_index, hp, state["params"])
-        frozen = optim.BACKBONE if (phase.kind == "grpo" and cfg.freeze_backbone) else ()
-        grad_norm = optim.global_norm(grads, optim.trainable_mask(grads, frozen))
+        grad_norm = optim.global_norm(grads, optim.trainable_mask(grads, self.frozen_modules(phase.kind)))
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = jax.tree_util.tree_map(lambda p, u: p + u, state["params"], updates)
         lr = optim.learning_rate_at(hp[f"{phase.kind}_lr"], state["step"], total_steps=phase.total_steps,
