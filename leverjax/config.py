@@ -17,7 +17,11 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
+from leverjax.advantages import ADVANTAGE_METHODS
 from leverjax.errors import ConfigError
+from leverjax.losses import KL_ESTIMATORS
+from leverjax.optim import SCHEDULES
+from leverjax.rewards import NORMALIZATIONS, REWARD_MODES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,14 +130,13 @@ CHOICES = {
     "rce_rewards": ("raw", "normalized"),
     "reference_policy": ("sft", "post_rce", "refresh_each_epoch"),
     "best_mode": ("min", "max"),
-    "sft_schedule": ("constant", "warmup_cosine"),
-    "rce_schedule": ("constant", "warmup_cosine"),
-    "grpo_schedule": ("constant", "warmup_cosine"),
-    "advantage": ("zscore", "rank", "mean", "rloo", "none"),
-    "kl_estimator": ("reference", "k3", "none"),
-    "reward_mode": ("hard_plus_soft", "hard_plus_soft_v2", "separated", "hard_only", "soft_only",
-                    "hard01_plus_gtprob", "hard01_plus_gtprob_separated", "hard_plus_gtprob_plus_rel"),
-    "reward_normalization": ("z_score_clamp", "z_score", "rank_normalize", "none"),
+    "sft_schedule": SCHEDULES,
+    "rce_schedule": SCHEDULES,
+    "grpo_schedule": SCHEDULES,
+    "advantage": ADVANTAGE_METHODS,
+    "kl_estimator": KL_ESTIMATORS,
+    "reward_mode": REWARD_MODES,
+    "reward_normalization": NORMALIZATIONS,
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
