@@ -12,14 +12,18 @@ from leverjax import config as config_lib
 from leverjax.errors import ConfigError, LeverjaxError, exit_on_error
 
 FLAGS = flags.FLAGS
-_CONTROL = ("experiment", "list_experiments", "sweep", "restart", "init_from")
+_CONTROL = ("experiment", "list_experiments", "sweep", "restart", "init_from", "out", "baseline")
 
-flags.DEFINE_string("experiment", "scheme5_6", "Named experiment(s) to train (comma-separated for a grid); "
-                    "see --list_experiments.")
+flags.DEFINE_string("experiment", "scheme5_6", "Named experiment(s) to train (comma-separated for a grid, "
+                    "'all' for the whole registry); see --list_experiments.")
 flags.DEFINE_bool("list_experiments", False, "List the registered experiments and exit.")
 flags.DEFINE_multi_string("sweep", [], "field=v1,v2,... : train every value (sweepable fields only), vmapped "
                           "in one program. Repeat the flag for a grid.")
 flags.DEFINE_bool("restart", False, "Discard existing checkpoints of this experiment instead of resuming.")
+flags.DEFINE_string("out", None, "Grid results directory (default results/<experiments>); giving it runs even "
+                    "one experiment through the grid launcher.")
+flags.DEFINE_string("baseline", None, "Grid report: the run the others are compared with (default rce_only if "
+                    "in the grid, else the first).")
 flags.DEFINE_string("init_from", None, "Start from these parameters (a leverjax checkpoint folder or a "
                     "Lever-Plus .pt/.ckpt) instead of a fresh initialisation.")
 
@@ -93,11 +97,15 @@ def main(argv) -> None:
             print(f"{name:<18} {desc}")
         return
     names = [n.strip() for n in FLAGS.experiment.split(",") if n.strip()]
+    if names == ["all"]:
+        names = list(experiments.NAMES)
     overrides = config_overrides()
     sweep = parse_sweeps(FLAGS.sweep)
-    if len(names) != 1:
+    if len(names) != 1 or FLAGS.out:
+        if FLAGS.init_from:
+            raise ConfigError("--init_from applies to a single experiment, not to a grid")
         from leverjax import launch
-        launch.main_grid(names, overrides, sweep, restart=FLAGS.restart)
+        launch.main_grid(names, overrides, sweep, restart=FLAGS.restart, out=FLAGS.out, baseline=FLAGS.baseline)
         return
     run_experiment(names[0], overrides, sweep, restart=FLAGS.restart, init_from=FLAGS.init_from)
 

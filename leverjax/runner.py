@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from leverjax import checkpoint as ckpt_lib
 from leverjax import config as config_lib
@@ -123,22 +124,45 @@ class Results:
     summary: dict  # group -> metric -> (mean, ci)
     state: Any  # the final vmapped training state
     directory: str | None
+    failures: dict = dataclasses.field(default_factory=dict)  # run index -> why it diverged (on_nonfinite="record")
 
 
 class Runner:
-    """Trains ``runs`` of one static ``cfg`` on ``dataset``; writes under ``workdir/name`` if given."""
+    """Trains ``runs`` of one static ``cfg`` on ``dataset``; writes under ``workdir/name`` if given.
+
+    ``on_nonfinite``: ``"raise"`` stops everything with :class:`TrainingDiverged` at the first non-finite
+    loss; ``"record"`` notes the run's failure (``Results.failures``) and lets the other runs go on.
+    ``devices``: with more than one, the run axis is sharded over a mesh of them (runs padded with copies
+    of the last run to a multiple of the device count; the copies never reach the results).
+    ``on_epoch``: called after every epoch with a progress record (phase, epoch, epochs done/total, seconds).
+    """
 
     def __init__(self, cfg: config_lib.Config, dataset, runs: Sequence[RunSpec], *, name: str = "run",
                  workdir: str | None = None, restart: bool = False, out: Callable[[str], None] | None = None,
-                 extra_meta: dict | None = None, init_from: str | None = None):
+                 extra_meta: dict | None = None, init_from: str | None = None, on_nonfinite: str = "raise",
+                 devices: Sequence | None = None, on_epoch: Callable[[dict], None] | None = None):
+        if on_nonfinite not in ("raise", "record"):
+            raise LeverjaxError(f"on_nonfinite={on_nonfinite!r} must be 'raise' or 'record'")
         self.cfg = cfg
         self.runs = list(runs)
         self.name = name
+        self.on_nonfinite = on_nonfinite
+        self.on_epoch = on_epoch
+        self.failures: dict[int, dict] = {}
         self.vp = compiled_pipeline(cfg, dataset)
         self.pipe = self.vp.pipe
         self.data = DeviceData.from_dataset(dataset)
-        self.hp = run_hyperparameters(cfg, self.runs)
-        self.keys = run_keys(self.runs)
+        self.mesh = Mesh(np.asarray(list(devices)), ("runs",)) if devices is not None and len(devices) > 1 else None
+        padded = self.runs
+        if self.mesh is not None:
+            padded = self.runs + [self.runs[-1]] * (-len(self.runs) % self.mesh.size)
+        self.num_padded = len(padded)
+        self.hp = run_hyperparameters(cfg, padded)
+        self.keys = run_keys(padded)
+        if self.mesh is not None:
+            self.data = jax.device_put(self.data, NamedSharding(self.mesh, PartitionSpec()))
+            self.hp = jax.device_put(self.hp, self.run_sharding)
+            self.keys = jax.device_put(self.keys, self.run_sharding)
         self.out = out or (lambda s: print(s, flush=True))
         self.directory = os.path.join(workdir, name) if workdir else None
         self.extra_meta = extra_meta or {}
@@ -165,6 +189,17 @@ class Runner:
                                               run_index=run_index)
         self._init_params = params
 
+    @property
+    def run_sharding(self):
+        """The sharding of arrays with a leading run axis (``None`` without a mesh)."""
+        return NamedSharding(self.mesh, PartitionSpec("runs")) if self.mesh is not None else None
+
+    def _real_runs(self, tree):
+        """``tree`` (leading run axis) without the padding copies."""
+        if self.num_padded == len(self.runs):
+            return tree
+        return jax.tree_util.tree_map(lambda x: x[: len(self.runs)], tree)
+
     # -- bookkeeping ---------------------------------------------------------------------------
     def _config_record(self) -> dict:
         return {"experiment": self.name, "config": config_lib.to_dict(self.cfg),
@@ -185,7 +220,7 @@ class Runner:
         ckpt_lib.write_json_atomic(path, record)
 
     def _records(self, phase_index: int, epoch: int, metrics: dict) -> list[dict]:
-        host = jax.device_get(metrics)
+        host = _to_host(metrics)
         phase = self.pipe.phases[phase_index]
         return [{"phase": phase.name, "epoch": epoch + 1, "run": r.label, "group": r.group, "seed": r.seed,
                  **{k: float(v[j]) for k, v in host.items()}} for j, r in enumerate(self.runs)]
@@ -198,9 +233,9 @@ class Runner:
         if self.store and self.store.latest_step() is not None:
             step = self.store.latest_step()
             meta = self.store.restore_meta(step)
-            abstract = self.vp.abstract_state(meta["phase"], self.data, self.hp, self.keys)
-            state, meta = self.store.restore(step, abstract)
+            state, meta = self._restore(step, meta)
             history = meta["history"]
+            self.failures = {int(j): f for j, f in meta.get("failures", {}).items()}
             start_phase, start_epoch = meta["phase"], meta["epoch"]
             if start_epoch >= self.pipe.phases[start_phase].epochs:
                 start_phase, start_epoch = start_phase + 1, 0
@@ -209,8 +244,11 @@ class Runner:
             state = self.vp.init(self.data, self.hp, self.keys)
             if self._init_params is not None:
                 state = _with_params(state, self._init_params, self.pipe, self.data)
+            if self.mesh is not None:
+                state = jax.device_put(state, self.run_sharding)
 
         global_epoch = sum(p.epochs for p in self.pipe.phases[:start_phase]) + start_epoch
+        total_epochs = sum(p.epochs for p in self.pipe.phases)
         for i in range(start_phase, len(self.pipe.phases)):
             phase = self.pipe.phases[i]
             first = start_epoch if i == start_phase else 0
@@ -230,25 +268,56 @@ class Runner:
                 history.extend(records)
                 global_epoch += 1
                 table.row(e, records, time.perf_counter() - t0)
+                if self.on_epoch:
+                    self.on_epoch({"phase_index": i, "phase": phase.name, "epoch": e + 1, "phase_epochs": phase.epochs,
+                                   "epochs_done": global_epoch, "epochs_total": total_epochs,
+                                   "seconds": time.perf_counter() - t0})
                 if self.store and ((e + 1) % self.cfg.checkpoint_every == 0 or e + 1 == phase.epochs):
                     self._save(global_epoch, state, i, e + 1, history)
-        final = jax.device_get(self.vp.final(state, self.data, self.hp))
+        final = _to_host(self.vp.final(state, self.data, self.hp))
         final_records = [{"run": r.label, "group": r.group, "seed": r.seed, **{k: float(v[j]) for k, v in final.items()}}
                          for j, r in enumerate(self.runs)]
         summary = summarize(final_records)
         if self.directory:
-            ckpt_lib.save_params(os.path.join(self.directory, "best"), state["best_params"],
+            ckpt_lib.save_params(os.path.join(self.directory, "best"), self._real_runs(state["best_params"]),
                                  self._config_record())
             ckpt_lib.write_json_atomic(os.path.join(self.directory, "summary.json"),
                                        {"final": final_records, "summary": summary})
             if self.store:
                 self.store.close()
-        return Results(self.runs, history, final_records, summary, state, self.directory)
+        return Results(self.runs, history, final_records, summary, self._real_runs(state), self.directory,
+                       dict(self.failures))
+
+    def _restore(self, step: int, meta: dict):
+        """The checkpointed state, placed like a fresh one (sharded over the mesh if there is one). A
+        checkpoint written with another padding (another device count) is cut to the real runs and padded
+        again with copies of the last run, which is what the padding copies are at every epoch."""
+        abstract = self.vp.abstract_state(meta["phase"], self.data, self.hp, self.keys)
+        stored = meta.get("num_padded", len(self.runs))
+        if self.mesh is None and stored == self.num_padded:
+            return self.store.restore(step, abstract)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct((stored,) + tuple(s.shape[1:]), s.dtype, sharding=device), abstract)
+        state, meta = self.store.restore(step, abstract)
+        if stored != self.num_padded:
+            n = len(self.runs)
+            state = jax.tree_util.tree_map(
+                lambda x: jnp.concatenate([x[:n]] + [x[n - 1:n]] * (self.num_padded - n)), state)
+        if self.mesh is not None:
+            state = jax.device_put(state, self.run_sharding)
+        return state, meta
 
     def _nan_guard(self, phase: str, epoch: int, records: list[dict]) -> None:
-        for rec in records:
+        for j, rec in enumerate(records):
             for key in ("train_loss", "val_loss"):
                 if key in rec and not math.isfinite(rec[key]):
+                    if self.on_nonfinite == "record":
+                        if j not in self.failures:
+                            self.failures[j] = {"run": rec["run"], "phase": phase, "epoch": epoch + 1, "metric": key,
+                                                "value": rec[key],
+                                                "reason": f"{phase} epoch {epoch + 1}: {key} is {rec[key]}"}
+                        break
                     where = f" (last good checkpoint kept in {self.directory})" if self.directory else ""
                     raise TrainingDiverged(f"{phase} epoch {epoch + 1}: {key} is {rec[key]} for run {rec['run']}; "
                                            f"training stopped{where}")
@@ -256,8 +325,22 @@ class Runner:
     def _save(self, step: int, state, phase_index: int, epoch: int, history: list[dict]) -> None:
         meta = {"phase": phase_index, "phase_name": self.pipe.phases[phase_index].name, "epoch": epoch,
                 "history": history}
+        if self.num_padded != len(self.runs):
+            meta["num_padded"] = self.num_padded
+        if self.failures:
+            meta["failures"] = {str(j): f for j, f in self.failures.items()}
         self.store.save(step, state, meta)
         ckpt_lib.write_jsonl_atomic(os.path.join(self.directory, "metrics.jsonl"), history)
+
+
+def _to_host(tree):
+    """``tree`` as NumPy arrays; arrays spread over several hosts are gathered first."""
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(jax.device_get(x))
+    return jax.tree_util.tree_map(get, tree)
 
 
 def _with_params(state: dict, params, pipe: Pipeline, data) -> dict:

@@ -1,0 +1,645 @@
+"""The batch ablation launcher: named experiments × sweeps × seeds, one compiled program per static shape.
+
+    python run.py --experiment=rce_only,scheme5,scheme5_6 --sweep=kl_beta=0.05,0.1 --seeds=5 --out=results/ab
+
+or from Python (a notebook)::
+
+    from leverjax import launch
+    result = launch.run_grid(["rce_only", "scheme5_6"], seeds=5, out="results/ab")
+    print(open(result.report).read())
+
+**Grid.** Each experiment's config is its registry config with the overrides applied; its runs are its own
+``SWEEP`` merged with ``sweep`` (given values win) × ``seeds`` consecutive seeds. Runs whose configs have
+the same :func:`~leverjax.config.static_signature` form a *group*: one compiled program that trains all of
+them vmapped (:class:`~leverjax.runner.Runner`), with the run axis sharded over a mesh of every device
+(the runs padded with copies of the last run to a multiple of the device count). Groups run one after
+another. A run whose config is invalid, or whose loss turns NaN, is recorded as failed with its reason;
+the others go on.
+
+**Results directory** (every file written atomically: a temporary file, then ``os.replace``)::
+
+    grid.json              the resolved grid: experiments, overrides, sweeps, runs and their groups
+    status/<run>.json      pending | running | done | failed (with the reason), one per run
+    runs/<group>/          the group's Runner directory: config.json, ckpt/ (per epoch, deleted when the group
+                           has finished), best/ (best-epoch parameters of every run, leading run axis),
+                           results.json (per-run metrics)
+    metrics.csv            one row per run × epoch × metric, and the final test metrics (phase "final")
+    report.md, plots/      written by leverjax.report from metrics.csv
+
+On a multi-host JAX cluster every process runs the same command; the mesh spans all hosts' devices
+and process 0 alone writes the launcher's files (untested here: CI has one host).
+
+Re-running the same command skips finished runs (done, or failed by divergence or config, which would fail
+again) and resumes unfinished groups from their last checkpoint; ``restart=True`` starts over. The CSV is
+rebuilt from the per-group ``results.json`` files, which are written only when a group has finished.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+import os
+import re
+import shutil
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import experiments
+from leverjax import config as config_lib
+from leverjax.checkpoint import write_json_atomic
+from leverjax.errors import ConfigError
+
+CSV_COLUMNS = ("group", "experiment", "run", "seed", "phase", "epoch", "metric", "value", "overrides")
+_NOT_IN_RUN_NAME = ("seed", "seeds", "workdir", "checkpoint_every")
+
+
+def status_file_name(run_name: str) -> str:
+    """``status/<this>`` of the run named ``run_name`` (e.g. ``scheme2[kl_beta=0.05]/seed=1``)."""
+    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", run_name.replace("/", ".")) + ".json"
+
+
+def _fmt_value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _hash(obj: Any, n: int = 8) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+@dataclasses.dataclass(frozen=True)
+class GridRun:
+    """One run of the grid: an experiment, its sweep values, a seed and the resolved config."""
+
+    experiment: str
+    sweep: tuple[tuple[str, Any], ...]
+    seed: int
+    config: config_lib.Config | None  # None when the config is invalid (``error`` says why)
+    overrides: str = ""  # what differs from the registry experiment: "field=value;..." (overrides + sweep)
+    error: str = ""
+
+    @property
+    def variant(self) -> str:
+        """The run without its seed (seeds are replicates: the report averages over them)."""
+        if not self.sweep:
+            return self.experiment
+        return f"{self.experiment}[{','.join(f'{k}={_fmt_value(v)}' for k, v in self.sweep)}]"
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}/seed={self.seed}"
+
+    @property
+    def file_name(self) -> str:
+        return status_file_name(self.name)
+
+    @property
+    def config_hash(self) -> str:
+        if self.config is None:
+            return _hash({"experiment": self.experiment, "overrides": self.overrides, "error": self.error})
+        return _hash(config_lib.to_dict(self.config), 12)
+
+
+@dataclasses.dataclass
+class Group:
+    """Runs sharing one static signature: one compiled program."""
+
+    id: str  # g01, g02, ... in order of first appearance
+    signature: str
+    runs: list[GridRun]
+
+    @property
+    def key(self) -> str:
+        return _hash(self.signature)
+
+    @property
+    def experiments(self) -> list[str]:
+        return list(dict.fromkeys(r.experiment for r in self.runs))
+
+
+@dataclasses.dataclass
+class Grid:
+    experiments: list[str]
+    overrides: dict
+    sweep: dict
+    runs: list[GridRun]
+    groups: list[Group]
+    notes: list[str] = dataclasses.field(default_factory=list)  # overrides that replace an experiment's own values
+
+    def group_of(self, run: GridRun) -> Group | None:
+        return next((g for g in self.groups if run in g.runs), None)
+
+    def to_json(self) -> dict:
+        return {
+            "experiments": self.experiments,
+            "overrides": self.overrides,
+            "notes": self.notes,
+            "sweep": {k: list(v) for k, v in self.sweep.items()},
+            "groups": [{"id": g.id, "key": g.key, "experiments": g.experiments, "runs": [r.name for r in g.runs],
+                        "static": json.loads(g.signature)} for g in self.groups],
+            "runs": [{"name": r.name, "experiment": r.experiment, "variant": r.variant, "seed": r.seed,
+                      "sweep": dict(r.sweep), "overrides": r.overrides, "config_hash": r.config_hash,
+                      "group": (self.group_of(r).id if r.config is not None else None), "error": r.error,
+                      "config": config_lib.to_dict(r.config) if r.config is not None else None}
+                     for r in self.runs],
+        }
+
+
+def expand_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
+                sweep: Mapping[str, Sequence[Any]] | None = None, *, seeds: int | None = None,
+                experiment_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Grid:
+    """The runs of ``names`` × (each experiment's SWEEP merged with ``sweep``) × seeds, grouped by static signature.
+
+    ``overrides`` apply to every experiment (like command-line flags); ``experiment_overrides[name]`` to one
+    experiment, after them. An unknown experiment or a non-sweepable sweep field raises
+    :class:`ConfigError`; an override that is invalid for one experiment, or a sweep value invalid for one
+    run, makes only those runs failed ones (``GridRun.error``).
+    """
+    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    if not names:
+        raise ConfigError("no experiment given; see --list_experiments")
+    overrides = dict(overrides or {})
+    if seeds is not None:
+        overrides["seeds"] = seeds
+    sweep = {k: tuple(dict.fromkeys(v)) for k, v in (sweep or {}).items()}
+    for field in sweep:
+        if field not in config_lib.SWEEPABLE:
+            raise ConfigError(f"--sweep: {field!r} is not a sweepable field; sweepable: "
+                              f"{', '.join(config_lib.SWEEPABLE)}")
+    experiment_overrides = {k: dict(v) for k, v in (experiment_overrides or {}).items()}
+    unknown = sorted(set(experiment_overrides) - set(names))
+    if unknown:
+        raise ConfigError(f"experiment_overrides for {', '.join(unknown)}, which are not in the grid")
+    runs: list[GridRun] = []
+    notes: list[str] = []
+    for name in names:
+        exp = experiments.get(name)
+        own = experiments.overrides(name)
+        for field, value in overrides.items():
+            if field in own and own[field] != value and field not in _NOT_IN_RUN_NAME:
+                notes.append(f"--{field}={_fmt_value(value)} replaces {name}'s own {field}={_fmt_value(own[field])}")
+        these = {**overrides, **experiment_overrides.get(name, {})}
+        shown = {k: v for k, v in these.items() if k not in _NOT_IN_RUN_NAME}
+        merged = {**exp.sweep, **sweep}
+        fields = list(merged)
+        combos = list(itertools.product(*(merged[f] for f in fields))) if fields else [()]
+        try:
+            cfg = config_lib.replace(exp.config, these)
+        except ConfigError as e:
+            base_seed = int(these.get("seed", exp.config.seed))
+            count = int(these.get("seeds", exp.config.seeds))
+            for combo in combos:
+                for s in range(max(count, 1)):
+                    text = _overrides_text(shown, dict(zip(fields, combo)))
+                    runs.append(GridRun(name, tuple(zip(fields, combo)), base_seed + s, None, text, str(e)))
+            continue
+        for combo in combos:
+            values = dict(zip(fields, combo))
+            text = _overrides_text(shown, values)
+            for s in range(cfg.seeds):
+                seed = cfg.seed + s
+                try:
+                    run_cfg = config_lib.replace(cfg, {**values, "seed": seed, "seeds": 1})
+                    runs.append(GridRun(name, tuple(zip(fields, combo)), seed, run_cfg, text))
+                except ConfigError as e:
+                    runs.append(GridRun(name, tuple(zip(fields, combo)), seed, None, text, str(e)))
+    by_signature: dict[str, list[GridRun]] = {}
+    for run in runs:
+        if run.config is not None:
+            by_signature.setdefault(config_lib.static_signature(run.config), []).append(run)
+    groups = [Group(f"g{i + 1:02d}", sig, members) for i, (sig, members) in enumerate(by_signature.items())]
+    return Grid(names, overrides, sweep, runs, groups, notes)
+
+
+def _overrides_text(overrides: Mapping[str, Any], sweep_values: Mapping[str, Any]) -> str:
+    merged = {**overrides, **sweep_values}
+    return ";".join(f"{k}={_fmt_value(merged[k])}" for k in sorted(merged))
+
+
+def run_specs(base: config_lib.Config, runs: Sequence[GridRun]):
+    """The Runner's specs of ``runs`` relative to the group's ``base`` config: each run's sweepable fields
+    that differ from ``base`` (so ``run_hyperparameters(base, specs)`` gives every run its own values)."""
+    from leverjax.runner import RunSpec
+
+    specs = []
+    for r in runs:
+        diff = tuple((f, getattr(r.config, f)) for f in config_lib.SWEEPABLE
+                     if getattr(r.config, f) != getattr(base, f))
+        specs.append(RunSpec(diff, r.seed, r.experiment))
+    return specs
+
+
+def default_out(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
+                sweep: Mapping[str, Any] | None = None, root: str = "results") -> str:
+    """``results/<experiments>[-<hash of the overrides and sweeps>]``: the same command, the same directory
+    (so a re-run resumes); the seed count is not part of it, so more seeds add runs to the same grid."""
+    names = list(dict.fromkeys(names))
+    if set(names) == set(experiments.NAMES):
+        tag = "all"
+    else:
+        tag = "+".join(names)
+        if len(tag) > 60:
+            tag = f"{names[0]}+{len(names) - 1}more-{_hash(names, 6)}"
+    extra = {k: v for k, v in (overrides or {}).items() if k not in _NOT_IN_RUN_NAME}
+    if extra or sweep:
+        tag += "-" + _hash([extra, {k: list(v) for k, v in (sweep or {}).items()}], 6)
+    return os.path.join(root, tag)
+
+
+# -- results directory ------------------------------------------------------------------------------
+
+
+class _Paths:
+    def __init__(self, root: str):
+        self.root = root
+        self.grid = os.path.join(root, "grid.json")
+        self.status = os.path.join(root, "status")
+        self.runs = os.path.join(root, "runs")
+        self.csv = os.path.join(root, "metrics.csv")
+        self.report = os.path.join(root, "report.md")
+        self.plots = os.path.join(root, "plots")
+
+    def status_file(self, run: GridRun) -> str:
+        return os.path.join(self.status, run.file_name)
+
+
+def read_status(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None  # missing, or a torn file from a crash before atomic writes: treated as pending
+
+
+def _finished(status: dict | None, run: GridRun, root: str) -> bool:
+    """Whether ``run`` needs no training: done (with its results on disk), or failed in a way a re-run
+    repeats (divergence is deterministic; a bad config stays bad). Other errors are retried."""
+    if not status or status.get("config_hash") != run.config_hash:
+        return False
+    if status.get("state") == "done":
+        return os.path.exists(os.path.join(root, status.get("directory", ""), "results.json"))
+    return status.get("state") == "failed" and status.get("kind") in ("diverged", "config")
+
+
+def _primary() -> bool:
+    """Whether this process writes the launcher's files (process 0 of a multi-host JAX cluster)."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _write_status(paths: _Paths, run: GridRun, state: str, **extra) -> dict:
+    record = {"run": run.name, "experiment": run.experiment, "variant": run.variant, "seed": run.seed,
+              "overrides": run.overrides, "config_hash": run.config_hash, "state": state,
+              "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+    if _primary():
+        write_json_atomic(paths.status_file(run), record)
+    return record
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_metrics_csv(root: str, grid: Grid, statuses: Mapping[str, dict | None]) -> int:
+    """Rebuilds ``metrics.csv`` from the per-group ``results.json`` of the grid's finished runs; returns
+    the number of rows. Runs of earlier grids in the same directory are left out."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    cache: dict[str, dict] = {}
+    rows = 0
+    for run in grid.runs:
+        st = statuses.get(run.name)
+        if not st or st.get("config_hash") != run.config_hash or not st.get("directory"):
+            continue
+        path = os.path.join(root, st["directory"], "results.json")
+        if path not in cache:
+            try:
+                with open(path) as f:
+                    cache[path] = {r["name"]: r for r in json.load(f)["runs"]}
+            except (OSError, ValueError, KeyError):
+                cache[path] = {}
+        rec = cache[path].get(run.name)
+        if rec is None or rec.get("config_hash") != run.config_hash:
+            continue
+        head = (st.get("group", ""), run.experiment, run.variant, run.seed)
+        for epoch_rec in rec["history"]:
+            for metric, value in epoch_rec.items():
+                if metric in ("phase", "epoch"):
+                    continue
+                writer.writerow((*head, epoch_rec["phase"], epoch_rec["epoch"], metric, repr(float(value)),
+                                 run.overrides))
+                rows += 1
+        for metric, value in (rec.get("final") or {}).items():
+            writer.writerow((*head, "final", "", metric, repr(float(value)), run.overrides))
+            rows += 1
+    if _primary():
+        _write_text_atomic(os.path.join(root, "metrics.csv"), buf.getvalue())
+    return rows
+
+
+# -- progress and compile times ---------------------------------------------------------------------
+
+
+def _fmt_seconds(s: float) -> str:
+    s = max(0.0, s)
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    return f"{int(s // 3600)}h{int((s % 3600) // 60):02d}m"
+
+
+def _epochs(cfg: config_lib.Config) -> int:
+    return cfg.sft_epochs + cfg.rce_epochs + cfg.grpo_positive_only_epochs + cfg.grpo_epochs
+
+
+class _Progress:
+    """One line per epoch for the whole grid: groups and runs done, elapsed time and an estimate of the
+    time left (run-epochs left at the rate measured on epochs without compilation, plus the mean compile
+    time per group for the groups not started)."""
+
+    def __init__(self, grid: Grid, pending: Mapping[str, list[GridRun]], finished_runs: int,
+                 printer: Callable[[str], None]):
+        self.printer = printer
+        self.groups_total = len(grid.groups)
+        self.runs_total = sum(1 for r in grid.runs if r.config is not None)
+        self.runs_done = finished_runs
+        self.groups_done = sum(1 for g in grid.groups if not pending[g.id])
+        self.future_units = sum(_epochs(r.config) for runs in pending.values() for r in runs)
+        self.units_left = self.future_units  # run-epochs left: the current group's plus those not started
+        self.groups_left = sum(1 for g in grid.groups if pending[g.id])
+        self.steady_units = self.steady_seconds = 0.0
+        self.compile_seconds: list[float] = []
+        self.t0 = time.perf_counter()
+        self.group: Group | None = None
+        self.timer: CompileTimer | None = None
+        self.index = 0
+        self.n = 0
+
+    def begin(self, index: int, group: Group, n: int, timer: "CompileTimer") -> None:
+        self.group, self.index, self.n, self.timer = group, index, n, timer
+        self.groups_left -= 1
+        self.future_units -= n * _epochs(group.runs[0].config)  # a group's runs share their epoch counts
+        exps = ", ".join(group.experiments)
+        self.printer(f"\n»» group {group.id} ({index}/{self.groups_total}): {exps} — {n} run(s) in one program")
+
+    def epoch(self, info: dict) -> None:
+        self.units_left = self.future_units + self.n * (info["epochs_total"] - info["epochs_done"])
+        if info["epoch"] > 1:  # the first epoch of a phase includes its compilation
+            self.steady_units += self.n
+            self.steady_seconds += info["seconds"]
+        left = self.time_left()
+        eta = f", ~{_fmt_seconds(left)} left" if left is not None else ""
+        self.printer(f"»» grid: group {self.index}/{self.groups_total} epoch {info['epochs_done']}/"
+                     f"{info['epochs_total']} | groups done {self.groups_done}/{self.groups_total}, runs done "
+                     f"{self.runs_done}/{self.runs_total} | {_fmt_seconds(time.perf_counter() - self.t0)} elapsed{eta}")
+
+    def end(self, runs: int, compile_seconds: float) -> None:
+        self.groups_done += 1
+        self.runs_done += runs
+        self.compile_seconds.append(compile_seconds)
+
+    def time_left(self) -> float | None:
+        if not self.steady_units:
+            return None
+        seen = self.compile_seconds + ([self.timer.seconds] if self.timer else [])
+        compile_each = sum(seen) / len(seen) if seen else 0.0
+        return self.units_left * self.steady_seconds / self.steady_units + self.groups_left * compile_each
+
+
+class CompileTimer:
+    """Seconds JAX spent tracing, lowering and compiling (or fetching from the persistent cache) while active."""
+
+    EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+              "/jax/core/compile/backend_compile_duration")
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def _listener(self, event: str, duration: float, **kwargs) -> None:
+        if event in self.EVENTS:
+            self.seconds += duration
+
+    def __enter__(self) -> "CompileTimer":
+        import jax.monitoring
+
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import jax.monitoring
+
+        try:
+            jax.monitoring.unregister_event_duration_listener(self._listener)
+        except (AttributeError, ValueError):
+            pass
+
+
+# -- the launcher ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class GridResult:
+    directory: str
+    grid: Grid
+    statuses: dict  # run name -> status record
+    groups: list[dict]  # per group: id, experiments, runs trained, seconds, compile_seconds, state
+    csv: str
+    report: str | None
+    seconds: float
+
+    @property
+    def failed(self) -> list[dict]:
+        return [s for s in self.statuses.values() if s and s.get("state") == "failed"]
+
+
+def load_dataset(cfg: config_lib.Config):
+    """The data set ``cfg`` names (the built-in synthetic set when ``data`` is empty), query filters applied."""
+    from leverjax.data import filter_queries, load_npz
+    from leverjax.data.synth import load_or_make_default
+
+    ds = load_npz(cfg.data) if cfg.data else load_or_make_default()
+    ds, _ = filter_queries(ds, require_positive_query=cfg.require_positive_query, min_group_size=cfg.min_group_size)
+    return ds
+
+
+def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
+             sweep: Mapping[str, Sequence[Any]] | None = None, *, seeds: int | None = None, out: str | None = None,
+             restart: bool = False, baseline: str | None = None, dataset=None, devices: Sequence | None = None,
+             report: bool = True, tables: bool = True, printer: Callable[[str], None] | None = None,
+             experiment_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+             keep_checkpoints: bool = False) -> GridResult:
+    """Trains the grid (see the module docstring) into ``out`` and writes ``metrics.csv`` and the report.
+
+    ``dataset``: a :class:`~leverjax.data.Dataset` to train every group on instead of loading each config's
+    ``data``. ``devices``: the devices the run axis is sharded over (default: all of ``jax.devices()``).
+    ``tables``: print the Runner's per-epoch tables besides the grid's progress lines.
+    ``keep_checkpoints``: keep a finished group's per-epoch checkpoints (``ckpt/``, only needed to resume
+    it; about 13 MB per run on the default data) besides its ``best/`` parameters and ``results.json``.
+    """
+    import jax
+
+    from leverjax.runner import Runner
+
+    printer = printer or (lambda s: print(s, flush=True))
+    t_start = time.perf_counter()
+    grid = expand_grid(names, overrides, sweep, seeds=seeds, experiment_overrides=experiment_overrides)
+    if baseline and baseline not in grid.experiments and baseline not in {r.variant for r in grid.runs}:
+        raise ConfigError(f"--baseline={baseline!r} is not a run of this grid; runs: "
+                          f"{', '.join(dict.fromkeys(r.variant for r in grid.runs))}")
+    out = out or default_out(grid.experiments, grid.overrides, grid.sweep)
+    paths = _Paths(out)
+    if restart and _primary():
+        for path in (paths.runs, paths.status, paths.plots):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in (paths.csv, paths.report):
+            if os.path.exists(path):
+                os.remove(path)
+    os.makedirs(paths.status, exist_ok=True)
+    os.makedirs(paths.runs, exist_ok=True)
+    if _primary():
+        write_json_atomic(paths.grid, grid.to_json())
+    devices = list(devices) if devices is not None else jax.devices()
+
+    statuses: dict[str, dict | None] = {r.name: read_status(paths.status_file(r)) for r in grid.runs}
+    for run in grid.runs:
+        if run.config is None:
+            statuses[run.name] = _write_status(paths, run, "failed", kind="config", reason=run.error)
+    pending = {g.id: [r for r in g.runs if not _finished(statuses[r.name], r, out)] for g in grid.groups}
+    for group in grid.groups:
+        for run in pending[group.id]:
+            statuses[run.name] = _write_status(paths, run, "pending", group=group.id)
+    finished = sum(1 for g in grid.groups for r in g.runs if r not in pending[g.id])
+    valid = sum(1 for r in grid.runs if r.config is not None)
+    printer(f"grid: {len(grid.experiments)} experiment(s), {len(grid.runs)} run(s) in {len(grid.groups)} group(s) "
+            f"(one compiled program each) on {len(devices)} device(s); results in {out}")
+    if finished:
+        printer(f"grid: {finished} of {valid} runs already finished there (skipped); "
+                f"{sum(map(len, pending.values()))} to train")
+    for note in grid.notes:
+        printer(f"grid: note: {note}")
+    for run in grid.runs:
+        if run.config is None:
+            printer(f"grid: {run.name} not run: {run.error}")
+    progress = _Progress(grid, pending, finished, printer)
+    datasets: dict[tuple, Any] = {}
+    group_log: list[dict] = []
+    for index, group in enumerate(grid.groups, 1):
+        todo = pending[group.id]
+        if not todo:
+            group_log.append({"id": group.id, "experiments": group.experiments, "runs": 0, "state": "skipped"})
+            continue
+        base = todo[0].config
+        specs = run_specs(base, todo)
+        directory = f"{group.id}-{group.key}-{_hash([(r.name, r.config_hash) for r in todo], 6)}"
+        rel = os.path.join("runs", directory)
+        for run in todo:
+            statuses[run.name] = _write_status(paths, run, "running", group=group.id, directory=rel)
+        t0 = time.perf_counter()
+        with CompileTimer() as timer:
+            progress.begin(index, group, len(todo), timer)
+            try:
+                if dataset is not None:
+                    ds = dataset
+                else:
+                    key = (base.data, base.require_positive_query, base.min_group_size)
+                    if key not in datasets:
+                        datasets[key] = load_dataset(base)
+                    ds = datasets[key]
+                runner = Runner(base, ds, specs, name=directory, workdir=paths.runs,
+                                out=printer if tables else (lambda s: None), on_nonfinite="record",
+                                devices=devices, on_epoch=progress.epoch,
+                                extra_meta={"grid_group": group.id, "grid_runs": [r.name for r in todo]})
+                results = runner.run()
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # noqa: BLE001 -- any failure of one group is recorded; the grid goes on
+                reason = f"{type(e).__name__}: {e}"
+                printer(f"»» group {group.id} failed: {reason}")
+                for run in todo:
+                    statuses[run.name] = _write_status(paths, run, "failed", kind="error", reason=reason,
+                                                       group=group.id, directory=rel)
+                progress.end(len(todo), timer.seconds)
+                group_log.append({"id": group.id, "experiments": group.experiments, "runs": len(todo),
+                                  "seconds": time.perf_counter() - t0, "compile_seconds": timer.seconds,
+                                  "state": "failed", "reason": reason})
+                continue
+        seconds = time.perf_counter() - t0
+        _write_group_results(out, rel, todo, specs, results)
+        for j, run in enumerate(todo):
+            failure = results.failures.get(j)
+            if failure:
+                statuses[run.name] = _write_status(paths, run, "failed", kind="diverged", reason=failure["reason"],
+                                                   failure=failure, group=group.id, directory=rel)
+                printer(f"»» {run.name} diverged: {failure['reason']} (recorded; the other runs went on)")
+            else:
+                statuses[run.name] = _write_status(paths, run, "done", group=group.id, directory=rel)
+        if not keep_checkpoints and _primary():
+            shutil.rmtree(os.path.join(out, rel, "ckpt"), ignore_errors=True)
+        progress.end(len(todo), timer.seconds)
+        group_log.append({"id": group.id, "experiments": group.experiments, "runs": len(todo), "seconds": seconds,
+                          "compile_seconds": timer.seconds, "state": "done"})
+        write_metrics_csv(out, grid, statuses)
+        printer(f"»» group {group.id} done in {_fmt_seconds(seconds)} (compile {timer.seconds:.1f}s)")
+
+    write_metrics_csv(out, grid, statuses)
+    report_path = None
+    if report and _primary():
+        from leverjax import report as report_lib
+
+        report_path = report_lib.write_report(out, baseline=baseline, printer=printer)
+    result = GridResult(out, grid, statuses, group_log, paths.csv, report_path, time.perf_counter() - t_start)
+    _print_summary(result, printer)
+    return result
+
+
+def _write_group_results(root: str, rel: str, runs: Sequence[GridRun], specs, results) -> None:
+    """``runs/<group>/results.json``: every run's epoch records (up to its failure) and final test metrics."""
+    index = {spec.label: j for j, spec in enumerate(specs)}
+    assert len(index) == len(specs), "run labels of a group must be unique"
+    history: list[list[dict]] = [[] for _ in runs]
+    for rec in results.history:
+        history[index[rec["run"]]].append(
+            {k: v for k, v in rec.items() if k not in ("run", "group", "seed")})
+    out = []
+    for j, run in enumerate(runs):
+        failure = results.failures.get(j)
+        records = history[j]
+        if failure:  # keep the epochs up to and including the one that diverged
+            stop = next((i for i, r in enumerate(records)
+                         if r["phase"] == failure["phase"] and r["epoch"] == failure["epoch"]), len(records) - 1)
+            records = records[: stop + 1]
+        final = None if failure else {k: v for k, v in results.final[j].items() if k not in ("run", "group", "seed")}
+        out.append({"name": run.name, "config_hash": run.config_hash, "experiment": run.experiment,
+                    "variant": run.variant, "seed": run.seed, "history": records, "final": final,
+                    "failure": failure})
+    if _primary():
+        write_json_atomic(os.path.join(root, rel, "results.json"), {"runs": out})
+
+
+def _print_summary(result: GridResult, printer: Callable[[str], None]) -> None:
+    trained = [g for g in result.groups if g["state"] != "skipped"]
+    if trained:
+        printer("\n== grid groups (compile = tracing + compiling, or fetching from the persistent cache)")
+        printer(f"{'group':<6} {'runs':>5} {'wall':>9} {'compile':>9}  experiments")
+        for g in trained:
+            printer(f"{g['id']:<6} {g['runs']:>5} {g.get('seconds', 0):>8.1f}s {g.get('compile_seconds', 0):>8.1f}s  "
+                    f"{', '.join(g['experiments'])}{'  FAILED' if g['state'] == 'failed' else ''}")
+    done = sum(1 for s in result.statuses.values() if s and s.get("state") == "done")
+    printer(f"\ngrid: {done} run(s) done, {len(result.failed)} failed, in {_fmt_seconds(result.seconds)}; "
+            f"metrics in {result.csv}" + (f"; report in {result.report}" if result.report else ""))
+    for s in result.failed:
+        printer(f"  failed: {s['run']}: {s.get('reason', '')}")
+
+
+def main_grid(names: Sequence[str], overrides: Mapping[str, Any], sweep: Mapping[str, Sequence[Any]], *,
+              restart: bool = False, out: str | None = None, baseline: str | None = None) -> GridResult:
+    """``run.py`` with several experiments (or ``--out``): :func:`run_grid` with the command line's values."""
+    return run_grid(names, overrides, sweep, out=out, restart=restart, baseline=baseline)

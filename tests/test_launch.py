@@ -1,0 +1,265 @@
+"""The batch launcher on a tiny synthetic set: grid expansion and grouping, vmapped == sequential runs,
+4 forced host devices == 1 device, resume after an interrupted launcher, a failing run isolated.
+
+Compilation dominates the cost, so every trained grid here uses one static config (the engine tests'
+tiny scheme5_6, so the persistent compilation cache shares programs with tests/test_train.py) with
+1 or 2 runs per program."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import experiments
+from leverjax import config as config_lib
+from leverjax import launch
+from leverjax.data import synth
+from leverjax.errors import ConfigError
+from leverjax.runner import Runner, run_hyperparameters
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(hidden=16, sft_epochs=2, rce_epochs=2, grpo_epochs=2, sft_batch_size=16, rce_batch_size=8,
+            grpo_batch_size=8, eval_chunk=64, eval_shots=3)
+NO_GRPO = {"rce_only": {"grpo_epochs": 0}}
+SYNTH = dict(seed=0, num_examples=300, num_queries=60, pool_size=8, max_trajectories=6, dim=16)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return synth.make_synthetic(**SYNTH)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def finals(rows):
+    """(run, seed) -> metric -> value of the final test metrics."""
+    out = {}
+    for r in rows:
+        if r["phase"] == "final":
+            out.setdefault((r["run"], int(r["seed"])), {})[r["metric"]] = float(r["value"])
+    return out
+
+
+def status(directory, name):
+    with open(os.path.join(directory, "status", launch.status_file_name(name))) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def grid_a(tiny, tmp_path_factory):
+    """rce_only (1 run) and scheme5 + scheme5_6 (one program, 2 runs), trained once without interruption."""
+    out = str(tmp_path_factory.mktemp("grid_a"))
+    lines = []
+    result = launch.run_grid(["rce_only", "scheme5", "scheme5_6"], TINY, seeds=1, out=out, dataset=tiny,
+                             experiment_overrides=NO_GRPO, printer=lines.append)
+    return result, lines
+
+
+# -- expansion and grouping (no training) ---------------------------------------------------------
+
+
+def test_full_registry_groups_runs_that_differ_only_in_sweepable_fields():
+    grid = launch.expand_grid(experiments.NAMES, seeds=2)
+    assert len(grid.runs) == 2 * (len(experiments.NAMES) + 2)  # scheme2 sweeps three β values
+    groups = sorted(sorted(g.experiments) for g in grid.groups)
+    assert groups == sorted([
+        ["rce_only"], ["current", "scheme1", "scheme2", "scheme6"], ["scheme3"], ["scheme4"],
+        ["scheme5", "scheme5_6"], ["scheme7"], ["scheme7_1", "scheme7_2"], ["scheme8"], ["scheme5_8"],
+        ["scheme9"], ["scheme10"], ["scheme5_6_fixed"]])
+    for group in grid.groups:
+        assert len({config_lib.static_signature(r.config) for r in group.runs}) == 1
+        specs = launch.run_specs(group.runs[0].config, group.runs)
+        hp = run_hyperparameters(group.runs[0].config, specs)
+        for j, run in enumerate(group.runs):  # every run gets its own sweepable values in the shared program
+            own = config_lib.hyperparameters(run.config)
+            assert {k: float(v[j]) for k, v in hp.items()} == pytest.approx(own, rel=1e-6)
+            assert specs[j].seed == run.seed
+    scheme2 = [r for r in grid.runs if r.experiment == "scheme2"]
+    assert sorted({r.variant for r in scheme2}) == ["scheme2[kl_beta=0.05]", "scheme2[kl_beta=0.12]",
+                                                     "scheme2[kl_beta=0.15]"]
+    assert {r.seed for r in scheme2} == {0, 1}
+
+
+def test_sweeps_merge_and_bad_values_fail_only_their_runs():
+    sweep = {"kl_beta": (0.2,), "adv_min_std": (0.3, -1.0)}
+    grid = launch.expand_grid(["scheme2", "scheme5"], {"grpo_lr": 1e-4}, sweep, seeds=3)
+    variants = {r.variant for r in grid.runs}  # the command line's kl_beta replaces scheme2's own sweep
+    assert variants == {f"{e}[kl_beta=0.2,adv_min_std={v}]" for e in ("scheme2", "scheme5") for v in ("0.3", "-1")}
+    good = [r for r in grid.runs if r.config is not None]
+    bad = [r for r in grid.runs if r.config is None]
+    assert len(good) == len(bad) == 6 and all("adv_min_std=-1.0 must be positive" in r.error for r in bad)
+    assert all(r.config.grpo_lr == 1e-4 and r.config.kl_beta == 0.2 and r.config.adv_min_std == 0.3 for r in good)
+    assert {r.seed for r in good} == {0, 1, 2}
+    assert len(grid.groups) == 2 and all(r in grid.groups[0].runs or r in grid.groups[1].runs for r in good)
+    with pytest.raises(ConfigError, match="not a sweepable field"):
+        launch.expand_grid(["current"], sweep={"hidden": (16, 32)})
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        launch.expand_grid(["current", "scheme99"])
+    bad_override = launch.expand_grid(["rce_only", "current"], {"grpo_epochs": 2}, seeds=1)
+    assert any("replaces rce_only's own grpo_epochs=0" in n for n in bad_override.notes)
+    assert launch.default_out(["a", "b"]) == os.path.join("results", "a+b")
+    assert launch.default_out(experiments.NAMES, {"seeds": 5}) == os.path.join("results", "all")
+    assert launch.default_out(["a"], {"grpo_lr": 1e-4}) != launch.default_out(["a"], {"grpo_lr": 2e-4})
+
+
+# -- training ---------------------------------------------------------------------------------------
+
+
+def test_grid_writes_its_results_directory(grid_a):
+    result, lines = grid_a
+    d = result.directory
+    assert [g["runs"] for g in result.groups] == [1, 2]
+    rows = read_csv(os.path.join(d, "metrics.csv"))
+    assert list(rows[0]) == list(launch.CSV_COLUMNS)
+    assert {(r["group"], r["run"]) for r in rows} == {("g01", "rce_only"), ("g02", "scheme5"), ("g02", "scheme5_6")}
+    epochs = {(r["run"], r["phase"], r["epoch"]) for r in rows if r["metric"] == "val_expected_reward"}
+    assert len([e for e in epochs if e[0] == "scheme5"]) == 6 and len([e for e in epochs if e[0] == "rce_only"]) == 4
+    for name in ("rce_only/seed=0", "scheme5/seed=0", "scheme5_6/seed=0"):
+        st = status(d, name)
+        assert st["state"] == "done"
+        assert os.path.isdir(os.path.join(d, st["directory"], "best"))
+        assert not os.path.exists(os.path.join(d, st["directory"], "ckpt"))  # only needed to resume
+    report = open(os.path.join(d, "report.md")).read()
+    assert "baseline **rce_only**" in report and "scheme5_6" in report
+    assert any("group g02" in line and "2 run(s) in one program" in line for line in lines)
+    assert any(line.startswith("»» grid: group 2/2") and "runs done 1/3" in line for line in lines)
+    assert not [f for _, _, fs in os.walk(d) for f in fs if f.endswith(".tmp")]
+
+
+def test_vmapped_group_equals_sequential_runs(grid_a, tiny):
+    result, _ = grid_a
+    grouped = finals(read_csv(result.csv))
+    for name in ("scheme5", "scheme5_6"):
+        cfg = config_lib.replace(experiments.get(name).config, TINY)
+        run = next(r for r in result.grid.runs if r.experiment == name)
+        res = Runner(cfg, tiny, launch.run_specs(cfg, [run]), out=lambda s: None).run()
+        for k, v in res.final[0].items():
+            if k.startswith(("test_", "best_test_")):
+                np.testing.assert_allclose(grouped[(name, 0)][k], v, rtol=2e-5, atol=2e-6, err_msg=f"{name} {k}")
+    assert grouped[("scheme5", 0)]["test_loss"] != grouped[("scheme5_6", 0)]["test_loss"]  # lr really differs
+
+
+def test_four_devices_equal_one_device(grid_a, tmp_path):
+    """The same runs with the run axis sharded over 4 forced host devices (3 runs, padded to 4)."""
+    result, _ = grid_a
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {ROOT!r})
+        import jax
+        jax.config.update("jax_compilation_cache_dir", os.environ["LEVERJAX_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        assert jax.device_count() == 4, jax.devices()
+        from leverjax import launch
+        from leverjax.data import synth
+        from leverjax.runner import Runner
+        ds = synth.make_synthetic(**{SYNTH!r})
+        res = launch.run_grid(["scheme5_6"], {TINY!r}, {{"grpo_lr": (5e-6, 5e-5, 1e-4)}}, seeds=1,
+                              out={str(tmp_path)!r}, dataset=ds, tables=False, report=False, printer=lambda s: None)
+        group = res.grid.groups[0]
+        runner = Runner(group.runs[0].config, ds, launch.run_specs(group.runs[0].config, group.runs),
+                        devices=jax.devices(), out=lambda s: None)
+        state = runner.vp.init(runner.data, runner.hp, runner.keys)
+        state = runner.vp.begin[0](state, runner.data, runner.hp)
+        state, _ = runner.vp.epoch[0](state, jax.numpy.int32(0), runner.data, runner.hp)
+        leaf = jax.tree_util.tree_leaves(state["params"])[0]
+        print(json.dumps({{"padded": runner.num_padded, "devices": len(leaf.sharding.device_set),
+                          "shard_rows": leaf.addressable_shards[0].data.shape[0]}}))
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info == {"padded": 4, "devices": 4, "shard_rows": 1}
+    sharded = finals(read_csv(tmp_path / "metrics.csv"))
+    assert len(sharded) == 3 and all("test_loss" in v for v in sharded.values())
+    single = finals(read_csv(result.csv))
+    for lr, name in (("5e-06", "scheme5"), ("5e-05", "scheme5_6")):
+        got, want = sharded[(f"scheme5_6[grpo_lr={lr}]", 0)], single[(name, 0)]
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=2e-6, err_msg=f"{name} {k}")
+
+
+def test_resume_after_interrupting_the_launcher(grid_a, tiny, tmp_path, monkeypatch):
+    reference, _ = grid_a
+    out = str(tmp_path / "grid")
+    calls = {"n": 0}
+    original = launch._Progress.epoch
+
+    def interrupted(self, info):
+        original(self, info)
+        calls["n"] += 1
+        if calls["n"] == 4 + 3:  # all 4 epochs of rce_only, then 3 of the scheme5 group's 6
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(launch._Progress, "epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        launch.run_grid(["rce_only", "scheme5", "scheme5_6"], TINY, seeds=1, out=out, dataset=tiny,
+                        experiment_overrides=NO_GRPO, printer=lambda s: None)
+    monkeypatch.setattr(launch._Progress, "epoch", original)
+    assert status(out, "rce_only/seed=0")["state"] == "done"
+    assert status(out, "scheme5/seed=0")["state"] == "running"
+    assert {r["run"] for r in read_csv(os.path.join(out, "metrics.csv"))} == {"rce_only"}
+    with open(os.path.join(out, "metrics.csv"), "a") as f:  # a torn CSV must not be trusted by the re-run
+        f.write("g02,scheme5,scheme5,0,grpo,1,val_loss,0.12")
+    lines = []
+    result = launch.run_grid(["rce_only", "scheme5", "scheme5_6"], TINY, seeds=1, out=out, dataset=tiny,
+                             experiment_overrides=NO_GRPO, printer=lines.append)
+    assert any("1 of 3 runs already finished" in line for line in lines)
+    assert any(line.startswith("resuming g02") for line in lines)
+    assert [g["state"] for g in result.groups] == ["skipped", "done"]
+    assert open(result.csv).read() == open(reference.csv).read()
+
+
+def test_a_diverging_run_and_a_bad_config_are_isolated(grid_a, tiny, tmp_path):
+    lines = []
+    result = launch.run_grid(["scheme5_6"], TINY, {"grpo_lr": (5e-5, 1e30), "adv_min_std": (0.1, -1.0)}, seeds=1,
+                             out=str(tmp_path), dataset=tiny, printer=lines.append)
+    states = {s["run"]: (s["state"], s.get("kind")) for s in result.statuses.values()}
+    assert states == {
+        "scheme5_6[grpo_lr=5e-05,adv_min_std=0.1]/seed=0": ("done", None),
+        "scheme5_6[grpo_lr=1e+30,adv_min_std=0.1]/seed=0": ("failed", "diverged"),
+        "scheme5_6[grpo_lr=5e-05,adv_min_std=-1]/seed=0": ("failed", "config"),
+        "scheme5_6[grpo_lr=1e+30,adv_min_std=-1]/seed=0": ("failed", "config"),
+    }
+    diverged = next(s for s in result.statuses.values() if s.get("kind") == "diverged")
+    assert diverged["failure"]["phase"] == "grpo" and "is nan" in diverged["reason"]
+    rows = read_csv(result.csv)
+    good = finals(rows)[("scheme5_6[grpo_lr=5e-05,adv_min_std=0.1]", 0)]
+    reference = finals(read_csv(grid_a[0].csv))[("scheme5_6", 0)]
+    for k in reference:  # the healthy run is untouched by its diverging neighbour
+        np.testing.assert_allclose(good[k], reference[k], rtol=2e-5, atol=2e-6, err_msg=k)
+    bad_rows = [r for r in rows if r["run"].startswith("scheme5_6[grpo_lr=1e+30")]
+    assert bad_rows and not [r for r in bad_rows if r["phase"] == "final"]
+    report = open(result.report).read()
+    assert "## Failed runs" in report and "diverged" in report and "must be positive" in report
+    # A re-run does not retry runs that would fail again, and trains nothing.
+    again = launch.run_grid(["scheme5_6"], TINY, {"grpo_lr": (5e-5, 1e30), "adv_min_std": (0.1, -1.0)}, seeds=1,
+                            out=str(tmp_path), dataset=tiny, printer=lines.append)
+    assert [g["state"] for g in again.groups] == ["skipped"]
+
+
+def test_command_line_runs_a_grid(tmp_path, tiny):
+    from leverjax.data import save_npz
+
+    data = tmp_path / "tiny.npz"
+    save_npz(tiny, str(data))
+    out = tmp_path / "cli"
+    flags = [f"--{k}={v}" for k, v in TINY.items()]
+    cmd = [sys.executable, os.path.join(ROOT, "run.py"), "--experiment=scheme5,scheme5_6", f"--data={data}",
+           "--seeds=1", f"--out={out}", "--baseline=scheme5", *flags]
+    proc = subprocess.run(cmd, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+                          timeout=600, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    assert "report in" in proc.stdout
+    assert "baseline **scheme5**" in (out / "report.md").read_text()
+    assert {r["run"] for r in read_csv(out / "metrics.csv")} == {"scheme5", "scheme5_6"}
+    bad = subprocess.run([*cmd[:-len(flags)], "--baseline=nope"], env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                         capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert bad.returncode == 2 and "not a run of this grid" in bad.stderr
