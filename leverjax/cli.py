@@ -35,6 +35,9 @@ for _field in config_lib.FIELDS:
     _define(_field, None, _help)
 
 
+_OWN_FLAGS = set(config_lib.FIELDS) | set(_CONTROL)
+
+
 def config_overrides() -> dict:
     """The config fields given on the command line."""
     return {name: FLAGS[name].value for name in config_lib.FIELDS if FLAGS[name].present}
@@ -72,8 +75,10 @@ def _flags_parser(argv):
     try:
         return FLAGS(argv)
     except flags.Error as e:
-        valid = ", ".join(f"--{n}" for n in sorted(set(config_lib.FIELDS) | set(_CONTROL)))
-        print(f"error: {e}\nvalid flags: {valid}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
+        if "Unknown command line flag" in str(e):
+            print("valid flags: " + ", ".join(f"--{name}" for name in sorted(FLAGS) if name in _OWN_FLAGS),
+                  file=sys.stderr)
         sys.exit(2)
 
 

@@ -67,6 +67,30 @@ def _torch_linear_kernel_init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout that draws 16 random bits per element instead of 32.
+
+    Each 32-bit word of the PRNG gives two masks (the keep probability is rounded to a multiple of
+    1/65536, and kept values are scaled by the inverse of that exact probability, so the expectation
+    is unchanged). Random-bit generation is a large share of a training step on a CPU; this halves it.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, *, deterministic: bool):
+        if deterministic or self.rate == 0.0:
+            return x
+        threshold = int(round((1.0 - self.rate) * 65536))
+        if threshold <= 0:
+            return jnp.zeros_like(x)
+        n = x.size
+        words = jax.random.bits(self.make_rng("dropout"), ((n + 1) // 2,), jnp.uint32)
+        halves = jnp.concatenate([words & 0xFFFF, words >> 16])[:n].reshape(x.shape)
+        keep = halves < threshold
+        return jnp.where(keep, x * (65536.0 / threshold), 0.0).astype(x.dtype)
+
+
 class CrossAttention(nn.Module):
     """``torch.nn.MultiheadAttention`` with one query token attending over the candidates.
 
@@ -93,7 +117,7 @@ class CrossAttention(nn.Module):
         scores = jnp.einsum("bnd,bknd->bnk", q, k) / math.sqrt(dh)
         scores = jnp.where(key_mask[:, None, :], scores, PAD_LOGIT)
         attn = jax.nn.softmax(scores, axis=-1)
-        attn = nn.Dropout(self.attn_dropout)(attn, deterministic=deterministic)
+        attn = Dropout(self.attn_dropout)(attn, deterministic=deterministic)
         out = jnp.einsum("bnk,bknd->bnd", attn, v).reshape(query.shape[:-1] + (h,))
         return nn.Dense(h, kernel_init=_torch_linear_kernel_init, name="out_proj")(out)
 
@@ -112,7 +136,7 @@ class PointerSelector(nn.Module):
             for i in range(cfg.num_layers)
         ]
         self.attn_norms = [nn.LayerNorm(epsilon=1e-5, name=f"attn_norms_{i}") for i in range(cfg.num_layers)]
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.query_proj = nn.Dense(h, use_bias=False, kernel_init=_identity_plus_noise)
         self.cand_proj = nn.Dense(h, use_bias=False, kernel_init=_identity_plus_noise)
         if cfg.gated:
