@@ -412,6 +412,7 @@ def print_summary(results: Results, out=print) -> None:
     out(f"\n== final evaluation on test (mean ± 95% CI over {n} seed{'s' if n > 1 else ''})")
     width = max(len(k) for k in keys)
     groups = list(results.summary)
-    out(" " * (width + 2) + "".join(f"{g:>24}" for g in groups))
+    name = os.path.basename(results.directory) if results.directory else "runs"
+    out(" " * (width + 2) + "".join(f"{g if g != '-' else name:>24}" for g in groups))
     for k in keys:
         out(f"{k:<{width + 2}}" + "".join(f"{stats.format_ci(*results.summary[g][k]):>24}" for g in groups))
