@@ -128,6 +128,7 @@ def run_experiment(name: str, overrides: dict, sweep: dict, *, restart: bool = F
     print(f"data: {cfg.data or 'built-in synthetic set'} — {dataset.num_queries} queries, K={dataset.pool_size}, "
           f"M={dataset.max_trajectories}, S={dataset.num_steps}, d={dataset.dim}; {len(runs)} run(s) in one program")
     runner = Runner(cfg, dataset, runs, name=name, workdir=cfg.workdir, restart=restart, init_from=init_from,
+                    prefix_cache=os.path.join(cfg.workdir, "prefix_cache"),
                     extra_meta={"init_from": init_from} if init_from else None)
     results = runner.run()
     print_summary(results)

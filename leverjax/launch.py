@@ -497,7 +497,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     out = out or default_out(grid.experiments, grid.overrides, grid.sweep)
     paths = _Paths(out)
     if restart and _primary():
-        for path in (paths.runs, paths.status, paths.plots):
+        for path in (paths.runs, paths.status, paths.plots, os.path.join(paths.root, "prefix")):
             shutil.rmtree(path, ignore_errors=True)
         for path in (paths.csv, paths.report):
             if os.path.exists(path):
@@ -556,6 +556,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
                 runner = Runner(base, ds, specs, name=directory, workdir=paths.runs,
                                 out=printer if tables else (lambda s: None), on_nonfinite="record",
                                 devices=devices, on_epoch=progress.epoch,
+                                prefix_cache=os.path.join(paths.root, "prefix"),
                                 extra_meta={"grid_group": group.id, "grid_runs": [r.name for r in todo]})
                 results = runner.run()
             except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import itertools
 import json
 import math
@@ -135,12 +136,17 @@ class Runner:
     ``devices``: with more than one, the run axis is sharded over a mesh of them (runs padded with copies
     of the last run to a multiple of the device count; the copies never reach the results).
     ``on_epoch``: called after every epoch with a progress record (phase, epoch, epochs done/total, seconds).
+    ``prefix_cache``: a folder where each run's state after the phases before GRPO (SFT, RCE) is kept,
+    keyed by everything that determines it (the config without its GRPO-only fields, the seed, the data,
+    ``init_from``); a later runner whose runs all find their key there starts at GRPO instead of
+    recomputing them (equal up to float rounding when the earlier group had another number of runs).
     """
 
     def __init__(self, cfg: config_lib.Config, dataset, runs: Sequence[RunSpec], *, name: str = "run",
                  workdir: str | None = None, restart: bool = False, out: Callable[[str], None] | None = None,
                  extra_meta: dict | None = None, init_from: str | None = None, on_nonfinite: str = "raise",
-                 devices: Sequence | None = None, on_epoch: Callable[[dict], None] | None = None):
+                 devices: Sequence | None = None, on_epoch: Callable[[dict], None] | None = None,
+                 prefix_cache: str | None = None):
         if on_nonfinite not in ("raise", "record"):
             raise LeverjaxError(f"on_nonfinite={on_nonfinite!r} must be 'raise' or 'record'")
         self.cfg = cfg
@@ -168,6 +174,10 @@ class Runner:
         self.extra_meta = extra_meta or {}
         self.store = None
         self._init_params = None
+        self.prefix_cache = prefix_cache
+        self._init_from = init_from
+        if restart and prefix_cache:
+            shutil.rmtree(prefix_cache, ignore_errors=True)
         if init_from:  # checked before anything is written, so a bad file leaves no trace
             self.init_from(init_from)
         if self.directory:
@@ -246,7 +256,11 @@ class Runner:
                 state = _with_params(state, self._init_params, self.pipe, self.data)
             if self.mesh is not None:
                 state = jax.device_put(state, self.run_sharding)
+            reused = self._load_prefix(state)
+            if reused is not None:
+                state, history, start_phase = reused
 
+        prefix_end = self._prefix_end()
         global_epoch = sum(p.epochs for p in self.pipe.phases[:start_phase]) + start_epoch
         total_epochs = sum(p.epochs for p in self.pipe.phases)
         for i in range(start_phase, len(self.pipe.phases)):
@@ -274,6 +288,8 @@ class Runner:
                                    "seconds": time.perf_counter() - t0})
                 if self.store and ((e + 1) % self.cfg.checkpoint_every == 0 or e + 1 == phase.epochs):
                     self._save(global_epoch, state, i, e + 1, history)
+            if i + 1 == prefix_end:
+                self._save_prefix(state, history)
         final = _to_host(self.vp.final(state, self.data, self.hp))
         final_records = [{"run": r.label, "group": r.group, "seed": r.seed, **{k: float(v[j]) for k, v in final.items()}}
                          for j, r in enumerate(self.runs)]
@@ -287,6 +303,79 @@ class Runner:
                 self.store.close()
         return Results(self.runs, history, final_records, summary, self._real_runs(state), self.directory,
                        dict(self.failures))
+
+    # -- reuse of a shared SFT/RCE prefix --------------------------------------------------------
+    # The fields that cannot change what happens before the first GRPO phase.
+    _GRPO_ONLY = ("grpo_epochs", "grpo_lr", "grpo_weight_decay", "grpo_batch_size", "grpo_schedule",
+                  "grpo_warmup_ratio", "advantage", "adv_min_std", "adv_clip", "clip_eps", "clip_eps_high",
+                  "kl_beta", "kl_estimator", "adaptive_beta", "beta_kl_high", "beta_kl_low", "beta_factor",
+                  "beta_min", "beta_max", "clip_only", "clip_only_ignores_beta", "freeze_backbone", "grpo_top_k",
+                  "top_k_first", "top_k_after", "ratio_dropout", "grpo_positive_only_epochs", "best_metric",
+                  "best_mode") + config_lib.RUN_ONLY
+    _PREFIX_KEYS = ("params", "rng", "ref_params", "ref_logp")
+
+    def _prefix_end(self) -> int:
+        """Number of phases before the first GRPO phase (0: nothing to share)."""
+        kinds = [p.kind for p in self.pipe.phases]
+        return kinds.index("grpo") if "grpo" in kinds else 0
+
+    def _prefix_keys(self) -> list[str]:
+        """One key per (padded) run: equal keys reach equal states at the end of the prefix."""
+        data = self.pipe.dataset
+        digest = hashlib.sha1()
+        for a in (data.emb, data.query_ids, data.pool_ids, data.traj, data.acc, data.correct, data.gt_prob, data.rel,
+                  data.split):
+            digest.update(np.ascontiguousarray(a).tobytes())
+        init = self._init_from
+        init = f"{os.path.abspath(init)}@{os.path.getmtime(init)}" if init and os.path.exists(init) else init
+        keys = []
+        for run in self.runs + [self.runs[-1]] * (self.num_padded - len(self.runs)):
+            values = config_lib.to_dict(config_lib.replace(self.cfg, dict(run.overrides)))
+            values = {k: v for k, v in values.items() if k not in self._GRPO_ONLY}
+            blob = json.dumps({"config": values, "seed": run.seed, "data": digest.hexdigest(), "init_from": init,
+                               "phases": [(p.name, p.epochs) for p in self.pipe.phases[:self._prefix_end()]]},
+                              sort_keys=True, default=str)
+            keys.append(hashlib.sha1(blob.encode()).hexdigest()[:16])
+        return keys
+
+    def _load_prefix(self, state):
+        """``(state, history, first GRPO phase)`` when every run's prefix is cached, else ``None``."""
+        end = self._prefix_end()
+        if not self.prefix_cache or end == 0:
+            return None
+        paths = [os.path.join(self.prefix_cache, key) for key in self._prefix_keys()]
+        if not all(os.path.isdir(p) for p in paths):
+            return None
+        loaded = [ckpt_lib.load_params(p) for p in paths]
+        stacked = {k: jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
+                                             *[tree[k] for tree, _ in loaded]) for k in self._PREFIX_KEYS}
+        stacked["rng"] = stacked["rng"].astype(state["rng"].dtype)
+        stacked = jax.tree_util.tree_map(lambda new, old: new.reshape(old.shape).astype(old.dtype),
+                                         stacked, {k: state[k] for k in self._PREFIX_KEYS})
+        if self.mesh is not None:
+            stacked = jax.device_put(stacked, self.run_sharding)
+        state = {**state, **stacked, "best_params": stacked["params"]}
+        history = [{**rec, "run": r.label, "group": r.group, "seed": r.seed}
+                   for r, (_, meta) in zip(self.runs, loaded) for rec in meta["records"]]
+        history.sort(key=lambda rec: [p.name for p in self.pipe.phases].index(rec["phase"]) * 10**6 + rec["epoch"])
+        names = ", ".join(p.name for p in self.pipe.phases[:end])
+        self.out(f"reusing the {names} phases of earlier runs with the same prefix config and seed "
+                 f"({self.prefix_cache})")
+        return state, history, end
+
+    def _save_prefix(self, state, history: list[dict]) -> None:
+        """Stores every run's state and records at the end of the prefix, for :meth:`_load_prefix`."""
+        if not self.prefix_cache or jax.process_index() != 0:
+            return
+        host = _to_host({k: state[k] for k in self._PREFIX_KEYS})
+        for j, (run, key) in enumerate(zip(self.runs, self._prefix_keys())):
+            path = os.path.join(self.prefix_cache, key)
+            if os.path.isdir(path) or j in self.failures:
+                continue
+            records = [{k: v for k, v in rec.items() if k not in ("run", "group", "seed")}
+                       for rec in history if rec["run"] == run.label]
+            ckpt_lib.save_params(path, jax.tree_util.tree_map(lambda x: np.asarray(x[j]), host),
+                                 {"records": records})
 
     def _restore(self, step: int, meta: dict):
         """The checkpointed state, placed like a fresh one (sharded over the mesh if there is one). A

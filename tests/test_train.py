@@ -159,3 +159,22 @@ def test_nan_guard_names_phase_and_keeps_last_checkpoint(tiny, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"grpo epoch \d: (train|val)_loss is nan"):
         runner.run()
     assert runner.store.latest_step() == 2  # the SFT and RCE epochs; nothing after the divergence
+
+
+def test_runs_with_the_same_prefix_reuse_its_sft_and_rce(tiny, tmp_path):
+    cache = str(tmp_path / "prefix")
+    runs = expand_runs({}, 0, 2)
+    first, _ = final_run(Runner(tiny_config("scheme5_6"), tiny, runs, prefix_cache=cache))
+    lines = []
+    other_grpo = tiny_config("scheme5_6", grpo_lr=1e-3, advantage="rank")  # differs only after RCE
+    reused, reused_final = final_run(Runner(other_grpo, tiny, runs, prefix_cache=cache, out=lines.append))
+    assert any("reusing the sft, rce phases" in line for line in lines)
+    assert not any(line.startswith("== sft") or line.startswith("== rce") for line in lines)
+    prefix = [r for r in first.history if r["phase"] != "grpo"]
+    assert [r for r in reused.history if r["phase"] != "grpo"] == prefix
+    _, fresh_final = final_run(Runner(other_grpo, tiny, runs))
+    for k in fresh_final:
+        np.testing.assert_array_equal(reused_final[k], fresh_final[k], err_msg=k)
+    lines.clear()
+    Runner(tiny_config("scheme5_6", sft_lr=3e-4), tiny, runs, prefix_cache=cache, out=lines.append).run()
+    assert not any("reusing" in line for line in lines)  # an SFT field changes the key
