@@ -9,7 +9,7 @@ from absl import app, flags, logging
 
 import experiments
 from leverjax import config as config_lib
-from leverjax.errors import ConfigError, LeverjaxError, exit_on_error
+from leverjax.errors import ConfigError, exit_on_error
 
 FLAGS = flags.FLAGS
 _CONTROL = ("experiment", "list_experiments", "sweep", "restart", "init_from", "out", "baseline")

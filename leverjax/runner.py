@@ -16,7 +16,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -319,20 +318,25 @@ class Runner:
         kinds = [p.kind for p in self.pipe.phases]
         return kinds.index("grpo") if "grpo" in kinds else 0
 
-    def _prefix_keys(self) -> list[str]:
-        """One key per (padded) run: equal keys reach equal states at the end of the prefix."""
+    @functools.cached_property
+    def _data_digest(self) -> str:
+        """A fingerprint of the dataset's contents (part of every prefix key)."""
         data = self.pipe.dataset
         digest = hashlib.sha1()
         for a in (data.emb, data.query_ids, data.pool_ids, data.traj, data.acc, data.correct, data.gt_prob, data.rel,
                   data.split):
             digest.update(np.ascontiguousarray(a).tobytes())
+        return digest.hexdigest()
+
+    def _prefix_keys(self) -> list[str]:
+        """One key per (padded) run: equal keys reach equal states at the end of the prefix."""
         init = self._init_from
         init = f"{os.path.abspath(init)}@{os.path.getmtime(init)}" if init and os.path.exists(init) else init
         keys = []
         for run in self.runs + [self.runs[-1]] * (self.num_padded - len(self.runs)):
             values = config_lib.to_dict(config_lib.replace(self.cfg, dict(run.overrides)))
             values = {k: v for k, v in values.items() if k not in self._GRPO_ONLY}
-            blob = json.dumps({"config": values, "seed": run.seed, "data": digest.hexdigest(), "init_from": init,
+            blob = json.dumps({"config": values, "seed": run.seed, "data": self._data_digest, "init_from": init,
                                "phases": [(p.name, p.epochs) for p in self.pipe.phases[:self._prefix_end()]]},
                               sort_keys=True, default=str)
             keys.append(hashlib.sha1(blob.encode()).hexdigest()[:16])

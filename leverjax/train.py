@@ -32,7 +32,7 @@ from leverjax import losses
 from leverjax import optim
 from leverjax import rewards as rewards_lib
 from leverjax.config import Config, hyperparameters, validate
-from leverjax.errors import ConfigError, DataError
+from leverjax.errors import DataError
 from leverjax.model import Selector, SelectorConfig, init_params
 
 PyTree = Any
