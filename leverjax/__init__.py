@@ -1,3 +1,3 @@
 """leverjax: a fast JAX/Flax reimplementation of the Lever-Plus in-context-example selector."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

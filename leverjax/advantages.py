@@ -1,4 +1,4 @@
-"""Group-relative advantages (reference.md §4), one small registry of estimators.
+"""Group-relative advantages (docs/reference.md §4), one small registry of estimators.
 
 Every estimator is written for ONE query group (rewards ``[M]`` with a boolean mask ``[M]``) and
 vmapped over groups by :func:`group_advantages`. Masked entries get advantage 0, and so does every

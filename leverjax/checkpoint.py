@@ -83,19 +83,21 @@ def load_params(path: str) -> tuple[Any, dict]:
     return out["params"], out["meta"]
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=_json_default)
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file in the same folder and a rename, so a reader
+    (or a run killed mid-write) never sees a partial file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=1, default=_json_default))
 
 
 def write_jsonl_atomic(path: str, records: list[dict]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        for r in records:
-            f.write(json.dumps(r, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in records))
 
 
 def _json_default(x):

@@ -1,41 +1,59 @@
-"""``run.py``'s command line: absl flags for every config field, experiments, sweeps and seeds."""
+"""``run.py``'s command line: the main flags, then one flag per config field, derived from its declaration.
+
+Every field of :class:`leverjax.config.Config` is a flag of the same name whose help, default and choices
+come from the field (enum fields are enum flags). ``--help`` prints the main flags first, then the config
+fields grouped by section, and exits 0.
+"""
 from __future__ import annotations
 
 import os
 import sys
-import time
+import textwrap
 
+import jax
 from absl import app, flags, logging
 
 import experiments
 from leverjax import config as config_lib
+from leverjax import launch
 from leverjax.errors import ConfigError, exit_on_error
 
 FLAGS = flags.FLAGS
-_CONTROL = ("experiment", "list_experiments", "sweep", "restart", "init_from", "out", "baseline")
 
-flags.DEFINE_string("experiment", "scheme5_6", "Named experiment(s) to train (comma-separated for a grid, "
-                    "'all' for the whole registry); see --list_experiments.")
-flags.DEFINE_bool("list_experiments", False, "List the registered experiments and exit.")
-flags.DEFINE_multi_string("sweep", [], "field=v1,v2,... : train every value (sweepable fields only), vmapped "
-                          "in one program. Repeat the flag for a grid.")
-flags.DEFINE_bool("restart", False, "Discard existing checkpoints of this experiment instead of resuming.")
-flags.DEFINE_string("out", None, "Grid results directory (default results/<experiments>); giving it runs even "
-                    "one experiment through the grid launcher.")
-flags.DEFINE_string("baseline", None, "Grid report: the run the others are compared with (default rce_only if "
-                    "in the grid, else the first).")
-flags.DEFINE_string("init_from", None, "Start from these parameters (a leverjax checkpoint folder or a "
-                    "Lever-Plus .pt/.ckpt) instead of a fresh initialisation.")
+# The main flags besides the config fields among them (seeds, data), in the order --help shows them.
+_MAIN_HELP = {
+    "experiment": "Named experiment(s) to train: one name, a comma-separated list (a grid), or 'all' (the whole "
+                  "registry); see --list_experiments. [default 'scheme5_6']",
+    "sweep": "field=v1,v2,...: train every value; repeat the flag for a grid of values. Runs that differ only in "
+             "sweepable fields share one compiled, vmapped program.",
+    "out": "Results directory [default <workdir>/<experiment> for one experiment, results/<experiments> for several]",
+    "init_from": "Start every run from these parameters (a leverjax parameter folder or a Lever-Plus .pt/.ckpt) "
+                 "instead of a fresh initialisation.",
+    "baseline": "The run the report compares the others with [default rce_only if in the grid, else the first]",
+    "restart": "Start over: discard the results directory's runs and recompute cached SFT/RCE prefixes instead of "
+               "resuming. [default false]",
+    "list_experiments": "List the registered experiments and exit.",
+}
+flags.DEFINE_string("experiment", "scheme5_6", _MAIN_HELP["experiment"])
+flags.DEFINE_multi_string("sweep", [], _MAIN_HELP["sweep"])
+flags.DEFINE_string("out", None, _MAIN_HELP["out"])
+flags.DEFINE_string("init_from", None, _MAIN_HELP["init_from"])
+flags.DEFINE_string("baseline", None, _MAIN_HELP["baseline"])
+flags.DEFINE_bool("restart", False, _MAIN_HELP["restart"])
+flags.DEFINE_bool("list_experiments", False, _MAIN_HELP["list_experiments"])
+MAIN_FLAGS = ("experiment", "seeds", "sweep", "data", "out", "init_from", "baseline", "restart",
+              "list_experiments")
 
-for _field in config_lib.FIELDS:
-    _default = getattr(config_lib.Config(), _field)
-    _help = f"Config field (experiment value if not given; reference default {_default!r})."
-    _define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
-               str: flags.DEFINE_string}[type(_default)]
-    _define(_field, None, _help)
+for _name, _field in config_lib.FIELDS.items():
+    _meta = _field.metadata
+    _help = config_lib.describe(_name)
+    if _meta["choices"]:
+        flags.DEFINE_enum(_name, None, list(_meta["choices"]), _help)
+    else:
+        {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+         str: flags.DEFINE_string}[type(_field.default)](_name, None, _help)
 
-
-_OWN_FLAGS = set(config_lib.FIELDS) | set(_CONTROL)
+_OWN_FLAGS = set(config_lib.FIELDS) | set(MAIN_FLAGS)
 
 
 def config_overrides() -> dict:
@@ -44,48 +62,65 @@ def config_overrides() -> dict:
 
 
 def parse_sweeps(values) -> dict:
+    """``["field=v1,v2", ...]`` as ``{field: (v1, v2)}`` with values parsed as the field's type."""
     sweep = {}
     for text in values:
         if "=" not in text:
             raise ConfigError(f"--sweep={text!r} must look like field=v1,v2,...")
-        name, raw = text.split("=", 1)
-        name = name.strip()
-        if name not in config_lib.SWEEPABLE:
-            raise ConfigError(f"--sweep: {name!r} is not a sweepable field; sweepable: {', '.join(config_lib.SWEEPABLE)}")
-        sweep[name] = tuple(config_lib.parse_value(name, v) for v in raw.split(",") if v.strip())
+        name, raw = (part.strip() for part in text.split("=", 1))
+        sweep[name] = tuple(config_lib.parse_value(name, v.strip()) for v in raw.split(",") if v.strip())
     return sweep
 
 
-def load_data(cfg: config_lib.Config):
-    """The dataset the config names (the built-in synthetic set when ``data`` is empty), filtered."""
-    from leverjax.data import filter_queries, load_npz
-    from leverjax.data.synth import load_or_make_default
+def help_text() -> str:
+    """``--help``: usage, the main flags, then every config field by section with its help, default, choices."""
+    width = 100
 
-    ds = load_npz(cfg.data) if cfg.data else load_or_make_default()
-    ds, counts = filter_queries(ds, require_positive_query=cfg.require_positive_query,
-                                min_group_size=cfg.min_group_size)
-    if counts["dropped_small_group"] or counts["dropped_no_positive"]:
-        print(f"filters: kept {counts['kept']} of {counts['queries_in']} queries "
-              f"({counts['dropped_small_group']} with fewer than {cfg.min_group_size} trajectories, "
-              f"{counts['dropped_no_positive']} without a positive)")
-    return ds
+    def entry(name: str, text: str) -> str:
+        body = textwrap.fill(text, width, initial_indent="      ", subsequent_indent="      ", break_on_hyphens=False)
+        return f"  --{name}\n{body}"
+
+    lines = ["Train named leverjax experiments (SFT -> RCE -> GRPO) and report them.", "",
+             "usage: python run.py --experiment=NAME[,NAME...] [--seeds=N] [--sweep=field=v1,v2] [--field=value ...]",
+             "", "main flags:"]
+    for name in MAIN_FLAGS:
+        lines.append(entry(name, config_lib.describe(name) if name in config_lib.FIELDS else _MAIN_HELP[name]))
+    for section in config_lib.SECTIONS:
+        fields = [n for n in config_lib.names(section=section) if n not in MAIN_FLAGS]
+        if fields:
+            lines += ["", f"{section} (config fields; an experiment's own value replaces the default):"]
+            lines += [entry(name, config_lib.describe(name)) for name in fields]
+    return "\n".join(lines)
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _flags_parser(argv):
+    if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?") for a in argv[1:]):
+        print(help_text())
+        sys.exit(0)
     try:
         return FLAGS(argv)
+    except flags.IllegalFlagValueError as e:
+        name = next((n for n in _OWN_FLAGS if str(e).startswith(f"flag --{n}=")), None)
+        given = str(e).split(":")[0].removeprefix("flag ")
+        if name is not None and isinstance(FLAGS[name], flags.BooleanFlag):
+            _error(f"{given} is not a boolean; use true or false")
+        if name in config_lib.FIELDS and config_lib.meta(name)["choices"]:
+            _error(f"--{name}={given.split('=', 1)[1]!r} is not one of: {', '.join(config_lib.meta(name)['choices'])}")
+        _error(str(e))
     except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        if "Unknown command line flag" in str(e):
-            print("valid flags: " + ", ".join(f"--{name}" for name in sorted(FLAGS) if name in _OWN_FLAGS),
-                  file=sys.stderr)
-        sys.exit(2)
+        message = str(e)
+        if "Unknown command line flag" in message:
+            message += "; valid flags: " + ", ".join(f"--{n}" for n in sorted(_OWN_FLAGS)) + " (see --help)"
+        _error(message)
 
 
 def enable_compilation_cache() -> None:
     """Keeps compiled programs on disk, so a second run of the same shapes starts at once."""
-    import jax
-
     path = os.environ.get("LEVERJAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "leverjax", "xla"))
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -104,36 +139,8 @@ def main(argv) -> None:
     names = [n.strip() for n in FLAGS.experiment.split(",") if n.strip()]
     if names == ["all"]:
         names = list(experiments.NAMES)
-    overrides = config_overrides()
-    sweep = parse_sweeps(FLAGS.sweep)
-    if len(names) != 1 or FLAGS.out:
-        if FLAGS.init_from:
-            raise ConfigError("--init_from applies to a single experiment, not to a grid")
-        from leverjax import launch
-        launch.main_grid(names, overrides, sweep, restart=FLAGS.restart, out=FLAGS.out, baseline=FLAGS.baseline)
-        return
-    run_experiment(names[0], overrides, sweep, restart=FLAGS.restart, init_from=FLAGS.init_from)
-
-
-def run_experiment(name: str, overrides: dict, sweep: dict, *, restart: bool = False, init_from: str | None = None):
-    from leverjax.runner import Runner, expand_runs, print_summary
-
-    exp = experiments.get(name)
-    cfg = config_lib.replace(exp.config, overrides)
-    sweep = {**exp.sweep, **sweep}
-    runs = expand_runs(sweep, cfg.seed, cfg.seeds)  # labels omit the experiment: one per directory
-    t0 = time.perf_counter()
-    dataset = load_data(cfg)
-    print(f"{name}: {exp.description}")
-    print(f"data: {cfg.data or 'built-in synthetic set'} — {dataset.num_queries} queries, K={dataset.pool_size}, "
-          f"M={dataset.max_trajectories}, S={dataset.num_steps}, d={dataset.dim}; {len(runs)} run(s) in one program")
-    runner = Runner(cfg, dataset, runs, name=name, workdir=cfg.workdir, restart=restart, init_from=init_from,
-                    prefix_cache=os.path.join(cfg.workdir, "prefix_cache"),
-                    extra_meta={"init_from": init_from} if init_from else None)
-    results = runner.run()
-    print_summary(results)
-    print(f"\ndone in {time.perf_counter() - t0:.1f}s; outputs in {results.directory}")
-    return results
+    launch.main(names, config_overrides(), parse_sweeps(FLAGS.sweep), restart=FLAGS.restart, out=FLAGS.out,
+                baseline=FLAGS.baseline, init_from=FLAGS.init_from)
 
 
 def run() -> None:

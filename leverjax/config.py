@@ -1,149 +1,184 @@
-"""The run configuration: every knob of the reference pipeline (reference.md §4–§5) in one dataclass.
+"""The run configuration: every knob of the reference pipeline in one dataclass that describes itself.
 
-Fields split in two kinds (the rejax way):
+Each field declares, on the field itself (:func:`_Section.__call__`), what it is:
 
-* **sweepable** (:data:`SWEEPABLE`): learning rates, weight decays, β, ε, temperatures, reward weights,
-  label smoothing, the advantage floor/clip. They enter the compiled program as traced scalars, so
-  runs that differ only in them (and in the seed) share one compile and are vmapped together.
-* **static**: shapes, epoch counts, batch sizes, the model variant, methods and switches. Changing one
-  means a new compile; :func:`static_signature` is the key the launcher groups runs by.
+* its **help** text and **section** (data, selector, sft, rce, grpo, optimizer, evaluation, run);
+* its **choices** (enum fields) and its valid **range**;
+* its **kind**: ``sweep`` — a traced scalar of the compiled program, so runs that differ only in it (and in
+  the seed) share one compile and are vmapped together; ``static`` — a shape, count, method or switch,
+  changing it means a new compile; ``run`` — changes neither the program nor the result of one run;
+* whether it can change the SFT/RCE **prefix** (the state before the first GRPO phase); the fields of
+  the GRPO section cannot, which is what lets runs share a cached prefix.
 
-Defaults are the reference values; where the reference had a defect (reference.md §5) the default
+Flags, ``--help``, validation, sweep grouping (:func:`static_signature`), the prefix-cache key
+(:func:`prefix_fields`) and run names are all derived from these declarations: adding a field is one line.
+Defaults are the reference values; where the reference had a defect (docs/reference.md §5) the default
 reproduces it and a field offers the fix.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Mapping
 
-from leverjax.advantages import ADVANTAGE_METHODS
 from leverjax.errors import ConfigError
-from leverjax.losses import KL_ESTIMATORS
-from leverjax.optim import SCHEDULES
-from leverjax.rewards import NORMALIZATIONS, REWARD_MODES
+
+SECTIONS = ("data", "selector", "sft", "rce", "grpo", "optimizer", "evaluation", "run")
+SCHEDULES = ("constant", "warmup_cosine")
+
+
+class _Section:
+    """Field factory of one section: ``name: type = SECTION(default, help, kind=..., choices=..., ...)``.
+
+    ``at_least`` / ``positive`` / ``unit`` (a value in [0, 1)) declare the valid range; ``prefix``
+    defaults to False in the GRPO section (GRPO-only fields) and True elsewhere.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, default, help: str, *, kind: str = "static", choices: tuple | None = None,
+                 at_least: float | None = None, positive: bool = False, unit: bool = False,
+                 prefix: bool | None = None):
+        assert kind in ("sweep", "static", "run"), kind
+        prefix = (self.name != "grpo" and kind != "run") if prefix is None else prefix
+        return dataclasses.field(default=default, metadata={
+            "help": help, "section": self.name, "kind": kind, "choices": tuple(choices) if choices else None,
+            "at_least": at_least, "positive": positive, "unit": unit, "prefix": prefix})
+
+
+DATA, SELECTOR, SFT, RCE, GRPO, OPTIMIZER, EVALUATION, RUN = (_Section(s) for s in SECTIONS)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    # -- data and rewards (reference.md §1–§2) ----------------------------------------------------
-    data: str = ""  # a schema-v1 .npz; "" = the built-in synthetic data set (generated on first use)
-    reward_mode: str = "hard_plus_soft"
-    w_hard: float = 1.0
-    w_soft: float = 1.0
-    w_rel: float = 0.1
-    reward_normalization: str = "z_score_clamp"  # per-query, dataset level; "none" undoes defect 5.4's double normalisation
-    require_positive_query: bool = False  # keep only queries with a correct trajectory
-    min_group_size: int = 1  # drop queries with fewer labelled trajectories
+    # -- data and rewards ---------------------------------------------------------------------------
+    data: str = DATA("", "A schema-v1 .npz; empty = the built-in synthetic data set (generated on first use).")
+    reward_mode: str = DATA("hard_plus_soft", "How a trajectory's labels become its reward.", choices=(
+        "hard_plus_soft", "hard_plus_soft_v2", "separated", "hard_only", "soft_only", "hard01_plus_gtprob",
+        "hard01_plus_gtprob_separated", "hard_plus_gtprob_plus_rel"))
+    w_hard: float = DATA(1.0, "Reward weight of the correct flag.", kind="sweep")
+    w_soft: float = DATA(1.0, "Reward weight of the soft score (accuracy or gt_prob).", kind="sweep")
+    w_rel: float = DATA(0.1, "Reward weight of the relevance score of wrong answers.", kind="sweep")
+    reward_normalization: str = DATA("z_score_clamp", "Per-query normalisation of rewards at dataset level "
+                                     "('none' undoes the double normalisation, defect 4).",
+                                     choices=("z_score_clamp", "z_score", "rank_normalize", "none"))
+    require_positive_query: bool = DATA(False, "Keep only queries with a correct trajectory.")
+    min_group_size: int = DATA(1, "Drop queries with fewer labelled trajectories.", at_least=1)
 
-    # -- selector network (reference.md §3) -------------------------------------------------------
-    hidden: int = 256
-    num_layers: int = 1
-    num_heads: int = 1
-    dropout: float = 0.5
-    attn_dropout: float = 0.1
-    temperature: float = 0.1
-    gated: bool = True  # False: the "v2 static" variant
+    # -- selector network ---------------------------------------------------------------------------
+    hidden: int = SELECTOR(256, "Hidden width H of the selector.", at_least=1)
+    num_layers: int = SELECTOR(1, "Cross-attention layers.", at_least=1)
+    num_heads: int = SELECTOR(1, "Attention heads (H must be divisible by it).", at_least=1)
+    dropout: float = SELECTOR(0.5, "Dropout on the attended query and the projected candidates.", unit=True)
+    attn_dropout: float = SELECTOR(0.1, "Dropout on the attention weights.", unit=True)
+    temperature: float = SELECTOR(0.1, "Logits = cosine / temperature.", positive=True)
+    gated: bool = SELECTOR(True, "Gated query-state update (V4-1); false is the 'v2 static' selector.")
 
-    # -- SFT (reference.md §4, trained on the K-pool as §5.8 asks) -------------------------------
-    sft_epochs: int = 20
-    sft_lr: float = 1e-4
-    sft_weight_decay: float = 1e-3
-    sft_batch_size: int = 64
-    sft_schedule: str = "warmup_cosine"
-    sft_warmup_ratio: float = 0.05
-    sft_label_smoothing: float = 0.0
-    sft_target: str = "best"  # "best": each query's highest-reward trajectory; "first": its first one
+    # -- SFT ------------------------------------------------------------------------------------------
+    sft_epochs: int = SFT(20, "SFT epochs (0 skips SFT).", at_least=0)
+    sft_lr: float = SFT(1e-4, "SFT peak learning rate.", kind="sweep")
+    sft_weight_decay: float = SFT(1e-3, "SFT AdamW weight decay.", kind="sweep")
+    sft_batch_size: int = SFT(64, "Queries per SFT step.", at_least=1)
+    sft_schedule: str = SFT("warmup_cosine", "SFT learning-rate schedule.", choices=SCHEDULES)
+    sft_warmup_ratio: float = SFT(0.05, "Share of SFT steps spent warming up.")
+    sft_label_smoothing: float = SFT(0.0, "SFT label smoothing.", kind="sweep", unit=True)
+    sft_target: str = SFT("best", "SFT labels: each query's highest-reward trajectory, or its first one.",
+                          choices=("best", "first"))
 
-    # -- RCE warm-up -------------------------------------------------------------------------------
-    rce_epochs: int = 5
-    rce_lr: float = 1e-4
-    rce_weight_decay: float = 0.01
-    rce_batch_size: int = 16  # queries per optimizer step (the reference: 1)
-    rce_schedule: str = "constant"
-    rce_warmup_ratio: float = 0.05
-    rce_tau_start: float = 2.0
-    rce_tau_end: float = 0.5
-    rce_rewards: str = "raw"  # "raw" (the launch script) or "normalized" (the Python default)
-    rce_top1_only: bool = False  # plain CE on each query's first trajectory
-    label_smoothing: float = 0.0  # RCE and validation loss
+    # -- RCE warm-up ------------------------------------------------------------------------------------
+    rce_epochs: int = RCE(5, "RCE epochs (0 skips RCE).", at_least=0)
+    rce_lr: float = RCE(1e-4, "RCE learning rate.", kind="sweep")
+    rce_weight_decay: float = RCE(0.01, "RCE AdamW weight decay.", kind="sweep")
+    rce_batch_size: int = RCE(16, "Queries per RCE step (the reference: 1).", at_least=1)
+    rce_schedule: str = RCE("constant", "RCE learning-rate schedule.", choices=SCHEDULES)
+    rce_warmup_ratio: float = RCE(0.05, "Share of RCE steps spent warming up (warmup_cosine only).")
+    rce_tau_start: float = RCE(2.0, "RCE softmax temperature τ at the first step.", kind="sweep", positive=True)
+    rce_tau_end: float = RCE(0.5, "RCE τ at the last step (linear in between).", kind="sweep", positive=True)
+    rce_rewards: str = RCE("raw", "RCE weights from raw rewards (the launch script) or normalised ones.",
+                           choices=("raw", "normalized"))
+    rce_top1_only: bool = RCE(False, "Plain CE on each query's first trajectory instead of RCE.")
+    label_smoothing: float = RCE(0.0, "Label smoothing of RCE and the validation loss.", kind="sweep", unit=True)
 
-    # -- GRPO --------------------------------------------------------------------------------------
-    grpo_epochs: int = 3
-    grpo_lr: float = 5e-6
-    grpo_weight_decay: float = 0.01
-    grpo_batch_size: int = 16  # queries per optimizer step (the reference: 1)
-    grpo_schedule: str = "constant"
-    grpo_warmup_ratio: float = 0.05
-    advantage: str = "rank"  # zscore | rank | mean | rloo | none
-    adv_min_std: float = 0.1
-    adv_clip: float = 5.0
-    clip_eps: float = 0.2
-    clip_eps_high: float = -1.0  # upper PPO clip; < 0 means "same as clip_eps"
-    kl_beta: float = 0.15
-    kl_estimator: str = "reference"  # reference (ρ−1−log ρ) | k3 | none
-    adaptive_beta: bool = True
-    beta_kl_high: float = 0.1
-    beta_kl_low: float = 0.01
-    beta_factor: float = 1.5
-    beta_min: float = 1e-3
-    beta_max: float = 10.0
-    clip_only: bool = False  # PPO clip without the KL term (scheme 7)
-    clip_only_ignores_beta: bool = True  # the reference's defect 5.6; False applies β·KL in clip-only mode
-    freeze_backbone: bool = True  # input_proj, query_proj, cand_proj get no GRPO updates
-    grpo_top_k: bool = True  # top-k-by-reward curriculum (defect 5.3 when True)
-    top_k_first: int = 3  # k in the first GRPO epoch
-    top_k_after: int = 5  # k afterwards
-    reference_policy: str = "sft"  # sft (the reference, defect 5.1) | post_rce | refresh_each_epoch
-    ratio_dropout: bool = True  # ℓ_new with dropout, ℓ_ref without (defect 5.2); False: both in eval mode
-    grpo_positive_only_epochs: int = 0  # first GRPO epochs on queries with a positive only (scheme 9)
+    # -- GRPO --------------------------------------------------------------------------------------------
+    grpo_epochs: int = GRPO(3, "GRPO epochs (0 skips GRPO).", at_least=0)
+    grpo_lr: float = GRPO(5e-6, "GRPO learning rate.", kind="sweep")
+    grpo_weight_decay: float = GRPO(0.01, "GRPO AdamW weight decay.", kind="sweep")
+    grpo_batch_size: int = GRPO(16, "Queries per GRPO step (the reference: 1).", at_least=1)
+    grpo_schedule: str = GRPO("constant", "GRPO learning-rate schedule.", choices=SCHEDULES)
+    grpo_warmup_ratio: float = GRPO(0.05, "Share of GRPO steps spent warming up (warmup_cosine only).")
+    advantage: str = GRPO("rank", "Group-relative advantage: z-score (scheme 5), rank (before it), mean-centred, "
+                          "leave-one-out, or the rewards themselves.", choices=("zscore", "rank", "mean", "rloo", "none"))
+    adv_min_std: float = GRPO(0.1, "Floor of the group std in z-score advantages.", kind="sweep", positive=True)
+    adv_clip: float = GRPO(5.0, "Advantages are clipped to ±this.", kind="sweep")
+    clip_eps: float = GRPO(0.2, "PPO clip ε.", kind="sweep")
+    clip_eps_high: float = GRPO(-1.0, "Upper PPO clip; negative means the same as clip_eps.", kind="sweep")
+    kl_beta: float = GRPO(0.15, "Initial KL coefficient β.", kind="sweep")
+    kl_estimator: str = GRPO("reference", "KL estimator: the reference's mean(ρ−1−log ρ), k3, or none.",
+                             choices=("reference", "k3", "none"))
+    adaptive_beta: bool = GRPO(True, "Adapt β after every step (×factor above beta_kl_high, ÷ below beta_kl_low).")
+    beta_kl_high: float = GRPO(0.1, "KL above which β grows.")
+    beta_kl_low: float = GRPO(0.01, "KL below which β shrinks.")
+    beta_factor: float = GRPO(1.5, "Factor of each β adaptation.", positive=True)
+    beta_min: float = GRPO(1e-3, "Lower bound of β.")
+    beta_max: float = GRPO(10.0, "Upper bound of β.")
+    clip_only: bool = GRPO(False, "PPO clip without the KL term (scheme 7).")
+    clip_only_ignores_beta: bool = GRPO(True, "Clip-only mode drops β·KL whatever β says (defect 6); false applies it.")
+    freeze_backbone: bool = GRPO(True, "input_proj, query_proj and cand_proj get no GRPO updates.")
+    grpo_top_k: bool = GRPO(True, "Top-k-by-reward curriculum (defect 3 when on).")
+    top_k_first: int = GRPO(3, "k in the first GRPO epoch.", at_least=0)
+    top_k_after: int = GRPO(5, "k in later GRPO epochs.", at_least=0)
+    reference_policy: str = GRPO("sft", "Policy of the KL and the ratio: the SFT model (defect 1), the post-RCE "
+                                 "model, or refreshed every epoch.", choices=("sft", "post_rce", "refresh_each_epoch"),
+                                 prefix=True)  # it also decides the reference the SFT/RCE epochs are compared with
+    ratio_dropout: bool = GRPO(True, "ℓ_new with dropout, ℓ_ref without (defect 2); false: both in eval mode.")
+    grpo_positive_only_epochs: int = GRPO(0, "First GRPO epochs on queries with a positive only (scheme 9).",
+                                          at_least=0)
 
-    # -- optimizer (all phases) --------------------------------------------------------------------
-    adam_b1: float = 0.9
-    adam_b2: float = 0.999
-    adam_eps: float = 1e-8
-    clip_norm: float = 1.0
+    # -- optimizer (all phases) ----------------------------------------------------------------------------
+    adam_b1: float = OPTIMIZER(0.9, "AdamW β₁.")
+    adam_b2: float = OPTIMIZER(0.999, "AdamW β₂.")
+    adam_eps: float = OPTIMIZER(1e-8, "AdamW ε.")
+    clip_norm: float = OPTIMIZER(1.0, "Global gradient-norm clip.")
 
-    # -- evaluation, seeds, output -----------------------------------------------------------------
-    eval_shots: int = 4  # greedy selections of 1..eval_shots demonstrations are scored
-    eval_chunk: int = 256  # queries per evaluation chunk (memory bound, not a result)
-    best_metric: str = "val_loss"  # the epoch kept as "best" within the last phase
-    best_mode: str = "min"
-    seed: int = 0
-    seeds: int = 1
-    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch of a phase is always saved)
-    workdir: str = "checkpoints"
+    # -- evaluation ---------------------------------------------------------------------------------------
+    eval_shots: int = EVALUATION(4, "Greedy selections of 1..eval_shots demonstrations are scored (1-16).",
+                                 at_least=1)
+    eval_chunk: int = EVALUATION(256, "Queries per evaluation chunk (memory, not results).", at_least=1)
+    best_metric: str = EVALUATION("val_loss", "Metric that picks the best epoch of the last phase.", prefix=False)
+    best_mode: str = EVALUATION("min", "Whether the best epoch minimises or maximises best_metric.",
+                                choices=("min", "max"), prefix=False)
 
+    # -- seeds and output ---------------------------------------------------------------------------------
+    seed: int = RUN(0, "First seed.", kind="run")
+    seeds: int = RUN(1, "Seeds per run (seed, seed+1, ...), trained together.", kind="run", at_least=1)
+    checkpoint_every: int = RUN(1, "Epochs between checkpoints (a phase's last epoch is always saved).",
+                                kind="run", at_least=1)
+    workdir: str = RUN("checkpoints", "Output root of a single experiment (checkpoints/<experiment>/).", kind="run")
 
-# Fields that are traced scalars in the compiled program (vmappable without recompiling).
-SWEEPABLE = (
-    "w_hard", "w_soft", "w_rel",
-    "sft_lr", "sft_weight_decay", "sft_label_smoothing",
-    "rce_lr", "rce_weight_decay", "rce_tau_start", "rce_tau_end", "label_smoothing",
-    "grpo_lr", "grpo_weight_decay", "adv_min_std", "adv_clip", "clip_eps", "clip_eps_high", "kl_beta",
-)
-# Fields that change neither the program nor the result of one run.
-RUN_ONLY = ("seed", "seeds", "checkpoint_every", "workdir")
-
-CHOICES = {
-    "sft_target": ("best", "first"),
-    "rce_rewards": ("raw", "normalized"),
-    "reference_policy": ("sft", "post_rce", "refresh_each_epoch"),
-    "best_mode": ("min", "max"),
-    "sft_schedule": SCHEDULES,
-    "rce_schedule": SCHEDULES,
-    "grpo_schedule": SCHEDULES,
-    "advantage": ADVANTAGE_METHODS,
-    "kl_estimator": KL_ESTIMATORS,
-    "reward_mode": REWARD_MODES,
-    "reward_normalization": NORMALIZATIONS,
-}
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
+def meta(name: str) -> Mapping[str, Any]:
+    """The declaration of field ``name`` (help, section, kind, choices, range, prefix)."""
+    return FIELDS[name].metadata
+
+
+def names(*, kind: str | None = None, section: str | None = None, prefix: bool | None = None) -> tuple[str, ...]:
+    """The fields matching every given declaration, in declaration order."""
+    return tuple(n for n, f in FIELDS.items()
+                 if (kind is None or f.metadata["kind"] == kind) and (section is None or f.metadata["section"] == section)
+                 and (prefix is None or f.metadata["prefix"] == prefix))
+
+
+SWEEPABLE = names(kind="sweep")  # traced scalars: vmappable without recompiling
+RUN_ONLY = names(kind="run")  # change neither the program nor one run's result
+
+
 def field_type(name: str) -> type:
-    return type(getattr(Config(), name))
+    return type(FIELDS[name].default)
 
 
 def parse_value(name: str, text: str) -> Any:
@@ -161,37 +196,48 @@ def parse_value(name: str, text: str) -> Any:
             raise ValueError(text)
         return kind(text)
     except ValueError:
-        raise ConfigError(f"--{name}={text!r} is not a valid {kind.__name__}") from None
+        what = "boolean (true/false)" if kind is bool else kind.__name__
+        raise ConfigError(f"--{name}={text!r} is not a valid {what}") from None
+
+
+def _check_field(name: str, value: Any) -> None:
+    m = meta(name)
+    if m["choices"] and value not in m["choices"]:
+        raise ConfigError(f"{name}={value!r} is not one of: {', '.join(m['choices'])}")
+    if m["at_least"] is not None and value < m["at_least"]:
+        raise ConfigError(f"{name}={value} must be at least {m['at_least']}")
+    if m["positive"] and not value > 0:
+        raise ConfigError(f"{name}={value} must be positive")
+    if m["unit"] and not 0.0 <= value < 1.0:
+        raise ConfigError(f"{name}={value} must lie in [0, 1)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={value} must be finite")
 
 
 def validate(cfg: Config) -> Config:
-    """Checks choices and ranges; returns ``cfg`` or raises :class:`ConfigError` naming the field."""
-    for name, choices in CHOICES.items():
-        value = getattr(cfg, name)
-        if value not in choices:
-            raise ConfigError(f"{name}={value!r} is not one of: {', '.join(choices)}")
-    positive = ("hidden", "num_layers", "num_heads", "sft_batch_size", "rce_batch_size", "grpo_batch_size",
-                "eval_shots", "eval_chunk", "seeds", "checkpoint_every", "min_group_size")
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{name}={getattr(cfg, name)} must be at least 1")
-    for name in ("sft_epochs", "rce_epochs", "grpo_epochs", "grpo_positive_only_epochs", "top_k_first",
-                 "top_k_after"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"{name}={getattr(cfg, name)} must not be negative")
+    """Checks every field's declared choices and range and the rules between fields; returns ``cfg`` or
+    raises :class:`ConfigError` naming the field."""
+    for name in FIELDS:
+        _check_field(name, getattr(cfg, name))
     if cfg.hidden % cfg.num_heads:
         raise ConfigError(f"hidden={cfg.hidden} must be divisible by num_heads={cfg.num_heads}")
-    for name in ("dropout", "attn_dropout", "sft_label_smoothing", "label_smoothing"):
-        if not 0.0 <= getattr(cfg, name) < 1.0:
-            raise ConfigError(f"{name}={getattr(cfg, name)} must lie in [0, 1)")
-    for name in ("temperature", "rce_tau_start", "rce_tau_end", "beta_factor", "adv_min_std"):
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"{name}={getattr(cfg, name)} must be positive")
-    if not 1 <= cfg.eval_shots <= 16:
+    if cfg.eval_shots > 16:
         raise ConfigError(f"eval_shots={cfg.eval_shots} must lie in 1..16")
     if cfg.sft_epochs + cfg.rce_epochs + cfg.grpo_epochs + cfg.grpo_positive_only_epochs == 0:
         raise ConfigError("the config trains nothing: sft_epochs, rce_epochs and grpo_epochs are all 0")
     return cfg
+
+
+def coerce(name: str, value: Any) -> Any:
+    """``value`` as the type of field ``name`` (strings are parsed; ints widen to floats)."""
+    kind = field_type(name)
+    if isinstance(value, str) and kind is not str:
+        return parse_value(name, value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{name}={value!r} must be a {kind.__name__}")
+    return value
 
 
 def replace(cfg: Config, overrides: Mapping[str, Any]) -> Config:
@@ -199,17 +245,7 @@ def replace(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
         raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(FIELDS))}")
-    values = {}
-    for name, value in overrides.items():
-        kind = field_type(name)
-        if isinstance(value, str) and kind is not str:
-            value = parse_value(name, value)
-        elif kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif not isinstance(value, kind):
-            raise ConfigError(f"{name}={value!r} must be a {kind.__name__}")
-        values[name] = value
-    return validate(dataclasses.replace(cfg, **values))
+    return validate(dataclasses.replace(cfg, **{n: coerce(n, v) for n, v in overrides.items()}))
 
 
 def to_dict(cfg: Config) -> dict:
@@ -222,8 +258,12 @@ def from_dict(values: Mapping[str, Any]) -> Config:
 
 def static_signature(cfg: Config) -> str:
     """A key equal for two configs exactly when they can share one compiled program."""
-    skip = set(SWEEPABLE) | set(RUN_ONLY)
-    return json.dumps({k: v for k, v in to_dict(cfg).items() if k not in skip}, sort_keys=True)
+    return json.dumps({k: v for k, v in to_dict(cfg).items() if meta(k)["kind"] == "static"}, sort_keys=True)
+
+
+def prefix_fields(cfg: Config) -> dict:
+    """The fields that can change what happens before the first GRPO phase (part of the prefix-cache key)."""
+    return {k: v for k, v in to_dict(cfg).items() if meta(k)["prefix"]}
 
 
 def hyperparameters(cfg: Config) -> dict:
@@ -232,3 +272,15 @@ def hyperparameters(cfg: Config) -> dict:
     if hp["clip_eps_high"] < 0:
         hp["clip_eps_high"] = hp["clip_eps"]
     return hp
+
+
+def describe(name: str, value: Any | None = None) -> str:
+    """One line of ``--help`` for field ``name``: its help, default and choices."""
+    m = meta(name)
+    value = FIELDS[name].default if value is None else value
+    parts = [f"default {value!r}"]
+    if m["choices"]:
+        parts.append("one of " + ", ".join(m["choices"]))
+    if m["kind"] == "sweep":
+        parts.append("sweepable")
+    return f"{m['help']} [{'; '.join(parts)}]"

@@ -1,4 +1,4 @@
-"""Offline evaluation of a selector on a split (contract.md, "Offline evaluation").
+"""Offline evaluation of a selector on a split (docs/reference.md §7).
 
 All metrics are computed in eval mode (no dropout) from the labelled trajectories and the greedy
 selections, per query, then averaged over the split's queries:
@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from leverjax import losses
+from leverjax.data.device import DeviceData, gather, padded_batches
 from leverjax.model import l2_normalize, trajectory_log_probs
+from leverjax.train import TRAIN_METRICS, Pipeline
 
 MAX_ORACLE_SHOTS = 4
 
@@ -66,18 +68,15 @@ def _per_query(selector, params, ref_params, data, raw_rewards, batch, *, num_st
         off = 1.0 - jnp.eye(shots)
         out["redundancy"] = jnp.sum(cos * off, (1, 2)) / (shots * (shots - 1))
     if has_oracle:
-        from leverjax.data.synth import oracle_accuracy
         qrows = data.query_ids[batch.index]
         for n in range(1, min(shots, MAX_ORACLE_SHOTS) + 1):
-            out[f"oracle_acc_{n}"] = oracle_accuracy(data.oracle, qrows, rows[:, :n])
+            out[f"oracle_acc_{n}"] = data.oracle_accuracy(qrows, rows[:, :n])
     return out, labelled
 
 
 def evaluate(selector, params, ref_params, data, raw_rewards, index, *, num_steps: int, shots: int, chunk: int,
              label_smoothing, has_oracle: bool) -> dict:
     """Mean of every metric over the queries ``index`` (a 1-D array of query rows)."""
-    from leverjax.train import gather, padded_batches
-
     def per_chunk(idx):
         batch = gather(data, idx)
         out, labelled = _per_query(selector, params, ref_params, data, raw_rewards, batch, num_steps=num_steps,
@@ -94,3 +93,55 @@ def evaluate(selector, params, ref_params, data, raw_rewards, index, *, num_step
         mean = jnp.sum(jnp.where(mask, flat(values), 0.0)) / jnp.maximum(count, 1)
         metrics[name] = jnp.where(count > 0, mean, jnp.nan)
     return metrics
+
+
+class Evaluator:
+    """The evaluation of one :class:`~leverjax.train.Pipeline`'s runs: validation after every epoch (with
+    best-epoch tracking in the state) and the final test metrics, as pure functions like the pipeline's."""
+
+    def __init__(self, pipe: Pipeline):
+        self.pipe = pipe
+
+    def validate_epoch(self, state: dict, epoch, data: DeviceData, hp) -> tuple[dict, dict]:
+        """Evaluates on val (``val_*`` metrics) and keeps the parameters if they are the phase's best."""
+        cfg = self.pipe.cfg
+        metrics = {f"val_{k}": v for k, v in self.evaluate(state["params"], state["ref_params"], data, hp,
+                                                            "val").items()}
+        value = metrics.get(self.best_metric_key, jnp.float32(jnp.nan))
+        score = value if cfg.best_mode == "min" else -value
+        better = (score < state["best_value"]) & jnp.isfinite(score)
+        state = {**state,
+                 "best_value": jnp.where(better, score, state["best_value"]),
+                 "best_epoch": jnp.where(better, epoch, state["best_epoch"]),
+                 "best_params": jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old),
+                                                       state["params"], state["best_params"])}
+        return state, metrics
+
+    @property
+    def best_metric_key(self) -> str:
+        key = self.pipe.cfg.best_metric
+        return key if key.startswith(("val_", "train_")) else f"val_{key}"
+
+    def metric_names(self, phase_index: int) -> list[str]:
+        kind = self.pipe.phases[phase_index].kind
+        return [f"train_{k}" for k in TRAIN_METRICS[kind]] + [f"val_{k}" for k in self.eval_metric_names()]
+
+    def eval_metric_names(self) -> list[str]:
+        return metric_names(self.pipe.cfg.eval_shots, self.pipe.has_oracle)
+
+    def evaluate(self, params, ref_params, data: DeviceData, hp, split: str) -> dict:
+        """Offline metrics of ``params`` on ``split`` (eval mode), see :mod:`leverjax.evaluate`."""
+        pipe = self.pipe
+        index = pipe.split_index[split]
+        if len(index) == 0:
+            return {k: jnp.float32(jnp.nan) for k in self.eval_metric_names()}
+        raw, _ = pipe.rewards(data, hp)
+        return evaluate(pipe.selector, params, ref_params, data, raw, jnp.asarray(index), num_steps=pipe.num_steps,
+                        shots=pipe.cfg.eval_shots, chunk=pipe.cfg.eval_chunk, label_smoothing=hp["label_smoothing"],
+                        has_oracle=pipe.has_oracle)
+
+    def final_evaluation(self, state: dict, data: DeviceData, hp) -> dict:
+        """Test-split metrics of the final and the best parameters (``test_*``, ``best_test_*``)."""
+        final = self.evaluate(state["params"], state["ref_params"], data, hp, "test")
+        best = self.evaluate(state["best_params"], state["ref_params"], data, hp, "test")
+        return {**{f"test_{k}": v for k, v in final.items()}, **{f"best_test_{k}": v for k, v in best.items()}}

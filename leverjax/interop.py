@@ -1,6 +1,6 @@
 """Interop with the PyTorch original: import its checkpoints, export leverjax selectors back.
 
-The selector network (reference.md §3) has the same parameters on both sides; only the names and
+The selector network (docs/reference.md §3) has the same parameters on both sides; only the names and
 the layout of dense kernels differ (torch ``weight [out, in]`` is the transpose of a Flax
 ``kernel [in, out]``; the packed attention in-projection is stored as is):
 

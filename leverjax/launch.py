@@ -47,13 +47,19 @@ import shutil
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+import jax
+
 import experiments
 from leverjax import config as config_lib
-from leverjax.checkpoint import write_json_atomic
-from leverjax.errors import ConfigError
+from leverjax import stats
+from leverjax.checkpoint import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from leverjax.data import filter_queries, load_npz
+from leverjax.data.synth import load_or_make_default
+from leverjax.errors import ConfigError, LeverjaxError
+from leverjax.runner import Runner, RunSpec
 
 CSV_COLUMNS = ("group", "experiment", "run", "seed", "phase", "epoch", "metric", "value", "overrides")
-_NOT_IN_RUN_NAME = ("seed", "seeds", "workdir", "checkpoint_every")
+_NOT_IN_RUN_NAME = config_lib.RUN_ONLY  # seeds and output places are no part of what a run is
 
 
 def status_file_name(run_name: str) -> str:
@@ -221,8 +227,6 @@ def _overrides_text(overrides: Mapping[str, Any], sweep_values: Mapping[str, Any
 def run_specs(base: config_lib.Config, runs: Sequence[GridRun]):
     """The Runner's specs of ``runs`` relative to the group's ``base`` config: each run's sweepable fields
     that differ from ``base`` (so ``run_hyperparameters(base, specs)`` gives every run its own values)."""
-    from leverjax.runner import RunSpec
-
     specs = []
     for r in runs:
         diff = tuple((f, getattr(r.config, f)) for f in config_lib.SWEEPABLE
@@ -259,6 +263,8 @@ class _Paths:
         self.runs = os.path.join(root, "runs")
         self.csv = os.path.join(root, "metrics.csv")
         self.report = os.path.join(root, "report.md")
+        self.summary = os.path.join(root, "summary.json")
+        self.jsonl = os.path.join(root, "metrics.jsonl")
         self.plots = os.path.join(root, "plots")
 
     def status_file(self, run: GridRun) -> str:
@@ -285,8 +291,6 @@ def _finished(status: dict | None, run: GridRun, root: str) -> bool:
 
 def _primary() -> bool:
     """Whether this process writes the launcher's files (process 0 of a multi-host JAX cluster)."""
-    import jax
-
     return jax.process_index() == 0
 
 
@@ -299,21 +303,11 @@ def _write_status(paths: _Paths, run: GridRun, state: str, **extra) -> dict:
     return record
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_metrics_csv(root: str, grid: Grid, statuses: Mapping[str, dict | None]) -> int:
-    """Rebuilds ``metrics.csv`` from the per-group ``results.json`` of the grid's finished runs; returns
-    the number of rows. Runs of earlier grids in the same directory are left out."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+def finished_results(root: str, grid: Grid, statuses: Mapping[str, dict | None]) -> list[tuple[GridRun, dict, dict]]:
+    """``(run, status, results record)`` of the grid's runs whose ``results.json`` is on disk, in grid order.
+    Runs of earlier grids in the same directory are left out."""
     cache: dict[str, dict] = {}
-    rows = 0
+    out = []
     for run in grid.runs:
         st = statuses.get(run.name)
         if not st or st.get("config_hash") != run.config_hash or not st.get("directory"):
@@ -326,22 +320,43 @@ def write_metrics_csv(root: str, grid: Grid, statuses: Mapping[str, dict | None]
             except (OSError, ValueError, KeyError):
                 cache[path] = {}
         rec = cache[path].get(run.name)
-        if rec is None or rec.get("config_hash") != run.config_hash:
-            continue
+        if rec is not None and rec.get("config_hash") == run.config_hash:
+            out.append((run, st, rec))
+    return out
+
+
+def write_metrics(root: str, grid: Grid, statuses: Mapping[str, dict | None]) -> dict:
+    """Rebuilds ``metrics.csv`` (long: one row per run × epoch × metric), ``metrics.jsonl`` (one record per
+    run, phase and epoch) and ``summary.json`` (every run's final test metrics and their mean ± 95% CI per
+    variant) from the per-group ``results.json`` of the finished runs; returns the summary (``rows``: the
+    number of CSV rows)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    records, finals = [], []
+    rows = 0
+    for run, st, rec in finished_results(root, grid, statuses):
         head = (st.get("group", ""), run.experiment, run.variant, run.seed)
+        ident = {"run": run.name, "variant": run.variant, "experiment": run.experiment, "seed": run.seed}
         for epoch_rec in rec["history"]:
+            records.append({**ident, **epoch_rec})
             for metric, value in epoch_rec.items():
                 if metric in ("phase", "epoch"):
                     continue
                 writer.writerow((*head, epoch_rec["phase"], epoch_rec["epoch"], metric, repr(float(value)),
                                  run.overrides))
                 rows += 1
+        if rec.get("final"):
+            finals.append({**ident, **rec["final"]})
         for metric, value in (rec.get("final") or {}).items():
             writer.writerow((*head, "final", "", metric, repr(float(value)), run.overrides))
             rows += 1
+    summary = {"final": finals, "summary": stats.summarize(finals, "variant")}
     if _primary():
-        _write_text_atomic(os.path.join(root, "metrics.csv"), buf.getvalue())
-    return rows
+        write_text_atomic(os.path.join(root, "metrics.csv"), buf.getvalue())
+        write_jsonl_atomic(os.path.join(root, "metrics.jsonl"), records)
+        write_json_atomic(os.path.join(root, "summary.json"), summary)
+    return {**summary, "rows": rows}
 
 
 # -- progress and compile times ---------------------------------------------------------------------
@@ -366,8 +381,8 @@ class _Progress:
     time per group for the groups not started)."""
 
     def __init__(self, grid: Grid, pending: Mapping[str, list[GridRun]], finished_runs: int,
-                 printer: Callable[[str], None]):
-        self.printer = printer
+                 printer: Callable[[str], None], quiet: bool = False):
+        self.printer = (lambda s: None) if quiet else printer  # quiet: one group whose tables say it all
         self.groups_total = len(grid.groups)
         self.runs_total = sum(1 for r in grid.runs if r.config is not None)
         self.runs_done = finished_runs
@@ -428,14 +443,10 @@ class CompileTimer:
             self.seconds += duration
 
     def __enter__(self) -> "CompileTimer":
-        import jax.monitoring
-
         jax.monitoring.register_event_duration_secs_listener(self._listener)
         return self
 
     def __exit__(self, *exc) -> None:
-        import jax.monitoring
-
         try:
             jax.monitoring.unregister_event_duration_listener(self._listener)
         except (AttributeError, ValueError):
@@ -454,19 +465,24 @@ class GridResult:
     csv: str
     report: str | None
     seconds: float
+    summary: dict = dataclasses.field(default_factory=dict)  # variant -> metric -> [mean, 95% CI half width]
 
     @property
     def failed(self) -> list[dict]:
         return [s for s in self.statuses.values() if s and s.get("state") == "failed"]
 
 
-def load_dataset(cfg: config_lib.Config):
+def load_dataset(cfg: config_lib.Config, printer: Callable[[str], None] = print):
     """The data set ``cfg`` names (the built-in synthetic set when ``data`` is empty), query filters applied."""
-    from leverjax.data import filter_queries, load_npz
-    from leverjax.data.synth import load_or_make_default
-
     ds = load_npz(cfg.data) if cfg.data else load_or_make_default()
-    ds, _ = filter_queries(ds, require_positive_query=cfg.require_positive_query, min_group_size=cfg.min_group_size)
+    ds, counts = filter_queries(ds, require_positive_query=cfg.require_positive_query,
+                                min_group_size=cfg.min_group_size)
+    if counts["dropped_small_group"] or counts["dropped_no_positive"]:
+        printer(f"filters: kept {counts['kept']} of {counts['queries_in']} queries "
+                f"({counts['dropped_small_group']} with fewer than {cfg.min_group_size} trajectories, "
+                f"{counts['dropped_no_positive']} without a positive)")
+    printer(f"data: {cfg.data or 'built-in synthetic set'} — {ds.num_queries} queries, K={ds.pool_size}, "
+            f"M={ds.max_trajectories}, S={ds.num_steps}, d={ds.dim}")
     return ds
 
 
@@ -475,19 +491,19 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
              restart: bool = False, baseline: str | None = None, dataset=None, devices: Sequence | None = None,
              report: bool = True, tables: bool = True, printer: Callable[[str], None] | None = None,
              experiment_overrides: Mapping[str, Mapping[str, Any]] | None = None,
-             keep_checkpoints: bool = False) -> GridResult:
-    """Trains the grid (see the module docstring) into ``out`` and writes ``metrics.csv`` and the report.
+             keep_checkpoints: bool = False, init_from: str | None = None,
+             prefix_cache: str | None = None) -> GridResult:
+    """Trains the grid (see the module docstring) into ``out`` and writes its metrics, summary and report.
 
     ``dataset``: a :class:`~leverjax.data.Dataset` to train every group on instead of loading each config's
     ``data``. ``devices``: the devices the run axis is sharded over (default: all of ``jax.devices()``).
     ``tables``: print the Runner's per-epoch tables besides the grid's progress lines.
     ``keep_checkpoints``: keep a finished group's per-epoch checkpoints (``ckpt/``, only needed to resume
     it; about 13 MB per run on the default data) besides its ``best/`` parameters and ``results.json``.
+    ``init_from``: parameters every run starts from (a leverjax parameter folder or an original ``.pt``/``.ckpt``).
+    ``prefix_cache``: where runs keep their SFT/RCE prefix for later runs (default ``prefix_cache/`` beside
+    ``out``, shared by every results directory there).
     """
-    import jax
-
-    from leverjax.runner import Runner
-
     printer = printer or (lambda s: print(s, flush=True))
     t_start = time.perf_counter()
     grid = expand_grid(names, overrides, sweep, seeds=seeds, experiment_overrides=experiment_overrides)
@@ -496,10 +512,11 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
                           f"{', '.join(dict.fromkeys(r.variant for r in grid.runs))}")
     out = out or default_out(grid.experiments, grid.overrides, grid.sweep)
     paths = _Paths(out)
+    prefix_cache = prefix_cache or os.path.join(os.path.dirname(os.path.abspath(out)), "prefix_cache")
     if restart and _primary():
-        for path in (paths.runs, paths.status, paths.plots, os.path.join(paths.root, "prefix")):
+        for path in (paths.runs, paths.status, paths.plots):
             shutil.rmtree(path, ignore_errors=True)
-        for path in (paths.csv, paths.report):
+        for path in (paths.csv, paths.report, paths.summary, paths.jsonl):
             if os.path.exists(path):
                 os.remove(path)
     os.makedirs(paths.status, exist_ok=True)
@@ -518,6 +535,8 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
             statuses[run.name] = _write_status(paths, run, "pending", group=group.id)
     finished = sum(1 for g in grid.groups for r in g.runs if r not in pending[g.id])
     valid = sum(1 for r in grid.runs if r.config is not None)
+    if len(grid.experiments) == 1:
+        printer(f"{grid.experiments[0]}: {experiments.get(grid.experiments[0]).description}")
     printer(f"grid: {len(grid.experiments)} experiment(s), {len(grid.runs)} run(s) in {len(grid.groups)} group(s) "
             f"(one compiled program each) on {len(devices)} device(s); results in {out}")
     if finished:
@@ -528,7 +547,8 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     for run in grid.runs:
         if run.config is None:
             printer(f"grid: {run.name} not run: {run.error}")
-    progress = _Progress(grid, pending, finished, printer)
+    many = len(grid.groups) > 1 or not tables
+    progress = _Progress(grid, pending, finished, printer, quiet=not many)
     datasets: dict[tuple, Any] = {}
     group_log: list[dict] = []
     for index, group in enumerate(grid.groups, 1):
@@ -551,12 +571,12 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
                 else:
                     key = (base.data, base.require_positive_query, base.min_group_size)
                     if key not in datasets:
-                        datasets[key] = load_dataset(base)
+                        datasets[key] = load_dataset(base, printer)
                     ds = datasets[key]
                 runner = Runner(base, ds, specs, name=directory, workdir=paths.runs,
                                 out=printer if tables else (lambda s: None), on_nonfinite="record",
-                                devices=devices, on_epoch=progress.epoch,
-                                prefix_cache=os.path.join(paths.root, "prefix"),
+                                devices=devices, on_epoch=progress.epoch, restart=restart, init_from=init_from,
+                                prefix_cache=prefix_cache,
                                 extra_meta={"grid_group": group.id, "grid_runs": [r.name for r in todo]})
                 results = runner.run()
             except KeyboardInterrupt:
@@ -587,17 +607,19 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
         progress.end(len(todo), timer.seconds)
         group_log.append({"id": group.id, "experiments": group.experiments, "runs": len(todo), "seconds": seconds,
                           "compile_seconds": timer.seconds, "state": "done"})
-        write_metrics_csv(out, grid, statuses)
-        printer(f"»» group {group.id} done in {_fmt_seconds(seconds)} (compile {timer.seconds:.1f}s)")
+        write_metrics(out, grid, statuses)
+        if many:
+            printer(f"»» group {group.id} done in {_fmt_seconds(seconds)} (compile {timer.seconds:.1f}s)")
 
-    write_metrics_csv(out, grid, statuses)
+    summary = write_metrics(out, grid, statuses)
     report_path = None
     if report and _primary():
         from leverjax import report as report_lib
 
         report_path = report_lib.write_report(out, baseline=baseline, printer=printer)
-    result = GridResult(out, grid, statuses, group_log, paths.csv, report_path, time.perf_counter() - t_start)
-    _print_summary(result, printer)
+    result = GridResult(out, grid, statuses, group_log, paths.csv, report_path, time.perf_counter() - t_start,
+                        summary["summary"])
+    print_summary(result, printer)
     return result
 
 
@@ -625,22 +647,52 @@ def _write_group_results(root: str, rel: str, runs: Sequence[GridRun], specs, re
         write_json_atomic(os.path.join(root, rel, "results.json"), {"runs": out})
 
 
-def _print_summary(result: GridResult, printer: Callable[[str], None]) -> None:
+def print_summary(result: GridResult, printer: Callable[[str], None]) -> None:
+    """The groups' times (several groups), the final test metrics (mean ± 95% CI over seeds per variant),
+    where the outputs are, and the failed runs with their reasons."""
     trained = [g for g in result.groups if g["state"] != "skipped"]
-    if trained:
+    if len(result.grid.groups) > 1 and trained:
         printer("\n== grid groups (compile = tracing + compiling, or fetching from the persistent cache)")
         printer(f"{'group':<6} {'runs':>5} {'wall':>9} {'compile':>9}  experiments")
         for g in trained:
             printer(f"{g['id']:<6} {g['runs']:>5} {g.get('seconds', 0):>8.1f}s {g.get('compile_seconds', 0):>8.1f}s  "
                     f"{', '.join(g['experiments'])}{'  FAILED' if g['state'] == 'failed' else ''}")
+    summary = result.summary
+    if summary:
+        seeds = sorted({r.seed for r in result.grid.runs})
+        variants = list(summary)
+        keys = [k for k in next(iter(summary.values())) if k.startswith("test_")]
+        printer(f"\n== final evaluation on test (mean ± 95% CI over {len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+        if len(variants) > 4:  # variants as rows, the headline metrics as columns
+            keys = [k for k in keys if k.startswith("test_oracle_acc_")] or keys[:4]
+            width = max(len(v) for v in variants) + 2
+            printer(" " * width + "".join(f"{k[5:]:>22}" for k in keys))
+            for v in variants:
+                printer(f"{v:<{width}}" + "".join(f"{stats.format_ci(*summary[v][k]):>22}" for k in keys))
+        else:
+            width = max(len(k) for k in keys) + 2
+            printer(" " * width + "".join(f"{v:>24}" for v in variants))
+            for k in keys:
+                printer(f"{k:<{width}}" + "".join(f"{stats.format_ci(*summary[v][k]):>24}" for v in variants))
     done = sum(1 for s in result.statuses.values() if s and s.get("state") == "done")
-    printer(f"\ngrid: {done} run(s) done, {len(result.failed)} failed, in {_fmt_seconds(result.seconds)}; "
-            f"metrics in {result.csv}" + (f"; report in {result.report}" if result.report else ""))
+    printer(f"\n{done} run(s) done, {len(result.failed)} failed, in {_fmt_seconds(result.seconds)}; outputs in "
+            f"{result.directory} (metrics.csv, summary.json" + (", report.md)" if result.report else ")"))
     for s in result.failed:
         printer(f"  failed: {s['run']}: {s.get('reason', '')}")
 
 
-def main_grid(names: Sequence[str], overrides: Mapping[str, Any], sweep: Mapping[str, Sequence[Any]], *,
-              restart: bool = False, out: str | None = None, baseline: str | None = None) -> GridResult:
-    """``run.py`` with several experiments (or ``--out``): :func:`run_grid` with the command line's values."""
-    return run_grid(names, overrides, sweep, out=out, restart=restart, baseline=baseline)
+def main(names: Sequence[str], overrides: Mapping[str, Any], sweep: Mapping[str, Sequence[Any]], *,
+         restart: bool = False, out: str | None = None, baseline: str | None = None,
+         init_from: str | None = None) -> GridResult:
+    """``run.py``: one experiment or a grid, with the command line's values. A single experiment writes to
+    ``<workdir>/<experiment>`` (default ``checkpoints/<experiment>``), a grid to ``--out`` (default
+    ``results/<experiments>``); both through :func:`run_grid`, so both hold the same files."""
+    names = list(dict.fromkeys(names))
+    if len(names) == 1 and out is None:
+        workdir = overrides.get("workdir") or experiments.get(names[0]).config.workdir
+        out = os.path.join(workdir, names[0])
+    result = run_grid(names, overrides, sweep, out=out, restart=restart, baseline=baseline, init_from=init_from)
+    if result.failed and len(result.failed) == len(result.grid.runs):
+        raise LeverjaxError(f"every run failed; the first: {result.failed[0]['run']}: "
+                            f"{result.failed[0].get('reason', '')}")
+    return result

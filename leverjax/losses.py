@@ -1,4 +1,4 @@
-"""SFT, RCE and GRPO losses (reference.md §4) as pure functions of arrays.
+"""SFT, RCE and GRPO losses (docs/reference.md §4) as pure functions of arrays.
 
 Shapes: ``B`` queries, ``M`` trajectories per query, ``S`` steps, ``K`` pool slots. Inputs are the
 per-step log-probabilities ``[B, M, S, K]`` from :meth:`leverjax.model.Selector.step_log_probs` (or the

@@ -1,4 +1,4 @@
-"""The pointer selector: a Flax (linen) transcription of the reference network (reference.md §3).
+"""The pointer selector: a Flax (linen) transcription of the reference network (docs/reference.md §3).
 
 Given a query embedding ``q [d]`` and its candidate pool ``C [K, d]`` the network picks demonstrations
 one after another. Everything is batched over a leading query axis ``B``:
@@ -123,7 +123,7 @@ class CrossAttention(nn.Module):
 
 
 class PointerSelector(nn.Module):
-    """The reference pointer selector (reference.md §3), batched over queries."""
+    """The reference pointer selector (docs/reference.md §3), batched over queries."""
 
     config: SelectorConfig
 

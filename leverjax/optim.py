@@ -19,7 +19,7 @@ import optax
 from leverjax.errors import ConfigError
 
 SCHEDULES = ("constant", "warmup_cosine")
-# The modules the reference freezes in GRPO when "frozen backbone" is on (reference.md §4).
+# The modules the reference freezes in GRPO when "frozen backbone" is on (docs/reference.md §4).
 BACKBONE = ("input_proj", "query_proj", "cand_proj")
 
 

@@ -27,8 +27,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from leverjax import checkpoint as ckpt_lib
 from leverjax import config as config_lib
 from leverjax import stats
+from leverjax.data.device import DeviceData
 from leverjax.errors import LeverjaxError
-from leverjax.train import DeviceData, Pipeline
+from leverjax.evaluate import Evaluator
+from leverjax.train import Pipeline
 
 
 class TrainingDiverged(LeverjaxError):
@@ -60,18 +62,20 @@ class RunSpec:
 
 
 def expand_runs(sweep: dict[str, Sequence[Any]], seed: int, seeds: int, experiment: str = "") -> list[RunSpec]:
-    """Every combination of the sweep values × ``seeds`` consecutive seeds from ``seed``."""
-    for name in sweep:
-        if name not in config_lib.SWEEPABLE:
-            raise LeverjaxError(f"--sweep={name}=... : {name} is not sweepable; sweepable fields: "
-                                f"{', '.join(config_lib.SWEEPABLE)}")
+    """Every combination of the (sweepable) sweep values × ``seeds`` consecutive seeds from ``seed``."""
     names = list(sweep)
     combos = list(itertools.product(*(sweep[n] for n in names))) if names else [()]
     return [RunSpec(tuple(zip(names, combo)), seed + s, experiment) for combo in combos for s in range(seeds)]
 
 
 def run_hyperparameters(cfg: config_lib.Config, runs: Sequence[RunSpec]) -> dict:
-    """The stacked hyperparameters ``{field: [R]}`` of ``runs``."""
+    """The stacked hyperparameters ``{field: [R]}`` of ``runs`` (their overrides must be sweepable: the
+    runs of one program share everything else)."""
+    for run in runs:
+        static = [k for k, _ in run.overrides if k not in config_lib.SWEEPABLE]
+        if static:
+            raise LeverjaxError(f"run {run.label} overrides {', '.join(static)}, which one compiled program cannot "
+                                f"vary; sweepable fields: {', '.join(config_lib.SWEEPABLE)}")
     per_run = [config_lib.hyperparameters(config_lib.replace(cfg, dict(r.overrides))) for r in runs]
     return {k: jnp.asarray([hp[k] for hp in per_run], jnp.float32) for k in per_run[0]}
 
@@ -85,14 +89,15 @@ class VmappedPipeline:
 
     def __init__(self, pipe: Pipeline):
         self.pipe = pipe
+        self.evaluator = evaluator = Evaluator(pipe)
         self.init = jax.jit(jax.vmap(pipe.init_state, in_axes=(None, 0, 0)))
         self.begin = [jax.jit(jax.vmap(functools.partial(pipe.begin_phase, i), in_axes=(0, None, 0)))
                       for i in range(len(pipe.phases))]
         self.epoch = [jax.jit(jax.vmap(functools.partial(pipe.train_epoch, i), in_axes=(0, None, None, 0)))
                       for i in range(len(pipe.phases))]
         # Evaluation is one program shared by every phase (compiled once, not once per phase).
-        self.validate = jax.jit(jax.vmap(pipe.validate_epoch, in_axes=(0, None, None, 0)))
-        self.final = jax.jit(jax.vmap(pipe.final_evaluation, in_axes=(0, None, 0)))
+        self.validate = jax.jit(jax.vmap(evaluator.validate_epoch, in_axes=(0, None, None, 0)))
+        self.final = jax.jit(jax.vmap(evaluator.final_evaluation, in_axes=(0, None, 0)))
 
     def abstract_state(self, phase_index: int, data, hp, keys):
         """Shapes and dtypes of the state during phase ``phase_index`` (the restore target)."""
@@ -175,8 +180,7 @@ class Runner:
         self._init_params = None
         self.prefix_cache = prefix_cache
         self._init_from = init_from
-        if restart and prefix_cache:
-            shutil.rmtree(prefix_cache, ignore_errors=True)
+        self.reuse_prefix = not restart  # --restart recomputes the prefix (and replaces the cached one)
         if init_from:  # checked before anything is written, so a bad file leaves no trace
             self.init_from(init_from)
         if self.directory:
@@ -267,7 +271,7 @@ class Runner:
             first = start_epoch if i == start_phase else 0
             if first == 0:
                 state = self.vp.begin[i](state, self.data, self.hp)
-            table = _Table(self.pipe, i, len(self.runs), self.out)
+            table = _Table(self.vp.evaluator, i, len(self.runs), self.out)
             table.header()
             for e in range(first, phase.epochs):
                 t0 = time.perf_counter()
@@ -292,25 +296,16 @@ class Runner:
         final = _to_host(self.vp.final(state, self.data, self.hp))
         final_records = [{"run": r.label, "group": r.group, "seed": r.seed, **{k: float(v[j]) for k, v in final.items()}}
                          for j, r in enumerate(self.runs)]
-        summary = summarize(final_records)
+        summary = stats.summarize(final_records, "group")
         if self.directory:
             ckpt_lib.save_params(os.path.join(self.directory, "best"), self._real_runs(state["best_params"]),
                                  self._config_record())
-            ckpt_lib.write_json_atomic(os.path.join(self.directory, "summary.json"),
-                                       {"final": final_records, "summary": summary})
             if self.store:
                 self.store.close()
         return Results(self.runs, history, final_records, summary, self._real_runs(state), self.directory,
                        dict(self.failures))
 
     # -- reuse of a shared SFT/RCE prefix --------------------------------------------------------
-    # The fields that cannot change what happens before the first GRPO phase.
-    _GRPO_ONLY = ("grpo_epochs", "grpo_lr", "grpo_weight_decay", "grpo_batch_size", "grpo_schedule",
-                  "grpo_warmup_ratio", "advantage", "adv_min_std", "adv_clip", "clip_eps", "clip_eps_high",
-                  "kl_beta", "kl_estimator", "adaptive_beta", "beta_kl_high", "beta_kl_low", "beta_factor",
-                  "beta_min", "beta_max", "clip_only", "clip_only_ignores_beta", "freeze_backbone", "grpo_top_k",
-                  "top_k_first", "top_k_after", "ratio_dropout", "grpo_positive_only_epochs", "best_metric",
-                  "best_mode") + config_lib.RUN_ONLY
     _PREFIX_KEYS = ("params", "rng", "ref_params", "ref_logp")
 
     def _prefix_end(self) -> int:
@@ -334,8 +329,7 @@ class Runner:
         init = f"{os.path.abspath(init)}@{os.path.getmtime(init)}" if init and os.path.exists(init) else init
         keys = []
         for run in self.runs + [self.runs[-1]] * (self.num_padded - len(self.runs)):
-            values = config_lib.to_dict(config_lib.replace(self.cfg, dict(run.overrides)))
-            values = {k: v for k, v in values.items() if k not in self._GRPO_ONLY}
+            values = config_lib.prefix_fields(config_lib.replace(self.cfg, dict(run.overrides)))
             blob = json.dumps({"config": values, "seed": run.seed, "data": self._data_digest, "init_from": init,
                                "phases": [(p.name, p.epochs) for p in self.pipe.phases[:self._prefix_end()]]},
                               sort_keys=True, default=str)
@@ -345,7 +339,7 @@ class Runner:
     def _load_prefix(self, state):
         """``(state, history, first GRPO phase)`` when every run's prefix is cached, else ``None``."""
         end = self._prefix_end()
-        if not self.prefix_cache or end == 0:
+        if not self.prefix_cache or end == 0 or not self.reuse_prefix:
             return None
         paths = [os.path.join(self.prefix_cache, key) for key in self._prefix_keys()]
         if not all(os.path.isdir(p) for p in paths):
@@ -374,7 +368,7 @@ class Runner:
         host = _to_host({k: state[k] for k in self._PREFIX_KEYS})
         for j, (run, key) in enumerate(zip(self.runs, self._prefix_keys())):
             path = os.path.join(self.prefix_cache, key)
-            if os.path.isdir(path) or j in self.failures:
+            if (os.path.isdir(path) and self.reuse_prefix) or j in self.failures:
                 continue
             records = [{k: v for k, v in rec.items() if k not in ("run", "group", "seed")}
                        for rec in history if rec["run"] == run.label]
@@ -444,18 +438,6 @@ def _with_params(state: dict, params, pipe: Pipeline, data) -> dict:
     return {**state, "params": stacked, "ref_params": stacked, "best_params": stacked, "ref_logp": ref_logp}
 
 
-def summarize(final_records: list[dict]) -> dict:
-    """group -> metric -> [mean, 95% CI half width] over the group's seeds."""
-    groups: dict[str, list[dict]] = {}
-    for rec in final_records:
-        groups.setdefault(rec["group"], []).append(rec)
-    out = {}
-    for group, recs in groups.items():
-        keys = [k for k in recs[0] if k not in ("run", "group", "seed")]
-        out[group] = {k: list(stats.mean_ci([r[k] for r in recs])) for k in keys}
-    return out
-
-
 # Columns of the per-epoch table, per phase kind (all are means over runs).
 _COLUMNS = {
     "sft": ["train_loss", "val_loss", "val_expected_reward"],
@@ -473,9 +455,9 @@ _SHORT = {"train_loss": "loss", "train_tau": "tau", "val_loss": "val_loss", "val
 class _Table:
     """Per-epoch rows with a progress bar, the live loss and the phase's key metrics."""
 
-    def __init__(self, pipe: Pipeline, phase_index: int, num_runs: int, out):
-        self.phase = pipe.phases[phase_index]
-        names = pipe.metric_names(phase_index)
+    def __init__(self, evaluator: Evaluator, phase_index: int, num_runs: int, out):
+        self.phase = evaluator.pipe.phases[phase_index]
+        names = evaluator.metric_names(phase_index)
         self.cols = [c for c in _COLUMNS[self.phase.kind] if c in names]
         self.cols += [c for c in names if c.startswith("val_oracle_acc_")]
         self.num_runs = num_runs
@@ -494,18 +476,3 @@ class _Table:
                 for c in self.cols]
         self.out(f"{epoch + 1:>4}/{self.phase.epochs:<4} {bar:<12}" + "".join(f"{v:>10.4g}" for v in vals)
                  + f"  {seconds:6.2f}s")
-
-
-def print_summary(results: Results, out=print) -> None:
-    """The final test metrics: mean ± 95% CI over seeds for each sweep group."""
-    if not results.summary:
-        return
-    keys = [k for k in next(iter(results.summary.values())) if k.startswith("test_")]
-    n = len(results.runs) // max(len(results.summary), 1)
-    out(f"\n== final evaluation on test (mean ± 95% CI over {n} seed{'s' if n > 1 else ''})")
-    width = max(len(k) for k in keys)
-    groups = list(results.summary)
-    name = os.path.basename(results.directory) if results.directory else "runs"
-    out(" " * (width + 2) + "".join(f"{g if g != '-' else name:>24}" for g in groups))
-    for k in keys:
-        out(f"{k:<{width + 2}}" + "".join(f"{stats.format_ci(*results.summary[g][k]):>24}" for g in groups))

@@ -1,20 +1,15 @@
-"""Mean and 95% confidence interval over seeds (Student's t, no SciPy needed)."""
+"""Mean and 95% confidence interval over seeds (Student's t from ``scipy.stats``)."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
-# Two-sided 95% critical values t_{0.975, df} for df = 1..30; beyond that the normal value is close enough.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
+from scipy import stats as _scipy_stats
 
 
 def t_critical(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (1.96 for df > 30)."""
-    if df < 1:
-        return math.nan
-    return _T975[df - 1] if df <= len(_T975) else 1.96
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (NaN for df < 1)."""
+    return float(_scipy_stats.t.ppf(0.975, df)) if df >= 1 else math.nan
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
@@ -36,3 +31,17 @@ def format_ci(mean: float, half: float, digits: int = 4) -> str:
     if math.isnan(half):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def summarize(records: Sequence[Mapping], by: str) -> dict:
+    """``{records[by]: {metric: [mean, 95% CI half width]}}`` over the records that share ``by`` (e.g. the
+    seeds of one variant); every numeric field but ``seed`` is a metric."""
+    groups: dict[str, list[Mapping]] = {}
+    for rec in records:
+        groups.setdefault(rec[by], []).append(rec)
+    out = {}
+    for key, recs in groups.items():
+        metrics = [k for k, v in recs[0].items() if k != "seed" and isinstance(v, (int, float))
+                   and not isinstance(v, bool)]
+        out[key] = {k: list(mean_ci([r[k] for r in recs])) for k in metrics}
+    return out

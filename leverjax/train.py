@@ -7,101 +7,32 @@ the device-resident arrays (shared by all runs, never vmapped):
 
 * :meth:`Pipeline.init_state` — fresh parameters from a seed;
 * :meth:`Pipeline.begin_phase` — a fresh optimizer, reference log-probs as the config says;
-* :meth:`Pipeline.run_epoch` — one shuffled epoch of one phase, evaluation on val included;
-* :meth:`Pipeline.evaluate` — the offline metrics of ``leverjax.evaluate`` on a split.
+* :meth:`Pipeline.train_epoch` — one shuffled epoch of one phase.
 
-:func:`make_train` composes them into ``train(hp, rng)``, the whole run as one program (epochs are a
-``lax.scan``), so ``jax.vmap(train)`` trains many seeds and hyperparameters at once. The command-line
-driver (``leverjax.runner``) calls the same per-epoch function under ``vmap`` to checkpoint between
-epochs.
+Evaluation (:mod:`leverjax.evaluate`) and the whole run as one program (:mod:`leverjax.program`) build
+on these.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from leverjax import advantages as adv_lib
-from leverjax import evaluate as eval_lib
 from leverjax import losses
 from leverjax import optim
 from leverjax import rewards as rewards_lib
 from leverjax.config import Config, hyperparameters, validate
+from leverjax.data.device import Batch, DeviceData, gather, padded_batches
 from leverjax.errors import DataError
 from leverjax.model import Selector, SelectorConfig, init_params
 
 PyTree = Any
-
-
-class DeviceData(NamedTuple):
-    """The dataset's arrays on the device (padding ids clipped to 0; masks say what is real)."""
-
-    emb: jax.Array  # [N, d]
-    query_ids: jax.Array  # [Q]
-    pool_ids: jax.Array  # [Q, K], -1 replaced by 0
-    pool_mask: jax.Array  # [Q, K]
-    traj: jax.Array  # [Q, M, S], -1 kept (the model and losses mask it)
-    traj_mask: jax.Array  # [Q, M]
-    correct: jax.Array  # [Q, M]
-    acc: jax.Array
-    gt_prob: jax.Array
-    rel: jax.Array
-    oracle: dict
-
-    @classmethod
-    def from_dataset(cls, ds) -> "DeviceData":
-        return cls(
-            emb=jnp.asarray(ds.emb, jnp.float32),
-            query_ids=jnp.asarray(ds.query_ids, jnp.int32),
-            pool_ids=jnp.asarray(np.maximum(ds.pool_ids, 0), jnp.int32),
-            pool_mask=jnp.asarray(ds.pool_ids >= 0),
-            traj=jnp.asarray(ds.traj, jnp.int32),
-            traj_mask=jnp.asarray(ds.traj[..., 0] >= 0),
-            correct=jnp.asarray(ds.correct, jnp.float32),
-            acc=jnp.asarray(ds.acc, jnp.float32),
-            gt_prob=jnp.asarray(ds.gt_prob, jnp.float32),
-            rel=jnp.asarray(ds.rel, jnp.float32),
-            oracle={k: jnp.asarray(v) for k, v in ds.oracle.items()},
-        )
-
-
-class Batch(NamedTuple):
-    index: jax.Array  # [B] query rows (clipped), padded rows repeat row 0
-    query_mask: jax.Array  # [B] False for padding
-    query_emb: jax.Array  # [B, d]
-    cand_emb: jax.Array  # [B, K, d]
-    pool_mask: jax.Array  # [B, K]
-    traj: jax.Array  # [B, M, S]
-    traj_mask: jax.Array  # [B, M] (False for padded rows)
-
-
-def gather(data: DeviceData, index: jax.Array, table: jax.Array | None = None) -> Batch:
-    """The batch of queries ``index [B]`` (entries −1 are padding), embeddings taken from ``table``
-    (default ``data.emb``; the GRPO phase passes the input-projected table when it is frozen)."""
-    valid = index >= 0
-    i = jnp.maximum(index, 0)
-    table = data.emb if table is None else table
-    return Batch(
-        index=i,
-        query_mask=valid,
-        query_emb=table[data.query_ids[i]],
-        cand_emb=table[data.pool_ids[i]],
-        pool_mask=data.pool_mask[i],
-        traj=data.traj[i],
-        traj_mask=data.traj_mask[i] & valid[:, None],
-    )
-
-
-def padded_batches(index: jax.Array, batch_size: int) -> jax.Array:
-    """``index [n]`` padded with −1 to a whole number of batches: ``[ceil(n / B), B]``."""
-    n = index.shape[0]
-    steps = max(1, math.ceil(n / batch_size))
-    return jnp.concatenate([index, -jnp.ones(steps * batch_size - n, index.dtype)]).reshape(steps, batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -377,55 +308,6 @@ class Pipeline:
             train["train_beta"] = state["beta"]
         return state, train
 
-    def validate_epoch(self, state: dict, epoch, data: DeviceData, hp) -> tuple[dict, dict]:
-        """Evaluates on val (``val_*`` metrics) and keeps the parameters if they are the phase's best."""
-        cfg = self.cfg
-        metrics = {f"val_{k}": v for k, v in self.evaluate(state["params"], state["ref_params"], data, hp,
-                                                            "val").items()}
-        value = metrics.get(self.best_metric_key, jnp.float32(jnp.nan))
-        score = value if cfg.best_mode == "min" else -value
-        better = (score < state["best_value"]) & jnp.isfinite(score)
-        state = {**state,
-                 "best_value": jnp.where(better, score, state["best_value"]),
-                 "best_epoch": jnp.where(better, epoch, state["best_epoch"]),
-                 "best_params": jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old),
-                                                       state["params"], state["best_params"])}
-        return state, metrics
-
-    def run_epoch(self, phase_index: int, state: dict, epoch, data: DeviceData, hp) -> tuple[dict, dict]:
-        """:meth:`train_epoch` then :meth:`validate_epoch`: the epoch's ``train_*`` and ``val_*`` metrics."""
-        state, train = self.train_epoch(phase_index, state, epoch, data, hp)
-        state, val = self.validate_epoch(state, epoch, data, hp)
-        return state, {**train, **val}
-
-    @property
-    def best_metric_key(self) -> str:
-        key = self.cfg.best_metric
-        return key if key.startswith(("val_", "train_")) else f"val_{key}"
-
-    def metric_names(self, phase_index: int) -> list[str]:
-        kind = self.phases[phase_index].kind
-        return [f"train_{k}" for k in TRAIN_METRICS[kind]] + [f"val_{k}" for k in self.eval_metric_names()]
-
-    def eval_metric_names(self) -> list[str]:
-        return eval_lib.metric_names(self.cfg.eval_shots, self.has_oracle)
-
-    def evaluate(self, params, ref_params, data: DeviceData, hp, split: str) -> dict:
-        """Offline metrics of ``params`` on ``split`` (eval mode), see :mod:`leverjax.evaluate`."""
-        index = self.split_index[split]
-        if len(index) == 0:
-            return {k: jnp.float32(jnp.nan) for k in self.eval_metric_names()}
-        raw, _ = self.rewards(data, hp)
-        return eval_lib.evaluate(self.selector, params, ref_params, data, raw, jnp.asarray(index),
-                                 num_steps=self.num_steps, shots=self.cfg.eval_shots, chunk=self.cfg.eval_chunk,
-                                 label_smoothing=hp["label_smoothing"], has_oracle=self.has_oracle)
-
-    def final_evaluation(self, state: dict, data: DeviceData, hp) -> dict:
-        """Test-split metrics of the final and the best parameters (``test_*``, ``best_test_*``)."""
-        final = self.evaluate(state["params"], state["ref_params"], data, hp, "test")
-        best = self.evaluate(state["best_params"], state["ref_params"], data, hp, "test")
-        return {**{f"test_{k}": v for k, v in final.items()}, **{f"best_test_{k}": v for k, v in best.items()}}
-
 
 def _advantage_stats(advantages, rewards, mask) -> dict:
     """TRL-style advantage signals over the batch's valid trajectories."""
@@ -440,28 +322,3 @@ def _advantage_stats(advantages, rewards, mask) -> dict:
     zero_var = (group_var <= 1e-12) & groups
     return {"adv_mean": mean, "adv_std": std, "adv_max_abs": jnp.max(jnp.abs(advantages) * m),
             "zero_var_frac": zero_var.sum() / jnp.maximum(groups.sum(), 1)}
-
-
-def make_train(cfg: Config, dataset) -> tuple[Callable, Pipeline, DeviceData]:
-    """``train(hp, rng) -> (state, history, final)``: the whole run as one pure, jittable function.
-
-    ``history[phase_name]`` maps each metric to an array over the phase's epochs; ``final`` holds the
-    test metrics of the final and the best parameters. Vmap it over ``hp`` (dicts of scalars, see
-    :meth:`Pipeline.hyperparameters`) and ``rng`` to train many runs in one program.
-    """
-    pipe = Pipeline(cfg, dataset)
-    data = DeviceData.from_dataset(dataset)
-
-    def train(hp, rng, data=data):
-        state = pipe.init_state(data, hp, rng)
-        history = {}
-        for i, phase in enumerate(pipe.phases):
-            state = pipe.begin_phase(i, state, data, hp)
-
-            def body(s, epoch, i=i):
-                return pipe.run_epoch(i, s, epoch, data, hp)
-
-            state, history[phase.name] = jax.lax.scan(body, state, jnp.arange(phase.epochs))
-        return state, history, pipe.final_evaluation(state, data, hp)
-
-    return train, pipe, data

@@ -1,11 +1,9 @@
 import os
-import sys
+import tempfile
 
-# Tests run on the CPU with deterministic float32 math; make the repo root importable.
+# Tests run on the CPU with deterministic float32 math. leverjax itself is imported as the installed
+# package (``pip install -r requirements.txt`` installs it editable).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import tempfile  # noqa: E402
 
 import jax  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""A plain NumPy float64 transcription of reference.md §3-§4, written from the spec text.
+"""A plain NumPy float64 transcription of docs/reference.md §3-§4, written from the spec text.
 
 Deliberately NOT vectorised like leverjax: one query at a time, one trajectory at a time, one step at
 a time, explicit loops. It shares no code with leverjax; it only reads the Flax parameter pytree
@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-CHOSEN_LOGIT = -100.0  # reference.md §3 step 6: a finite logit for already-chosen candidates
+CHOSEN_LOGIT = -100.0  # docs/reference.md §3 step 6: a finite logit for already-chosen candidates
 
 
 def to_float64(params):
@@ -208,7 +208,7 @@ def grpo_loss(groups, *, eps=0.2, eps_high=None, beta=0.1, estimator="reference"
 
 
 def advantages(rewards, method, *, min_std=0.1, clip=5.0):
-    """Advantages of ONE group of valid rewards (a plain list), reference.md §4 and the method table."""
+    """Advantages of ONE group of valid rewards (a plain list), docs/reference.md §4 and the method table."""
     r = [float(x) for x in rewards]
     n = len(r)
     if n == 0:

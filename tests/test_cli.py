@@ -54,11 +54,26 @@ def test_tiny_run_writes_outputs_and_a_rerun_resumes(tmp_path):
     assert len(records) == 2 * (1 + 1 + 2)  # two seeds × four epochs
     assert {r["seed"] for r in records} == {0, 1}
     summary = json.loads((out / "summary.json").read_text())
-    mean, ci = summary["summary"]["-"]["test_oracle_acc_2"]
+    mean, ci = summary["summary"]["scheme5_6"]["test_oracle_acc_2"]
     assert 0.0 < mean < 1.0 and ci > 0.0
-    assert (out / "best").is_dir() and (out / "config.json").is_file()
+    (group,) = (out / "runs").iterdir()
+    assert (group / "best").is_dir() and (group / "config.json").is_file() and (out / "grid.json").is_file()
+    assert (out / "metrics.csv").is_file() and (out / "report.md").is_file()
 
     again = run_py(*args)
     assert again.returncode == 0, again.stderr
-    assert "resuming scheme5_6" in again.stdout and "== grpo" not in again.stdout
+    assert "2 of 2 runs already finished there" in again.stdout and "== grpo" not in again.stdout
     assert json.loads((out / "summary.json").read_text())["final"] == summary["final"]
+
+    # The same experiment through an explicit results directory (the grid path) writes the same files.
+    grid_out = tmp_path / "grid"
+    proc = run_py(*args, f"--out={grid_out}")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("metrics.csv", "metrics.jsonl", "summary.json"):
+        assert (grid_out / name).read_text() == (out / name).read_text(), name
+    def report(folder):  # the same report but for the folder's name and the time it was generated
+        text = (folder / "report.md").read_text().replace(str(folder), "DIR").replace(f"`{folder.name}`", "DIR")
+        return [line for line in text.splitlines() if "Generated" not in line]
+
+    assert report(grid_out) == report(out)
+    assert sorted(p.name for p in (grid_out / "plots").iterdir()) == sorted(p.name for p in (out / "plots").iterdir())

@@ -1,4 +1,4 @@
-"""Group advantages, top-k and GRPO robustness on hand-computed cases (reference.md §4, §5 defects 3-5).
+"""Group advantages, top-k and GRPO robustness on hand-computed cases (docs/reference.md §4, §5 defects 3-5).
 
 Expected numbers are written out by hand in each test (with the arithmetic in a comment).
 """

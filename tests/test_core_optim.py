@@ -1,4 +1,4 @@
-"""AdamW + clipping + schedules with traced hyperparameters (leverjax.optim, reference.md §4 "Optimizer")."""
+"""AdamW + clipping + schedules with traced hyperparameters (leverjax.optim, docs/reference.md §4 "Optimizer")."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""leverjax (jitted, float32) against the NumPy float64 transcription of reference.md in reference_numpy.py.
+"""leverjax (jitted, float32) against the NumPy float64 transcription of docs/reference.md in reference_numpy.py.
 
 Every comparison runs on inputs drawn here from fixed seeds: ragged pools padded with garbage vectors,
 padded trajectories (−1), a padded batch row, 1-2 layers, 1-2 heads, gated and static variants.

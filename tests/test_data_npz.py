@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from leverjax.data import (
-    dataset_from_arrays, device_arrays, filter_queries, load_npz,
+    dataset_from_arrays, filter_queries, load_npz,
     save_npz, validate_arrays,
 )
+from leverjax.data.device import DeviceData
 from leverjax.errors import ConfigError, DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,9 +203,9 @@ def test_subset_and_device_arrays():
     sub = ds.subset(np.array([3, 1]))
     assert sub.query_ids.tolist() == [11, 3] and sub.split.tolist() == [2, 0]
     assert sub.traj.shape == (2, 3, 2) and sub.emb is ds.emb
-    dev = device_arrays(ds)
-    assert dev["traj_mask"].shape == (4, 3) and bool(dev["pool_mask"][1, 3]) is False
-    assert dev["emb"].dtype == np.float32
+    dev = DeviceData.from_dataset(ds)
+    assert dev.traj_mask.shape == (4, 3) and bool(dev.pool_mask[1, 3]) is False
+    assert dev.emb.dtype == np.float32 and int(dev.pool_ids.min()) == 0
 
 
 def test_filter_queries_counts():

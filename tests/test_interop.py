@@ -1,6 +1,6 @@
 """Interop with the PyTorch original: import, export, --init_from and the scoring command.
 
-The PyTorch side is :mod:`tests.torch_reference`, a transcription of reference.md §3 with the
+The PyTorch side is :mod:`tests.torch_reference`, a transcription of docs/reference.md §3 with the
 original's parameter names; torch is an optional dependency, so these tests skip without it.
 """
 from __future__ import annotations

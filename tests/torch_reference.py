@@ -1,4 +1,4 @@
-"""A PyTorch transcription of the reference selector network (reference.md §3), for the interop tests.
+"""A PyTorch transcription of the reference selector network (docs/reference.md §3), for the interop tests.
 
 Written from the spec, independently of leverjax's Flax model: one query token attends over the
 projected candidates with ``torch.nn.MultiheadAttention`` (``batch_first=True``), residual +

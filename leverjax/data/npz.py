@@ -603,28 +603,3 @@ def filter_queries(
             f"without a positive"
         )
     return out, counts
-
-
-def device_arrays(ds: Dataset) -> dict[str, Any]:
-    """The per-query arrays of ``ds`` as device-resident jax arrays, with their masks.
-
-    Keys: emb, query_ids, pool_ids, traj, pool_mask, traj_mask, acc, correct, gt_prob, rel,
-    gen_method, split. Padded ids stay −1; use the masks before indexing.
-    """
-    import jax.numpy as jnp
-
-    return {
-        "emb": jnp.asarray(ds.emb),
-        "query_ids": jnp.asarray(ds.query_ids),
-        "pool_ids": jnp.asarray(ds.pool_ids),
-        "traj": jnp.asarray(ds.traj),
-        "pool_mask": jnp.asarray(ds.pool_mask),
-        "traj_mask": jnp.asarray(ds.traj_mask),
-        "acc": jnp.asarray(ds.acc),
-        "correct": jnp.asarray(ds.correct),
-        "gt_prob": jnp.asarray(ds.gt_prob),
-        "rel": jnp.asarray(ds.rel),
-        "gen_method": jnp.asarray(ds.gen_method),
-        "split": jnp.asarray(ds.split),
-    }
-

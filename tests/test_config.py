@@ -1,0 +1,145 @@
+"""The config describes itself: every field's declared kind matches how the pipeline uses it, and the
+flags, help, validation, grouping and prefix key derived from the declarations behave."""
+import dataclasses
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from leverjax import advantages, config as config_lib, losses, optim, rewards
+from leverjax.data import synth
+from leverjax.data.device import DeviceData
+from leverjax.errors import ConfigError
+from leverjax.evaluate import Evaluator
+from leverjax.train import Pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = config_lib.replace(config_lib.Config(), dict(
+    hidden=16, sft_epochs=1, rce_epochs=1, grpo_epochs=1, sft_batch_size=16, rce_batch_size=8, grpo_batch_size=8,
+    eval_chunk=64, eval_shots=2))
+
+
+def perturbed(name: str, value):
+    """Another valid value of field ``name``."""
+    m = config_lib.meta(name)
+    if m["choices"]:
+        return next(c for c in m["choices"] if c != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return 0.3 if value <= 0 else (value * 0.5 if m["unit"] else value * 1.5 + 0.01)
+    return {"best_metric": "val_expected_reward", "data": "other.npz", "workdir": "elsewhere"}[name]
+
+
+def test_choice_lists_match_the_modules_that_implement_them():
+    assert config_lib.meta("advantage")["choices"] == advantages.ADVANTAGE_METHODS
+    assert config_lib.meta("kl_estimator")["choices"] == losses.KL_ESTIMATORS
+    assert config_lib.meta("reward_mode")["choices"] == rewards.REWARD_MODES
+    assert config_lib.meta("reward_normalization")["choices"] == rewards.NORMALIZATIONS
+    assert config_lib.SCHEDULES == optim.SCHEDULES
+
+
+@pytest.mark.parametrize("name", config_lib.FIELDS)
+def test_declared_kind_matches_the_traced_and_static_parts(name):
+    value = getattr(BASE, name)
+    other = dataclasses.replace(BASE, **{name: perturbed(name, value)})
+    kind = config_lib.meta(name)["kind"]
+    hp_changed = config_lib.hyperparameters(BASE) != config_lib.hyperparameters(other)
+    sig_changed = config_lib.static_signature(BASE) != config_lib.static_signature(other)
+    assert (hp_changed, sig_changed) == {"sweep": (True, False), "static": (False, True),
+                                         "run": (False, False)}[kind], name
+
+
+def _prefix_result(cfg, data_set):
+    """Every run's state and validation metrics at the end of the phases before GRPO."""
+    pipe = Pipeline(cfg, data_set)
+    ev = Evaluator(pipe)
+    data = DeviceData.from_dataset(data_set)
+    end = [p.kind for p in pipe.phases].index("grpo")
+
+    def prefix(hp, rng):
+        state = pipe.init_state(data, hp, rng)
+        metrics = []
+        for i in range(end):
+            state = pipe.begin_phase(i, state, data, hp)
+            for e in range(pipe.phases[i].epochs):
+                state, _ = pipe.train_epoch(i, state, e, data, hp)
+                state, val = ev.validate_epoch(state, e, data, hp)
+                metrics.append(val)
+        return {k: state[k] for k in ("params", "ref_params", "ref_logp")}, metrics
+
+    return jax.jit(prefix)(pipe.hyperparameters(), jax.random.PRNGKey(0))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return synth.make_synthetic(seed=0, num_examples=300, num_queries=60, pool_size=8, max_trajectories=6, dim=16)
+
+
+def test_prefix_neutral_fields_leave_the_sft_rce_prefix_unchanged(tiny):
+    """All fields declared prefix-neutral changed at once (seed and data aside: the prefix key holds them
+    separately) give the same SFT/RCE state; one prefix field changes it (the comparison can fail)."""
+    neutral = [n for n in config_lib.names(prefix=False) if n not in ("seed", "data")]
+    assert "kl_beta" in neutral and "grpo_top_k" in neutral and "reference_policy" not in neutral
+    changed = {n: perturbed(n, getattr(BASE, n)) for n in neutral}
+    base, base_metrics = _prefix_result(BASE, tiny)
+    same, same_metrics = _prefix_result(config_lib.replace(BASE, changed), tiny)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, base, same)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, base_metrics, same_metrics)
+    other, _ = _prefix_result(dataclasses.replace(BASE, rce_lr=3e-3), tiny)
+    assert not np.array_equal(other["params"]["query_proj"]["kernel"], base["params"]["query_proj"]["kernel"])
+
+
+def test_validation_is_derived_from_the_declarations():
+    with pytest.raises(ConfigError, match="advantage='bogus' is not one of: zscore"):
+        config_lib.replace(BASE, {"advantage": "bogus"})
+    with pytest.raises(ConfigError, match="dropout=1.0 must lie in"):
+        config_lib.replace(BASE, {"dropout": 1.0})
+    with pytest.raises(ConfigError, match="grpo_batch_size=0 must be at least 1"):
+        config_lib.replace(BASE, {"grpo_batch_size": 0})
+    with pytest.raises(ConfigError, match="--adaptive_beta='maybe' is not a valid boolean"):
+        config_lib.replace(BASE, {"adaptive_beta": "maybe"})
+    with pytest.raises(ConfigError, match="unknown config field"):
+        config_lib.replace(BASE, {"hiddn": 3})
+    assert config_lib.replace(BASE, {"grpo_lr": "1e-4"}).grpo_lr == 1e-4
+
+
+def test_help_exits_0_and_describes_fields_with_their_choices():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert text.index("--experiment") < text.index("--seeds") < text.index("--sweep") < text.index("--reward_mode")
+    block = text[text.index("  --advantage\n"):].split("\n  --")[0]
+    assert config_lib.meta("advantage")["help"].split()[0] in block
+    assert "one of zscore, rank, mean, rloo, none" in block and "default 'rank'" in block
+    for section in ("selector", "sft", "rce", "grpo", "optimizer", "evaluation"):
+        assert f"\n{section} (config fields" in text
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), "--advantage=foo"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "error: --advantage='foo' is not one of: zscore, rank, mean, rloo, none"
+
+
+def test_the_package_installs_and_imports_from_another_directory(tmp_path):
+    """``pip install -e .`` into a fresh virtual environment; the package then imports from elsewhere, and
+    the test suite's own interpreter finds it from another directory too (no path patching)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = str(venv / "bin" / "python")
+    proc = subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "-e", ROOT], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    where = subprocess.run([py, "-c", "import importlib.util as u; print(u.find_spec('leverjax').origin, "
+                                      "u.find_spec('experiments').origin)"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert where.stdout.split() == [os.path.join(ROOT, "leverjax", "__init__.py"),
+                                    os.path.join(ROOT, "experiments", "__init__.py")], where.stderr
+    here = subprocess.run([sys.executable, "-c", "import leverjax.config, experiments; print(leverjax.__file__)"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert here.returncode == 0 and here.stdout.strip() == os.path.join(ROOT, "leverjax", "__init__.py"), here.stderr
