@@ -29,7 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 import experiments  # noqa: E402
 from leverjax.data.synth import load_or_make_default  # noqa: E402
 from leverjax.runner import compiled_pipeline, expand_runs, run_hyperparameters, run_keys  # noqa: E402
-from leverjax.train import DeviceData  # noqa: E402
+from leverjax.data.device import DeviceData  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,12 +1,11 @@
-"""Orbax checkpoints of the (vmapped) training state, with a JSON record beside each one.
+"""Orbax checkpoints of the (vmapped) training state, and look-ups in a results directory.
 
-Layout of a run directory ``checkpoints/<experiment>/``::
+Layout of one compiled group's folder ``<results>/runs/<group>/``::
 
     config.json        the resolved config and the runs (sweep values, seeds)
     ckpt/<epoch>/      orbax: {"state": the training state of all runs, "meta": progress + history}
     best/              orbax: {"params": best-epoch parameters of all runs (leading run axis), "meta": config}
     metrics.jsonl      one record per phase, epoch and run (rewritten from the history at each save)
-    summary.json       final test metrics per run and their mean ± 95% CI
 
 Orbax writes each step into a temporary folder and renames it when complete, so a run killed at any
 moment leaves only whole checkpoints behind.
@@ -15,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 from typing import Any
 
 import jax
@@ -55,18 +54,15 @@ class CheckpointStore:
 def save_params(path: str, params: Any, meta: dict) -> None:
     """Writes a parameter pytree and a JSON record (config, runs) to the orbax folder ``path``.
 
-    An existing folder is replaced only once the new one is complete.
+    Each save is a new orbax step (orbax finalises a step only once it is complete) and the manager keeps
+    one, so a re-run replaces the parameters without a moment where none are there.
     """
-    path = os.path.abspath(path)
-    tmp = f"{path}.writing"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with ocp.CheckpointManager(tmp, options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, enable_async_checkpointing=False)) as mngr:
-        mngr.save(0, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+    with ocp.CheckpointManager(os.path.abspath(path), options=options) as mngr:
+        step = (mngr.latest_step() or 0) + 1
+        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
                   force=True)
         mngr.wait_until_finished()
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
 
 
 def load_params(path: str) -> tuple[Any, dict]:
@@ -83,27 +79,39 @@ def load_params(path: str) -> tuple[Any, dict]:
     return out["params"], out["meta"]
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file in the same folder and a rename, so a reader
-    (or a run killed mid-write) never sees a partial file."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def status_file_name(run_name: str) -> str:
+    """``status/<this>`` of a results directory's run named ``run_name`` (e.g. ``scheme2[kl_beta=0.05]/seed=1``)."""
+    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", run_name.replace("/", ".")) + ".json"
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=1, default=_json_default))
+def resolve_params_folder(path: str, run_index: int = 0) -> tuple[str, int]:
+    """``(parameter folder, run index in it)`` of run ``run_index`` of ``path``.
 
-
-def write_jsonl_atomic(path: str, records: list[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in records))
-
-
-def _json_default(x):
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x)}")
+    ``path`` is a parameter folder (returned as is) or a results directory (``checkpoints/<experiment>``,
+    ``results/<grid>``, recognised by its ``grid.json``): there ``run_index`` counts the grid's finished
+    runs in the order of ``grid.json``, and the answer is the ``best/`` folder of that run's group.
+    """
+    grid_file = os.path.join(path, "grid.json")
+    if not os.path.isfile(grid_file):
+        return path, run_index
+    with open(grid_file) as f:
+        names = [r["name"] for r in json.load(f)["runs"]]
+    found = []
+    for name in names:
+        status_file = os.path.join(path, "status", status_file_name(name))
+        try:
+            with open(status_file) as f:
+                status = json.load(f)
+            with open(os.path.join(path, status["directory"], "results.json")) as f:
+                group_runs = [r["name"] for r in json.load(f)["runs"]]
+        except (OSError, ValueError, KeyError):
+            continue
+        if status.get("state") == "done" and name in group_runs:
+            found.append((name, os.path.join(path, status["directory"], "best"), group_runs.index(name)))
+    if not 0 <= run_index < len(found):
+        listing = "; ".join(f"{i}: {name}" for i, (name, _, _) in enumerate(found)) or "none"
+        raise LeverjaxError(f"--run={run_index}: {path} has {len(found)} finished run(s) ({listing})")
+    return found[run_index][1], found[run_index][2]
 
 
 def tree_to_host(tree: Any) -> Any:

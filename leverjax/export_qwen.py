@@ -73,6 +73,7 @@ import numpy as np
 
 from leverjax import __version__
 from leverjax.errors import ConfigError, DataError, LeverjaxError, exit_on_error
+from leverjax.fileio import atomic_path
 
 POOLINGS = ("mean", "last", "image_mean")
 DEVICES = ("auto", "cpu", "cuda")
@@ -581,16 +582,10 @@ def output_paths(out: str) -> OutputPaths:
 
 def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
     """Writes through a temporary file in the same folder, then renames it over ``path``."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def save_npy(path: str, array: np.ndarray) -> None:

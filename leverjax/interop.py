@@ -66,7 +66,6 @@ classes that cannot be imported. Load only checkpoints you trust.
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -76,6 +75,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from leverjax.errors import ConfigError, LeverjaxError
+from leverjax.fileio import atomic_path, write_json_atomic
 
 TORCH_HINT = ("pip install torch (the CPU build is enough: "
               "pip install torch --index-url https://download.pytorch.org/whl/cpu)")
@@ -539,8 +539,9 @@ def load_checkpoint(path: str, *, run_index: int = 0, num_heads: int | None = No
     if not os.path.exists(path):
         raise LeverjaxError(f"no checkpoint at {path} (expected a leverjax folder or a .pt/.ckpt file)")
     if os.path.isdir(path):
-        from leverjax.checkpoint import load_params
+        from leverjax.checkpoint import load_params, resolve_params_folder
 
+        path, run_index = resolve_params_folder(path, run_index)
         params, meta = load_params(path)
         cfg_in = dict(meta.get("config") or {})
         flat = _select_run(params, run_index, path, meta.get("runs"))
@@ -700,14 +701,9 @@ def export_pt(params: Mapping[str, Any], config: Any, path: str, *, pool_size: i
                             "(load_checkpoint(path, run_index=...))")
     record = export_record(params, config, pool_size=pool_size, shot_num=shot_num, source=source)
     sd = params_to_torch_state_dict(params, square_input_proj=square_input_proj)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp"
-    torch.save({"model_state_dict": sd, **record}, tmp)
-    os.replace(tmp, path)
-    with open(json_path_for(path) + ".tmp", "w") as f:
-        json.dump({**record, "state_dict_keys": list(sd)}, f, indent=1)
-    os.replace(json_path_for(path) + ".tmp", json_path_for(path))
+    with atomic_path(path) as tmp:
+        torch.save({"model_state_dict": sd, **record}, tmp)
+    write_json_atomic(json_path_for(path), {**record, "state_dict_keys": list(sd)})
     return record
 
 

@@ -42,7 +42,6 @@ import io
 import itertools
 import json
 import os
-import re
 import shutil
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -52,7 +51,8 @@ import jax
 import experiments
 from leverjax import config as config_lib
 from leverjax import stats
-from leverjax.checkpoint import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from leverjax.checkpoint import status_file_name
+from leverjax.fileio import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from leverjax.data import filter_queries, load_npz
 from leverjax.data.synth import load_or_make_default
 from leverjax.errors import ConfigError, LeverjaxError
@@ -60,11 +60,6 @@ from leverjax.runner import Runner, RunSpec
 
 CSV_COLUMNS = ("group", "experiment", "run", "seed", "phase", "epoch", "metric", "value", "overrides")
 _NOT_IN_RUN_NAME = config_lib.RUN_ONLY  # seeds and output places are no part of what a run is
-
-
-def status_file_name(run_name: str) -> str:
-    """``status/<this>`` of the run named ``run_name`` (e.g. ``scheme2[kl_beta=0.05]/seed=1``)."""
-    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", run_name.replace("/", ".")) + ".json"
 
 
 def _fmt_value(v: Any) -> str:

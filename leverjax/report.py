@@ -27,6 +27,7 @@ import time
 from typing import Callable, Sequence
 
 from leverjax import stats
+from leverjax.fileio import write_text_atomic
 
 PHASE_ORDER = ("sft", "rce", "grpo_positive", "grpo")
 CURVE_METRICS = (("val_expected_reward", "val expected reward"), ("train_kl", "KL"), ("train_beta", "β"),
@@ -559,10 +560,7 @@ def write_report(directory: str, baseline: str | None = None, plots: bool = True
     """Writes ``directory/report.md`` (and ``plots/``) atomically; returns its path."""
     text, _ = build_report(directory, baseline=baseline, plots=plots, printer=printer)
     path = os.path.join(directory, "report.md")
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
     return path
 
 

@@ -30,6 +30,8 @@ from leverjax import stats
 from leverjax.data.device import DeviceData
 from leverjax.errors import LeverjaxError
 from leverjax.evaluate import Evaluator
+from leverjax.fileio import write_json_atomic, write_jsonl_atomic
+from leverjax.interop import load_selector_params
 from leverjax.train import Pipeline
 
 
@@ -196,9 +198,7 @@ class Runner:
         ``path`` is a leverjax parameter folder (e.g. ``checkpoints/<experiment>/best``; with a run axis,
         run ``run_index`` is taken) or a Lever-Plus ``.pt``/``.ckpt`` file.
         """
-        from leverjax import interop
-
-        params = interop.load_selector_params(path, self.pipe.selector.config, dim=self.data.emb.shape[-1],
+        params = load_selector_params(path, self.pipe.selector.config, dim=self.data.emb.shape[-1],
                                               run_index=run_index)
         self._init_params = params
 
@@ -230,7 +230,7 @@ class Runner:
                 raise LeverjaxError(
                     f"{self.directory} holds checkpoints of a different config or run set; pass --restart to "
                     f"start over there or --workdir=... to write elsewhere")
-        ckpt_lib.write_json_atomic(path, record)
+        write_json_atomic(path, record)
 
     def _records(self, phase_index: int, epoch: int, metrics: dict) -> list[dict]:
         host = _to_host(metrics)
@@ -417,7 +417,7 @@ class Runner:
         if self.failures:
             meta["failures"] = {str(j): f for j, f in self.failures.items()}
         self.store.save(step, state, meta)
-        ckpt_lib.write_jsonl_atomic(os.path.join(self.directory, "metrics.jsonl"), history)
+        write_jsonl_atomic(os.path.join(self.directory, "metrics.jsonl"), history)
 
 
 def _to_host(tree):

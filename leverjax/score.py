@@ -34,12 +34,12 @@ import datetime
 import json
 import os
 import time
-import uuid
 from typing import Any
 
 import numpy as np
 
 from leverjax.errors import ConfigError, DataError, LeverjaxError
+from leverjax.fileio import atomic_path
 
 
 def score_arrays(params, selector_config, dataset, *, shots: int = 4, chunk: int = 256) -> dict[str, np.ndarray]:
@@ -122,18 +122,12 @@ def score_file(checkpoint: str, data: str, out: str, *, run_index: int = 0, shot
         "logp": "sum over steps of log p(traj step); NaN where the trajectory slot is padded",
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(out)}.{uuid.uuid4().hex[:8]}.tmp.npz")
     try:
-        np.savez(tmp, **arrays, query_ids=np.asarray(ds.query_ids, np.int32), split=np.asarray(ds.split, np.int8),
-                 meta=np.asarray(json.dumps(meta)))
-        os.replace(tmp, out)
+        with atomic_path(out, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays, query_ids=np.asarray(ds.query_ids, np.int32), split=np.asarray(ds.split, np.int8),
+                     meta=np.asarray(json.dumps(meta)))
     except OSError as e:
         raise LeverjaxError(f"cannot write {out}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return {"meta": meta, "num_queries": ds.num_queries, "seconds": seconds, **arrays}
 
 

@@ -77,3 +77,13 @@ def test_tiny_run_writes_outputs_and_a_rerun_resumes(tmp_path):
 
     assert report(grid_out) == report(out)
     assert sorted(p.name for p in (grid_out / "plots").iterdir()) == sorted(p.name for p in (out / "plots").iterdir())
+
+    # Tools take the results directory and a run index in the grid's order.
+    from leverjax import checkpoint, interop
+    folder, index = checkpoint.resolve_params_folder(str(out), 1)
+    assert (folder, index) == (str(group / "best"), 1)
+    params, _ = interop.load_checkpoint(str(out), run_index=1)
+    direct, _ = interop.load_checkpoint(str(group / "best"), run_index=1)
+    assert all((params[k][j] == direct[k][j]).all() for k in params for j in params[k])
+    with pytest.raises(Exception, match=r"--run=2: .* has 2 finished run\(s\) \(0: scheme5_6/seed=0; 1: scheme5_6/seed=1\)"):
+        checkpoint.resolve_params_folder(str(out), 2)

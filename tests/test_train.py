@@ -10,7 +10,8 @@ from leverjax import config as config_lib
 from leverjax.data import synth
 from leverjax.errors import LeverjaxError
 from leverjax.runner import Runner, TrainingDiverged, expand_runs
-from leverjax.train import make_train
+from leverjax.evaluate import Evaluator
+from leverjax.program import make_train
 
 TINY = dict(hidden=16, sft_epochs=2, rce_epochs=2, grpo_epochs=2, sft_batch_size=16, rce_batch_size=8,
             grpo_batch_size=8, eval_chunk=64, eval_shots=3)
@@ -111,9 +112,9 @@ def test_grpo_raises_expected_reward_on_training_groups(tiny):
     train, pipe, data = make_train(cfg, tiny)
     hp = pipe.hyperparameters()
     state0 = pipe.init_state(data, hp, jax.random.PRNGKey(0))
-    before = pipe.evaluate(state0["params"], state0["ref_params"], data, hp, "train")["expected_reward"]
+    before = Evaluator(pipe).evaluate(state0["params"], state0["ref_params"], data, hp, "train")["expected_reward"]
     state, _, _ = jax.jit(train)(hp, jax.random.PRNGKey(0))
-    after = pipe.evaluate(state["params"], state["ref_params"], data, hp, "train")["expected_reward"]
+    after = Evaluator(pipe).evaluate(state["params"], state["ref_params"], data, hp, "train")["expected_reward"]
     assert float(after) > float(before) + 0.02, (float(before), float(after))
 
 

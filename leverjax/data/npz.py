@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import uuid
 import zipfile
 from typing import Any, Mapping
 
 import numpy as np
 
 from leverjax.errors import ConfigError, DataError
+from leverjax.fileio import atomic_path
 
 SCHEMA_VERSION = 1
 ORACLE_PREFIX = "oracle_"
@@ -530,21 +530,11 @@ def save_npz(ds: Dataset, path: str) -> None:
     parent folder is created if needed. A path that cannot be written raises :class:`DataError`.
     """
     arrays = dataset_to_arrays(ds)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
     try:
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
-        tmp = None
     except OSError as e:
         raise DataError(f"{path}: cannot be written ({e.strerror or _short(e)})") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # --------------------------------------------------------------------------------------------
