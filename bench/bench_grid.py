@@ -18,12 +18,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+
 
 
 def _fresh_cache() -> str:

@@ -24,11 +24,15 @@ from leverjax.errors import LeverjaxError
 
 
 class CheckpointStore:
-    """Per-epoch checkpoints of one run directory (``keep`` most recent are kept)."""
+    """Per-epoch checkpoints of one run directory (``keep`` most recent are kept).
+
+    Saves are asynchronous: orbax copies the state to the host and writes it in the background while the
+    next epoch trains (a save waits for the one before it); :meth:`close` waits for the last one.
+    """
 
     def __init__(self, directory: str, keep: int = 2):
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
         self.manager = ocp.CheckpointManager(os.path.join(self.directory, "ckpt"), options=options)
 
     def latest_step(self) -> int | None:
@@ -37,7 +41,6 @@ class CheckpointStore:
     def save(self, step: int, state: Any, meta: dict) -> None:
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         meta=ocp.args.JsonSave(meta)), force=True)
-        self.manager.wait_until_finished()
 
     def restore_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -48,6 +51,7 @@ class CheckpointStore:
         return out["state"], out["meta"]
 
     def close(self) -> None:
+        self.manager.wait_until_finished()
         self.manager.close()
 
 

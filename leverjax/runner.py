@@ -145,14 +145,16 @@ class Runner:
     ``prefix_cache``: a folder where each run's state after the phases before GRPO (SFT, RCE) is kept,
     keyed by everything that determines it (the config without its GRPO-only fields, the seed, the data,
     ``init_from``); a later runner whose runs all find their key there starts at GRPO instead of
-    recomputing them (equal up to float rounding when the earlier group had another number of runs).
+    recomputing them (equal up to float rounding when the earlier group had another number of runs). Runs of
+    this runner that share a prefix key train that prefix once: a runner of one run per distinct key trains
+    the SFT/RCE phases into the cache first (``stop_at_prefix``), and every run then starts at GRPO from it.
     """
 
     def __init__(self, cfg: config_lib.Config, dataset, runs: Sequence[RunSpec], *, name: str = "run",
                  workdir: str | None = None, restart: bool = False, out: Callable[[str], None] | None = None,
                  extra_meta: dict | None = None, init_from: str | None = None, on_nonfinite: str = "raise",
                  devices: Sequence | None = None, on_epoch: Callable[[dict], None] | None = None,
-                 prefix_cache: str | None = None):
+                 prefix_cache: str | None = None, stop_at_prefix: bool = False):
         if on_nonfinite not in ("raise", "record"):
             raise LeverjaxError(f"on_nonfinite={on_nonfinite!r} must be 'raise' or 'record'")
         self.cfg = cfg
@@ -183,6 +185,8 @@ class Runner:
         self.prefix_cache = prefix_cache
         self._init_from = init_from
         self.reuse_prefix = not restart  # --restart recomputes the prefix (and replaces the cached one)
+        self.stop_at_prefix = stop_at_prefix
+        self._dataset, self._devices, self._restart = dataset, devices, restart
         if init_from:  # checked before anything is written, so a bad file leaves no trace
             self.init_from(init_from)
         if self.directory:
@@ -240,6 +244,15 @@ class Runner:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> Results:
+        """Trains every run (resuming from the last checkpoint if there is one); the last checkpoint is
+        complete on disk when this returns or raises."""
+        try:
+            return self._run()
+        finally:
+            if self.store:
+                self.store.close()
+
+    def _run(self) -> Results:
         history: list[dict] = []
         start_phase, start_epoch = 0, 0
         state = None
@@ -260,6 +273,8 @@ class Runner:
             if self.mesh is not None:
                 state = jax.device_put(state, self.run_sharding)
             reused = self._load_prefix(state)
+            if reused is None and self._train_shared_prefix():
+                reused = self._load_prefix(state, fresh=True)
             if reused is not None:
                 state, history, start_phase = reused
 
@@ -293,6 +308,8 @@ class Runner:
                     self._save(global_epoch, state, i, e + 1, history)
             if i + 1 == prefix_end:
                 self._save_prefix(state, history)
+                if self.stop_at_prefix:
+                    return Results(self.runs, history, [], {}, None, self.directory, dict(self.failures))
         final = _to_host(self.vp.final(state, self.data, self.hp))
         final_records = [{"run": r.label, "group": r.group, "seed": r.seed, **{k: float(v[j]) for k, v in final.items()}}
                          for j, r in enumerate(self.runs)]
@@ -300,8 +317,6 @@ class Runner:
         if self.directory:
             ckpt_lib.save_params(os.path.join(self.directory, "best"), self._real_runs(state["best_params"]),
                                  self._config_record())
-            if self.store:
-                self.store.close()
         return Results(self.runs, history, final_records, summary, self._real_runs(state), self.directory,
                        dict(self.failures))
 
@@ -336,10 +351,31 @@ class Runner:
             keys.append(hashlib.sha1(blob.encode()).hexdigest()[:16])
         return keys
 
-    def _load_prefix(self, state):
-        """``(state, history, first GRPO phase)`` when every run's prefix is cached, else ``None``."""
+    def _train_shared_prefix(self) -> bool:
+        """Trains the prefix of each distinct prefix key among the runs once, into the cache (by a runner of
+        one run per key that stops at the prefix); returns whether it did. Nothing to share: False."""
+        if not self.prefix_cache or self._prefix_end() == 0 or self.stop_at_prefix:
+            return False
+        keys = self._prefix_keys()[: len(self.runs)]
+        first = [keys.index(k) for k in dict.fromkeys(keys)]
+        if len(first) == len(self.runs):
+            return False
+        names = ", ".join(p.name for p in self.pipe.phases[:self._prefix_end()])
+        self.out(f"{len(self.runs)} runs share {len(first)} distinct {names} prefix(es): training each once")
+        child = Runner(self.cfg, self._dataset, [self.runs[j] for j in first], name="shared_prefix",
+                       workdir=self.directory, restart=self._restart, out=self.out, init_from=self._init_from,
+                       on_nonfinite=self.on_nonfinite, devices=self._devices, prefix_cache=self.prefix_cache,
+                       stop_at_prefix=True)
+        child.run()
+        if child.directory and jax.process_index() == 0:
+            shutil.rmtree(child.directory, ignore_errors=True)
+        return True
+
+    def _load_prefix(self, state, fresh: bool = False):
+        """``(state, history, first GRPO phase)`` when every run's prefix is cached, else ``None``
+        (``fresh``: the cache was just written for these runs, so it is read even under ``restart``)."""
         end = self._prefix_end()
-        if not self.prefix_cache or end == 0 or not self.reuse_prefix:
+        if not self.prefix_cache or end == 0 or not (self.reuse_prefix or fresh):
             return None
         paths = [os.path.join(self.prefix_cache, key) for key in self._prefix_keys()]
         if not all(os.path.isdir(p) for p in paths):

@@ -1,6 +1,8 @@
 """The training engine end to end on a tiny synthetic set: every experiment traces, runs resume
 exactly, vmapped seeds equal single runs, GRPO learns, and each defect option does what it says."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -175,3 +177,17 @@ def test_runs_with_the_same_prefix_reuse_its_sft_and_rce(tiny, tmp_path):
     lines.clear()
     Runner(tiny_config("scheme5_6", sft_lr=3e-4), tiny, runs, prefix_cache=cache, out=lines.append).run()
     assert not any("reusing" in line for line in lines)  # an SFT field changes the key
+
+
+def test_runs_of_a_group_that_share_a_prefix_train_it_once_with_the_same_numbers(tiny, tmp_path):
+    """Two β values × two seeds: four runs, two distinct SFT/RCE prefixes, each trained once; every number
+    equals the runs that each trained their own prefix."""
+    cfg = tiny_config("scheme5_6", grpo_epochs=1)
+    runs = expand_runs({"kl_beta": (0.1, 0.2)}, 0, 2)
+    plain = Runner(cfg, tiny, runs, out=lambda s: None).run()
+    lines = []
+    shared = Runner(cfg, tiny, runs, out=lines.append, prefix_cache=str(tmp_path / "cache")).run()
+    assert any("4 runs share 2 distinct sft, rce prefix(es)" in line for line in lines)
+    assert len(os.listdir(tmp_path / "cache")) == 2
+    assert shared.final == plain.final
+    assert sorted(shared.history, key=repr) == sorted(plain.history, key=repr)
