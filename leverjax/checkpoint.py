@@ -14,11 +14,13 @@ moment leaves only whole checkpoints behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from leverjax.errors import LeverjaxError
@@ -37,7 +39,7 @@ class CheckpointStore:
 
     def save(self, step: int, state: Any, meta: dict) -> None:
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta)), force=True)
+                                                        meta=ocp.args.JsonSave(strict_json(meta))), force=True)
         self.manager.wait_until_finished()
 
     def restore_meta(self, step: int) -> dict:
@@ -62,7 +64,8 @@ def save_params(path: str, params: Any, meta: dict) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     with ocp.CheckpointManager(tmp, options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, enable_async_checkpointing=False)) as mngr:
-        mngr.save(0, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+        mngr.save(0, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                             meta=ocp.args.JsonSave(strict_json(meta))),
                   force=True)
         mngr.wait_until_finished()
     shutil.rmtree(path, ignore_errors=True)
@@ -83,25 +86,53 @@ def load_params(path: str) -> tuple[Any, dict]:
     return out["params"], out["meta"]
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` as plain JSON values: arrays and NumPy scalars become lists and numbers, and every
+    non-finite float (NaN, ±inf) becomes ``None`` (JSON ``null``), so the output is strict JSON.
+
+    Where a value can be undefined, the writer states why beside it (a ``*_reason`` or ``undefined``
+    field); this function only guarantees that no bare ``NaN``/``Infinity`` token is ever written.
+    """
+    if isinstance(obj, dict):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, (bool, str, int)) or obj is None:
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.generic):
+        return strict_json(obj.item())
+    if hasattr(obj, "tolist"):  # NumPy and jax arrays
+        return strict_json(np.asarray(obj).tolist())
+    raise TypeError(f"not JSON serialisable: {type(obj)}")
+
+
+def dumps_strict(obj: Any, **kwargs) -> str:
+    """``json.dumps`` of :func:`strict_json` (``obj``) with ``allow_nan=False``: strict JSON or an error."""
+    return json.dumps(strict_json(obj), allow_nan=False, **kwargs)
+
+
+def records_from_json(records: list[dict]) -> list[dict]:
+    """Metric records read back from strict JSON: ``null`` metric values become NaN again."""
+    return [{k: (math.nan if v is None else v) for k, v in rec.items()} for rec in records]
+
+
 def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes ``obj`` as strict JSON (see :func:`strict_json`) to ``path`` via a temporary file."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=_json_default)
+        f.write(dumps_strict(obj, indent=1))
     os.replace(tmp, path)
 
 
 def write_jsonl_atomic(path: str, records: list[dict]) -> None:
+    """One strict-JSON record per line (see :func:`strict_json`), via a temporary file."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         for r in records:
-            f.write(json.dumps(r, default=_json_default) + "\n")
+            f.write(dumps_strict(r) + "\n")
     os.replace(tmp, path)
-
-
-def _json_default(x):
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
 def tree_to_host(tree: Any) -> Any:

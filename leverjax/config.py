@@ -17,7 +17,7 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
-from leverjax.advantages import ADVANTAGE_METHODS
+from leverjax.advantages import ADVANTAGE_METHODS, TOP_K_TIES
 from leverjax.errors import ConfigError
 from leverjax.losses import KL_ESTIMATORS
 from leverjax.optim import SCHEDULES
@@ -44,6 +44,10 @@ class Config:
     attn_dropout: float = 0.1
     temperature: float = 0.1
     gated: bool = True  # False: the "v2 static" variant
+    # True: in RCE and GRPO training steps every trajectory encodes its query and pool with its own
+    # dropout mask (the reference's noise; about M times the encoding cost); False: one mask per query,
+    # shared by its trajectories. Static; can change the SFT/RCE prefix.
+    dropout_per_trajectory: bool = False
 
     # -- SFT (reference.md §4, trained on the K-pool as §5.8 asks) -------------------------------
     sft_epochs: int = 20
@@ -94,6 +98,9 @@ class Config:
     grpo_top_k: bool = True  # top-k-by-reward curriculum (defect 5.3 when True)
     top_k_first: int = 3  # k in the first GRPO epoch
     top_k_after: int = 5  # k afterwards
+    # Which of equal rewards the top-k keeps: reference (the trajectories torch.topk keeps on a CPU, as
+    # the reference trainer does) | lowest_index | random. Static, GRPO-only.
+    top_k_ties: str = "reference"
     reference_policy: str = "sft"  # sft (the reference, defect 5.1) | post_rce | refresh_each_epoch
     ratio_dropout: bool = True  # ℓ_new with dropout, ℓ_ref without (defect 5.2); False: both in eval mode
     grpo_positive_only_epochs: int = 0  # first GRPO epochs on queries with a positive only (scheme 9)
@@ -129,6 +136,7 @@ CHOICES = {
     "sft_target": ("best", "first"),
     "rce_rewards": ("raw", "normalized"),
     "reference_policy": ("sft", "post_rce", "refresh_each_epoch"),
+    "top_k_ties": TOP_K_TIES,
     "best_mode": ("min", "max"),
     "sft_schedule": SCHEDULES,
     "rce_schedule": SCHEDULES,

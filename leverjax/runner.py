@@ -125,6 +125,7 @@ class Results:
     state: Any  # the final vmapped training state
     directory: str | None
     failures: dict = dataclasses.field(default_factory=dict)  # run index -> why it diverged (on_nonfinite="record")
+    final_split: str | None = "test"  # the split of the final metrics (val when the data has no test queries)
 
 
 class Runner:
@@ -243,7 +244,7 @@ class Runner:
             step = self.store.latest_step()
             meta = self.store.restore_meta(step)
             state, meta = self._restore(step, meta)
-            history = meta["history"]
+            history = ckpt_lib.records_from_json(meta["history"])
             self.failures = {int(j): f for j, f in meta.get("failures", {}).items()}
             start_phase, start_epoch = meta["phase"], meta["epoch"]
             if start_epoch >= self.pipe.phases[start_phase].epochs:
@@ -297,11 +298,12 @@ class Runner:
             ckpt_lib.save_params(os.path.join(self.directory, "best"), self._real_runs(state["best_params"]),
                                  self._config_record())
             ckpt_lib.write_json_atomic(os.path.join(self.directory, "summary.json"),
-                                       {"final": final_records, "summary": summary})
+                                       {**final_split_record(self.pipe.final_split), "final": final_records,
+                                        "summary": summary, **undefined_record(final_records, summary)})
             if self.store:
                 self.store.close()
         return Results(self.runs, history, final_records, summary, self._real_runs(state), self.directory,
-                       dict(self.failures))
+                       dict(self.failures), self.pipe.final_split)
 
     # -- reuse of a shared SFT/RCE prefix --------------------------------------------------------
     # The fields that cannot change what happens before the first GRPO phase.
@@ -309,8 +311,8 @@ class Runner:
                   "grpo_warmup_ratio", "advantage", "adv_min_std", "adv_clip", "clip_eps", "clip_eps_high",
                   "kl_beta", "kl_estimator", "adaptive_beta", "beta_kl_high", "beta_kl_low", "beta_factor",
                   "beta_min", "beta_max", "clip_only", "clip_only_ignores_beta", "freeze_backbone", "grpo_top_k",
-                  "top_k_first", "top_k_after", "ratio_dropout", "grpo_positive_only_epochs", "best_metric",
-                  "best_mode") + config_lib.RUN_ONLY
+                  "top_k_first", "top_k_after", "top_k_ties", "ratio_dropout", "grpo_positive_only_epochs",
+                  "best_metric", "best_mode") + config_lib.RUN_ONLY
     _PREFIX_KEYS = ("params", "rng", "ref_params", "ref_logp")
 
     def _prefix_end(self) -> int:
@@ -360,7 +362,7 @@ class Runner:
             stacked = jax.device_put(stacked, self.run_sharding)
         state = {**state, **stacked, "best_params": stacked["params"]}
         history = [{**rec, "run": r.label, "group": r.group, "seed": r.seed}
-                   for r, (_, meta) in zip(self.runs, loaded) for rec in meta["records"]]
+                   for r, (_, meta) in zip(self.runs, loaded) for rec in ckpt_lib.records_from_json(meta["records"])]
         history.sort(key=lambda rec: [p.name for p in self.pipe.phases].index(rec["phase"]) * 10**6 + rec["epoch"])
         names = ", ".join(p.name for p in self.pipe.phases[:end])
         self.out(f"reusing the {names} phases of earlier runs with the same prefix config and seed "
@@ -496,13 +498,55 @@ class _Table:
                  + f"  {seconds:6.2f}s")
 
 
+def final_split_note(split: str | None) -> str | None:
+    """One line saying why the final metrics are not on the test split (``None`` when they are)."""
+    if split == "test":
+        return None
+    if split == "val":
+        return "the data has no test queries: the final evaluation uses the val split"
+    return "the data has no test or val queries: there is no final evaluation"
+
+
+def final_split_record(split: str | None) -> dict:
+    """``{"final_split": ...}`` plus the reason when it is not the test split (for the JSON outputs)."""
+    note = final_split_note(split)
+    return {"final_split": split, **({"final_split_reason": note} if note else {})}
+
+
+_UNDEFINED_REASONS = {
+    "greedy_labelled_reward": "no greedy selection of the split is a labelled trajectory",
+}
+
+
+def undefined_record(final_records: list[dict], summary: dict) -> dict:
+    """``{"undefined": {metric: reason}}`` for the metrics written as ``null`` (empty when none is)."""
+    out = {}
+    for rec in final_records:
+        for k, v in rec.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                base = k.removeprefix("best_").removeprefix("test_")
+                out.setdefault(k, _UNDEFINED_REASONS.get(base, "not finite on the split's queries (no query "
+                                                               "defines it)"))
+    if any(not math.isfinite(half) and math.isfinite(mean)
+           for group in summary.values() for mean, half in group.values()):
+        out["summary_ci"] = "a group with one seed has no confidence interval (its half width is null)"
+    return {"undefined": out} if out else {}
+
+
 def print_summary(results: Results, out=print) -> None:
-    """The final test metrics: mean ± 95% CI over seeds for each sweep group."""
+    """The final metrics: mean ± 95% CI over seeds for each sweep group (on the test split, else on val
+    with one line saying so; nothing but that line when the data has neither)."""
     if not results.summary:
+        return
+    note = final_split_note(results.final_split)
+    if results.final_split is None:
+        out(f"\n== {note}")
         return
     keys = [k for k in next(iter(results.summary.values())) if k.startswith("test_")]
     n = len(results.runs) // max(len(results.summary), 1)
-    out(f"\n== final evaluation on test (mean ± 95% CI over {n} seed{'s' if n > 1 else ''})")
+    out(f"\n== final evaluation on {results.final_split} (mean ± 95% CI over {n} seed{'s' if n > 1 else ''})")
+    if note:
+        out(f"   ({note}; the metrics keep their test_* names)")
     width = max(len(k) for k in keys)
     groups = list(results.summary)
     name = os.path.basename(results.directory) if results.directory else "runs"

@@ -4,6 +4,8 @@ Expected numbers are written out by hand in each test (with the arithmetic in a 
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,7 +151,7 @@ def test_unknown_method():
 # -- top-k ---------------------------------------------------------------------------------------
 
 def test_top_k_mask_ties():
-    top_k = jax.jit(top_k_mask)  # k traced (the curriculum changes it between epochs): one program
+    top_k = jax.jit(functools.partial(top_k_mask, ties="lowest_index"))  # k traced: one program
     r = jnp.array([[1.0, 0.5, 1.0, 1.0, 0.0]])
     full = jnp.ones((1, 5), bool)
     np.testing.assert_array_equal(top_k(r, full, 2), [[T, F, T, F, F]])  # three-way tie: lowest indices
@@ -166,7 +168,7 @@ def test_top_k_mask_ties():
 def test_top_k_then_zscore_reproduces_defect_3():
     """Top-3 of typical rewards are tied → zero-variance group → all advantages exactly 0."""
     r = jnp.array([[1.0, 0.0, 1.0, 0.3, 1.0, 1.0, 0.6]])
-    keep = jax.jit(top_k_mask)(r, jnp.ones(r.shape, bool), 3)
+    keep = jax.jit(functools.partial(top_k_mask, ties="lowest_index"))(r, jnp.ones(r.shape, bool), 3)
     np.testing.assert_array_equal(keep, [[T, F, T, F, T, F, F]])
     np.testing.assert_array_equal(group_advantages(r, keep), 0.0)
 
