@@ -13,17 +13,16 @@ moment leaves only whole checkpoints behind.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from leverjax.errors import LeverjaxError
+from leverjax.jsonio import dumps_strict, strict_json
 
 
 class CheckpointStore:
@@ -84,33 +83,6 @@ def load_params(path: str) -> tuple[Any, dict]:
         out = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(),
                                                          meta=ocp.args.JsonRestore()))
     return out["params"], out["meta"]
-
-
-def strict_json(obj: Any) -> Any:
-    """``obj`` as plain JSON values: arrays and NumPy scalars become lists and numbers, and every
-    non-finite float (NaN, ±inf) becomes ``None`` (JSON ``null``), so the output is strict JSON.
-
-    Where a value can be undefined, the writer states why beside it (a ``*_reason`` or ``undefined``
-    field); this function only guarantees that no bare ``NaN``/``Infinity`` token is ever written.
-    """
-    if isinstance(obj, dict):
-        return {str(k): strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    if isinstance(obj, (bool, str, int)) or obj is None:
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, np.generic):
-        return strict_json(obj.item())
-    if hasattr(obj, "tolist"):  # NumPy and jax arrays
-        return strict_json(np.asarray(obj).tolist())
-    raise TypeError(f"not JSON serialisable: {type(obj)}")
-
-
-def dumps_strict(obj: Any, **kwargs) -> str:
-    """``json.dumps`` of :func:`strict_json` (``obj``) with ``allow_nan=False``: strict JSON or an error."""
-    return json.dumps(strict_json(obj), allow_nan=False, **kwargs)
 
 
 def records_from_json(records: list[dict]) -> list[dict]:

@@ -66,7 +66,6 @@ classes that cannot be imported. Load only checkpoints you trust.
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -76,6 +75,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from leverjax.errors import ConfigError, LeverjaxError
+from leverjax.jsonio import dumps_strict
 
 TORCH_HINT = ("pip install torch (the CPU build is enough: "
               "pip install torch --index-url https://download.pytorch.org/whl/cpu)")
@@ -706,7 +706,7 @@ def export_pt(params: Mapping[str, Any], config: Any, path: str, *, pool_size: i
     torch.save({"model_state_dict": sd, **record}, tmp)
     os.replace(tmp, path)
     with open(json_path_for(path) + ".tmp", "w") as f:
-        json.dump({**record, "state_dict_keys": list(sd)}, f, indent=1)
+        f.write(dumps_strict({**record, "state_dict_keys": list(sd)}, indent=1))
     os.replace(json_path_for(path) + ".tmp", json_path_for(path))
     return record
 

@@ -306,6 +306,11 @@ def _write_text_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _csv_number(value) -> str:
+    """A metric value for the CSV: ``nan`` where the JSON holds ``null`` (an undefined value)."""
+    return "nan" if value is None else repr(float(value))
+
+
 def write_metrics_csv(root: str, grid: Grid, statuses: Mapping[str, dict | None]) -> int:
     """Rebuilds ``metrics.csv`` from the per-group ``results.json`` of the grid's finished runs; returns
     the number of rows. Runs of earlier grids in the same directory are left out."""
@@ -333,11 +338,11 @@ def write_metrics_csv(root: str, grid: Grid, statuses: Mapping[str, dict | None]
             for metric, value in epoch_rec.items():
                 if metric in ("phase", "epoch"):
                     continue
-                writer.writerow((*head, epoch_rec["phase"], epoch_rec["epoch"], metric, repr(float(value)),
+                writer.writerow((*head, epoch_rec["phase"], epoch_rec["epoch"], metric, _csv_number(value),
                                  run.overrides))
                 rows += 1
         for metric, value in (rec.get("final") or {}).items():
-            writer.writerow((*head, "final", "", metric, repr(float(value)), run.overrides))
+            writer.writerow((*head, "final", "", metric, _csv_number(value), run.overrides))
             rows += 1
     if _primary():
         _write_text_atomic(os.path.join(root, "metrics.csv"), buf.getvalue())
@@ -622,7 +627,10 @@ def _write_group_results(root: str, rel: str, runs: Sequence[GridRun], specs, re
                     "variant": run.variant, "seed": run.seed, "history": records, "final": final,
                     "failure": failure})
     if _primary():
-        write_json_atomic(os.path.join(root, rel, "results.json"), {"runs": out})
+        from leverjax.runner import final_split_record
+
+        write_json_atomic(os.path.join(root, rel, "results.json"),
+                          {**final_split_record(results.final_split), "runs": out})
 
 
 def _print_summary(result: GridResult, printer: Callable[[str], None]) -> None:

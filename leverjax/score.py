@@ -31,7 +31,6 @@ key                dtype, shape        meaning
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import time
 import uuid
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from leverjax.errors import ConfigError, DataError, LeverjaxError
+from leverjax.jsonio import dumps_strict
 
 
 def score_arrays(params, selector_config, dataset, *, shots: int = 4, chunk: int = 256) -> dict[str, np.ndarray]:
@@ -127,7 +127,7 @@ def score_file(checkpoint: str, data: str, out: str, *, run_index: int = 0, shot
     tmp = os.path.join(folder, f".{os.path.basename(out)}.{uuid.uuid4().hex[:8]}.tmp.npz")
     try:
         np.savez(tmp, **arrays, query_ids=np.asarray(ds.query_ids, np.int32), split=np.asarray(ds.split, np.int8),
-                 meta=np.asarray(json.dumps(meta)))
+                 meta=np.asarray(dumps_strict(meta)))
         os.replace(tmp, out)
     except OSError as e:
         raise LeverjaxError(f"cannot write {out}: {e.strerror or e}") from None

@@ -6,6 +6,7 @@ statistics, and the parameters after each phase, must agree to float32 rounding 
 steps, with GRPO's top-k curriculum on groups with tied rewards. With dropout the runs are random on
 both sides; the epoch-1 GRPO KL of a few seeds must come from overlapping distributions.
 """
+import copy
 import functools
 
 import jax
@@ -102,8 +103,13 @@ def test_batch_one_tracks_the_reference_loop_step_by_step(dataset):
     torch.manual_seed(0)
     model = TorchPointerSelector(DIM, HIDDEN, dropout=0.0, attn_dropout=0.0)
     model.load_state_dict(interop.params_to_torch_state_dict(ours["params0"]))
+    # The reference also counts the frozen backbone's stale gradient of the last RCE step in GRPO's clipping
+    # norm; leverjax does not (a known difference, see the last test). Here the transcription drops it.
     loop = ReferenceLoop(model, queries_from_dataset(dataset, raw, norm, train_rows), rce_lr=cfg.rce_lr,
-                         grpo_lr=cfg.grpo_lr, kl_beta=cfg.kl_beta, rce_rewards=cfg.rce_rewards)
+                         grpo_lr=cfg.grpo_lr, kl_beta=cfg.kl_beta, rce_rewards=cfg.rce_rewards,
+                         stale_backbone_grads=False)
+    stale = copy.deepcopy(loop)
+    stale.stale_backbone_grads = True
 
     rce = loop.rce(list(orders["rce"]))
     m = jax.tree_util.tree_map(lambda x: np.asarray(x).ravel(), ours["rce"]["metrics"])
@@ -112,13 +118,16 @@ def test_batch_one_tracks_the_reference_loop_step_by_step(dataset):
     _close(m["tau"], [r["tau"] for r in rce], 1e-6, 0, "RCE τ per step")
     _compare_params(ours["rce"]["params"], _torch_params(model), atol=3e-5)
 
+    stale.rce(list(orders["rce"]))
     grpo = loop.grpo(list(orders["grpo"]))
     m = jax.tree_util.tree_map(lambda x: np.asarray(x).ravel(), ours["grpo"]["metrics"])
+    _close(m["grad_norm"], [r["clip_norm"] for r in grpo], 2e-3, 1e-5, "GRPO gradient norm per step")
     assert len(grpo) == len(m["loss"]) == 3 * len(train_rows)
     # β moves ×1.5 or ÷1.5 after every step: the same sequence means the same KL decision at every step.
     _close(m["beta"], [r["beta"] for r in grpo], 1e-5, 0, "β after each step")
-    for key in ("loss", "ppo_loss", "kl", "mean_ratio"):
-        _close(m[key], [r[key] for r in grpo], 2e-3, 2e-5, f"GRPO {key} per step")
+    for key, rtol, atol in (("loss", 2e-3, 5e-5), ("ppo_loss", 2e-3, 5e-5), ("kl", 2e-3, 1e-5),
+                            ("mean_ratio", 1e-3, 0)):
+        _close(m[key], [r[key] for r in grpo], rtol, atol, f"GRPO {key} per step")
     # The reference's z-score of an all-equal kept group is rounding noise (~1e-6), leverjax's exactly 0.
     for key in ("adv_std", "adv_mean", "adv_max_abs"):
         _close(m[key], [r[key] for r in grpo], 1e-5, 1e-5, f"GRPO {key} per step")
@@ -133,6 +142,12 @@ def test_batch_one_tracks_the_reference_loop_step_by_step(dataset):
     for step, j in enumerate(orders["grpo"][0]):
         assert first_epoch[step]["kept"] == sorted(np.flatnonzero(reference[j][mask[train_rows[j]]]).tolist())
     assert (lowest != reference).any(axis=1).sum() >= 5
+
+    # The reference's own quirk, measured: with the stale backbone gradient in the clipping norm, the norm
+    # (and so every clipped step) differs from leverjax's from the first GRPO step on.
+    stale_grpo = stale.grpo(list(orders["grpo"]))
+    gap = np.abs(np.array([r["clip_norm"] for r in stale_grpo]) - m["grad_norm"])
+    assert gap[0] > 1e-5 and gap.max() > 1e-2
 
 
 def test_epoch_one_kl_with_dropout_overlaps_the_reference_loop(dataset):
@@ -157,7 +172,8 @@ def test_epoch_one_kl_with_dropout_overlaps_the_reference_loop(dataset):
         params0 = jax.tree_util.tree_map(lambda x: x[s], ours["params0"])
         model.load_state_dict(interop.params_to_torch_state_dict(params0))
         loop = ReferenceLoop(model, queries_from_dataset(dataset, raw, norm, train_rows), rce_lr=cfg.rce_lr,
-                             grpo_lr=cfg.grpo_lr, kl_beta=cfg.kl_beta, rce_rewards=cfg.rce_rewards)
+                             grpo_lr=cfg.grpo_lr, kl_beta=cfg.kl_beta, rce_rewards=cfg.rce_rewards,
+                             stale_backbone_grads=False)
         loop.rce(list(orders[s]["rce"]))
         theirs_kl.append(np.mean([r["kl"] for r in loop.grpo(list(orders[s]["grpo"]))]))
     theirs_kl = np.asarray(theirs_kl)

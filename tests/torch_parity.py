@@ -117,7 +117,7 @@ class ReferenceLoop:
                 kl = (ratio - 1 - log_ratio).mean()
                 loss = ppo + self.beta * kl
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
                 opt.step()
                 kl_value = kl.item()
                 if kl_value > 0.1:
@@ -128,6 +128,7 @@ class ReferenceLoop:
                 records.append({"loss": loss.item(), "ppo_loss": ppo.item(), "kl": kl_value, "beta": self.beta,
                                 "adv_mean": adv.mean().item(), "adv_std": adv.std().item(),
                                 "adv_max_abs": adv.abs().max().item(), "mean_ratio": ratio.mean().item(),
+                                "clip_norm": norm.item(),
                                 "kept": sorted(int(i) for i in (keep if k < q["traj"].shape[0]
                                                                 else range(traj.shape[0])))})
         return records
