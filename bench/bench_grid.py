@@ -15,7 +15,6 @@ Results are printed and written as JSON (``--json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -23,6 +22,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+
+from leverjax.fileio import dumps_strict  # noqa: E402
 
 
 def _fresh_cache() -> str:
@@ -177,7 +178,7 @@ def main() -> None:
         result = bench_vmap(args.experiment, [int(r) for r in args.runs.split(",")], args.epochs)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+            f.write(dumps_strict(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from leverjax.errors import LeverjaxError
+from leverjax.fileio import strict_json
 
 
 class CheckpointStore:
@@ -40,7 +41,7 @@ class CheckpointStore:
 
     def save(self, step: int, state: Any, meta: dict) -> None:
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta)), force=True)
+                                                        meta=ocp.args.JsonSave(strict_json(meta))), force=True)
 
     def restore_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -64,7 +65,8 @@ def save_params(path: str, params: Any, meta: dict) -> None:
     options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
     with ocp.CheckpointManager(os.path.abspath(path), options=options) as mngr:
         step = (mngr.latest_step() or 0) + 1
-        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                                meta=ocp.args.JsonSave(strict_json(meta))),
                   force=True)
         mngr.wait_until_finished()
 

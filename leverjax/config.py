@@ -75,6 +75,9 @@ class Config:
     attn_dropout: float = SELECTOR(0.1, "Dropout on the attention weights.", unit=True)
     temperature: float = SELECTOR(0.1, "Logits = cosine / temperature.", positive=True)
     gated: bool = SELECTOR(True, "Gated query-state update (V4-1); false is the 'v2 static' selector.")
+    dropout_per_trajectory: bool = SELECTOR(False, "In RCE and GRPO steps every trajectory encodes its query and "
+                                            "pool with its own dropout mask (the reference's noise; about M times "
+                                            "the encoding cost); false: one mask per query, shared.")
 
     # -- SFT ------------------------------------------------------------------------------------------
     sft_epochs: int = SFT(20, "SFT epochs (0 skips SFT).", at_least=0)
@@ -129,6 +132,9 @@ class Config:
     grpo_top_k: bool = GRPO(True, "Top-k-by-reward curriculum (defect 3 when on).")
     top_k_first: int = GRPO(3, "k in the first GRPO epoch.", at_least=0)
     top_k_after: int = GRPO(5, "k in later GRPO epochs.", at_least=0)
+    top_k_ties: str = GRPO("reference", "Which of equal rewards the top-k keeps: those torch.topk keeps on a CPU "
+                           "(as the reference trainer), the lowest indices, or random ones.",
+                           choices=("reference", "lowest_index", "random"))
     reference_policy: str = GRPO("sft", "Policy of the KL and the ratio: the SFT model (defect 1), the post-RCE "
                                  "model, or refreshed every epoch.", choices=("sft", "post_rce", "refresh_each_epoch"),
                                  prefix=True)  # it also decides the reference the SFT/RCE epochs are compared with

@@ -140,8 +140,19 @@ class Evaluator:
                         shots=pipe.cfg.eval_shots, chunk=pipe.cfg.eval_chunk, label_smoothing=hp["label_smoothing"],
                         has_oracle=pipe.has_oracle)
 
+    @property
+    def final_split(self) -> str | None:
+        """The split of the final evaluation: test, else val when the data has no test queries (data
+        imported from the reference has train and val only), else ``None`` (nothing to evaluate)."""
+        for name in ("test", "val"):
+            if len(self.pipe.split_index[name]):
+                return name
+        return None
+
     def final_evaluation(self, state: dict, data: DeviceData, hp) -> dict:
-        """Test-split metrics of the final and the best parameters (``test_*``, ``best_test_*``)."""
-        final = self.evaluate(state["params"], state["ref_params"], data, hp, "test")
-        best = self.evaluate(state["best_params"], state["ref_params"], data, hp, "test")
+        """Metrics of the final and the best parameters on :attr:`final_split` (``test_*``,
+        ``best_test_*``: the names stay those of the test split whichever split they come from)."""
+        split = self.final_split or "test"
+        final = self.evaluate(state["params"], state["ref_params"], data, hp, split)
+        best = self.evaluate(state["best_params"], state["ref_params"], data, hp, split)
         return {**{f"test_{k}": v for k, v in final.items()}, **{f"best_test_{k}": v for k, v in best.items()}}

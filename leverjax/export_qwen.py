@@ -73,7 +73,7 @@ import numpy as np
 
 from leverjax import __version__
 from leverjax.errors import ConfigError, DataError, LeverjaxError, exit_on_error
-from leverjax.fileio import atomic_path
+from leverjax.fileio import atomic_path, dumps_strict
 
 POOLINGS = ("mean", "last", "image_mean")
 DEVICES = ("auto", "cpu", "cuda")
@@ -595,7 +595,7 @@ def save_npy(path: str, array: np.ndarray) -> None:
 
 def save_json(path: str, obj: Any) -> None:
     """Atomically writes a JSON file."""
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode("utf-8")))
+    _atomic_write(path, lambda f: f.write(dumps_strict(obj, indent=1).encode("utf-8")))
 
 
 def _file_sha256(path: str) -> str:

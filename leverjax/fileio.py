@@ -1,16 +1,23 @@
-"""Atomic file writes: every file leverjax writes appears whole or not at all.
+"""Atomic file writes and strict JSON: every file leverjax writes appears whole or not at all, and every
+JSON file is strict JSON.
 
 :func:`atomic_path` yields a temporary path in the target's folder and renames it over the target when
 the block succeeds (removing it otherwise), so a reader, or a run killed mid-write, never sees a partial
-file. The text, JSON and JSON-lines writers below go through it.
+file. The text, JSON and JSON-lines writers below go through it. Python's ``json`` writes NaN and ±inf as
+bare tokens that strict parsers (JavaScript, jq, most other languages) reject: :func:`strict_json` turns
+them into ``null`` and :func:`dumps_strict` serialises with ``allow_nan=False``, so anything non-finite
+that slipped through is an error, not a broken file.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import uuid
 from typing import Any, Iterator
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -33,15 +40,43 @@ def write_text_atomic(path: str, text: str) -> None:
         f.write(text)
 
 
-def _json_default(x):
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x)}")
+def strict_json(obj: Any) -> Any:
+    """``obj`` as plain JSON values: arrays and NumPy scalars become lists and numbers, and every
+    non-finite float (NaN, ±inf) becomes ``None`` (JSON ``null``), so the output is strict JSON.
+
+    Where a value can be undefined, the writer states why beside it (a ``*_reason`` or ``undefined``
+    field); this function only guarantees that no bare ``NaN``/``Infinity`` token is ever written.
+    """
+    if isinstance(obj, dict):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, (bool, str, int)) or obj is None:
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.generic):
+        return strict_json(obj.item())
+    if hasattr(obj, "tolist"):  # NumPy and jax arrays
+        return strict_json(np.asarray(obj).tolist())
+    return obj  # anything else: json.dumps serialises it with its ``default`` or raises TypeError
+
+
+def dumps_strict(obj: Any, **kwargs) -> str:
+    """``json.dumps`` of :func:`strict_json` (``obj``) with ``allow_nan=False``: strict JSON or an error."""
+    return json.dumps(strict_json(obj), allow_nan=False, **kwargs)
+
+
+def records_from_json(records: list[dict]) -> list[dict]:
+    """Metric records read back from strict JSON: ``null`` metric values become NaN again."""
+    return [{k: (math.nan if v is None else v) for k, v in rec.items()} for rec in records]
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=1, default=_json_default))
+    """Writes ``obj`` as strict JSON (see :func:`strict_json`) to ``path``, atomically."""
+    write_text_atomic(path, dumps_strict(obj, indent=1))
 
 
 def write_jsonl_atomic(path: str, records: list[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in records))
+    """One strict-JSON record per line (see :func:`strict_json`), atomically."""
+    write_text_atomic(path, "".join(dumps_strict(r) + "\n" for r in records))

@@ -41,6 +41,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import shutil
 import time
@@ -52,7 +53,7 @@ import experiments
 from leverjax import config as config_lib
 from leverjax import stats
 from leverjax.checkpoint import status_file_name
-from leverjax.fileio import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from leverjax.fileio import records_from_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from leverjax.data import filter_queries, load_npz
 from leverjax.data.synth import load_or_make_default
 from leverjax.errors import ConfigError, LeverjaxError
@@ -298,6 +299,46 @@ def _write_status(paths: _Paths, run: GridRun, state: str, **extra) -> dict:
     return record
 
 
+def final_split_note(split: str | None) -> str | None:
+    """One line saying why the final metrics are not on the test split (``None`` when they are)."""
+    if split == "test":
+        return None
+    if split == "val":
+        return "the data has no test queries: the final evaluation uses the val split"
+    return "the data has no test or val queries: there is no final evaluation"
+
+
+def final_split_record(split: str | None) -> dict:
+    """``{"final_split": ...}`` plus the reason when it is not the test split (for the JSON outputs)."""
+    note = final_split_note(split)
+    return {"final_split": split, **({"final_split_reason": note} if note else {})}
+
+
+_UNDEFINED_REASONS = {
+    "greedy_labelled_reward": "no greedy selection of the split is a labelled trajectory",
+}
+
+
+def undefined_record(final_records: list[dict], summary: dict) -> dict:
+    """``{"undefined": {metric: reason}}`` for the metrics written as ``null`` (empty when none is)."""
+    out = {}
+    for rec in final_records:
+        for k, v in rec.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                base = k.removeprefix("best_").removeprefix("test_")
+                out.setdefault(k, _UNDEFINED_REASONS.get(base, "not finite on the split's queries (no query "
+                                                               "defines it)"))
+    if any(not math.isfinite(half) and math.isfinite(mean)
+           for group in summary.values() for mean, half in group.values()):
+        out["summary_ci"] = "a group with one seed has no confidence interval (its half width is null)"
+    return {"undefined": out} if out else {}
+
+
+def _csv_number(value) -> str:
+    """A metric value for the CSV: ``nan`` where the JSON holds ``null`` (an undefined value)."""
+    return "nan" if value is None else repr(float(value))
+
+
 def finished_results(root: str, grid: Grid, statuses: Mapping[str, dict | None]) -> list[tuple[GridRun, dict, dict]]:
     """``(run, status, results record)`` of the grid's runs whose ``results.json`` is on disk, in grid order.
     Runs of earlier grids in the same directory are left out."""
@@ -311,7 +352,9 @@ def finished_results(root: str, grid: Grid, statuses: Mapping[str, dict | None])
         if path not in cache:
             try:
                 with open(path) as f:
-                    cache[path] = {r["name"]: r for r in json.load(f)["runs"]}
+                    content = json.load(f)
+                cache[path] = {r["name"]: {**r, "final_split": content.get("final_split", "test")}
+                               for r in content["runs"]}
             except (OSError, ValueError, KeyError):
                 cache[path] = {}
         rec = cache[path].get(run.name)
@@ -328,9 +371,10 @@ def write_metrics(root: str, grid: Grid, statuses: Mapping[str, dict | None]) ->
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    records, finals = [], []
+    records, finals, splits = [], [], []
     rows = 0
     for run, st, rec in finished_results(root, grid, statuses):
+        splits.append(rec["final_split"])
         head = (st.get("group", ""), run.experiment, run.variant, run.seed)
         ident = {"run": run.name, "variant": run.variant, "experiment": run.experiment, "seed": run.seed}
         for epoch_rec in rec["history"]:
@@ -338,15 +382,18 @@ def write_metrics(root: str, grid: Grid, statuses: Mapping[str, dict | None]) ->
             for metric, value in epoch_rec.items():
                 if metric in ("phase", "epoch"):
                     continue
-                writer.writerow((*head, epoch_rec["phase"], epoch_rec["epoch"], metric, repr(float(value)),
+                writer.writerow((*head, epoch_rec["phase"], epoch_rec["epoch"], metric, _csv_number(value),
                                  run.overrides))
                 rows += 1
         if rec.get("final"):
-            finals.append({**ident, **rec["final"]})
+            finals.append({**ident, **records_from_json([rec["final"]])[0]})
         for metric, value in (rec.get("final") or {}).items():
-            writer.writerow((*head, "final", "", metric, repr(float(value)), run.overrides))
+            writer.writerow((*head, "final", "", metric, _csv_number(value), run.overrides))
             rows += 1
-    summary = {"final": finals, "summary": stats.summarize(finals, "variant")}
+    split = max(set(splits), key=splits.count) if splits else "test"
+    by_variant = stats.summarize(finals, "variant")
+    summary = {**final_split_record(split), "final": finals, "summary": by_variant,
+               **undefined_record(finals, by_variant)}
     if _primary():
         write_text_atomic(os.path.join(root, "metrics.csv"), buf.getvalue())
         write_jsonl_atomic(os.path.join(root, "metrics.jsonl"), records)
@@ -461,6 +508,7 @@ class GridResult:
     report: str | None
     seconds: float
     summary: dict = dataclasses.field(default_factory=dict)  # variant -> metric -> [mean, 95% CI half width]
+    final_split: str | None = "test"  # the split of the final metrics (val when the data has no test queries)
 
     @property
     def failed(self) -> list[dict]:
@@ -613,7 +661,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
 
         report_path = report_lib.write_report(out, baseline=baseline, printer=printer)
     result = GridResult(out, grid, statuses, group_log, paths.csv, report_path, time.perf_counter() - t_start,
-                        summary["summary"])
+                        summary["summary"], summary["final_split"])
     print_summary(result, printer)
     return result
 
@@ -639,7 +687,8 @@ def _write_group_results(root: str, rel: str, runs: Sequence[GridRun], specs, re
                     "variant": run.variant, "seed": run.seed, "history": records, "final": final,
                     "failure": failure})
     if _primary():
-        write_json_atomic(os.path.join(root, rel, "results.json"), {"runs": out})
+        write_json_atomic(os.path.join(root, rel, "results.json"),
+                          {**final_split_record(results.final_split), "runs": out})
 
 
 def print_summary(result: GridResult, printer: Callable[[str], None]) -> None:
@@ -653,11 +702,17 @@ def print_summary(result: GridResult, printer: Callable[[str], None]) -> None:
             printer(f"{g['id']:<6} {g['runs']:>5} {g.get('seconds', 0):>8.1f}s {g.get('compile_seconds', 0):>8.1f}s  "
                     f"{', '.join(g['experiments'])}{'  FAILED' if g['state'] == 'failed' else ''}")
     summary = result.summary
-    if summary:
+    note = final_split_note(result.final_split)
+    if summary and result.final_split is None:
+        printer(f"\n== {note}")
+    elif summary:
         seeds = sorted({r.seed for r in result.grid.runs})
         variants = list(summary)
         keys = [k for k in next(iter(summary.values())) if k.startswith("test_")]
-        printer(f"\n== final evaluation on test (mean ± 95% CI over {len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+        printer(f"\n== final evaluation on {result.final_split} (mean ± 95% CI over {len(seeds)} "
+                f"seed{'s' if len(seeds) > 1 else ''})")
+        if note:
+            printer(f"   ({note}; the metrics keep their test_* names)")
         if len(variants) > 4:  # variants as rows, the headline metrics as columns
             keys = [k for k in keys if k.startswith("test_oracle_acc_")] or keys[:4]
             width = max(len(v) for v in variants) + 2

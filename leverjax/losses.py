@@ -48,8 +48,9 @@ def sft_loss(step_logp, labels, cand_mask, query_mask, label_smoothing=0.0):
 
 
 def rce_temperature(step, total_steps, tau_start=2.0, tau_end=0.5):
-    """The RCE temperature at optimizer step ``step`` of ``total_steps``: linear from τ₀ to τ₁."""
-    frac = jnp.clip(step / jnp.maximum(total_steps - 1, 1), 0.0, 1.0)
+    """The RCE temperature at optimizer step ``step`` of ``total_steps``: linear from τ₀ at the first step
+    to τ₁ at the last (a phase of a single step uses τ₁, as the reference does)."""
+    frac = jnp.where(total_steps <= 1, 1.0, jnp.clip(step / jnp.maximum(total_steps - 1, 1), 0.0, 1.0))
     return tau_start + (tau_end - tau_start) * frac
 
 

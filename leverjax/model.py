@@ -262,17 +262,29 @@ class Selector:
                                  method=PointerSelector.encode, rngs=self._rngs(rng, deterministic))
 
     def step_log_probs(self, params, query_emb, cand_emb, cand_mask, traj, *, rng=None, deterministic=True,
-                       projected=False):
-        """Per-step log-probs ``[B, M, S, K]`` of every trajectory, encoding each query once."""
+                       projected=False, per_trajectory=False):
+        """Per-step log-probs ``[B, M, S, K]`` of every trajectory, encoding each query once.
+
+        With ``per_trajectory=True`` and dropout on, each trajectory encodes its query and pool again with
+        its own dropout mask (the query repeated M times, as the reference does), at M times the encoding
+        cost; without dropout the result is the same as encoding once.
+        """
+        if per_trajectory and not deterministic:
+            b, m, s = traj.shape
+            out = self.module.apply({"params": params}, jnp.repeat(query_emb, m, axis=0),
+                                    jnp.repeat(cand_emb, m, axis=0), jnp.repeat(cand_mask, m, axis=0),
+                                    traj.reshape(b * m, 1, s), deterministic=False, projected=projected,
+                                    rngs=self._rngs(rng, deterministic))
+            return out.reshape(b, m, s, out.shape[-1])
         return self.module.apply({"params": params}, query_emb, cand_emb, cand_mask, traj,
                                  deterministic=deterministic, projected=projected,
                                  rngs=self._rngs(rng, deterministic))
 
     def log_probs(self, params, query_emb, cand_emb, cand_mask, traj, *, rng=None, deterministic=True,
-                  projected=False):
+                  projected=False, per_trajectory=False):
         """Sequence log-probs ``[B, M]`` of every trajectory (0 for padded ones)."""
         step = self.step_log_probs(params, query_emb, cand_emb, cand_mask, traj, rng=rng,
-                                   deterministic=deterministic, projected=projected)
+                                   deterministic=deterministic, projected=projected, per_trajectory=per_trajectory)
         return trajectory_log_probs(step, traj)
 
     def greedy(self, params, query_emb, cand_emb, cand_mask, num_steps: int):

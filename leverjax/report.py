@@ -201,6 +201,19 @@ def choose_baseline(runs: dict[str, dict[int, Run]], requested: str | None) -> s
 # -- the report ------------------------------------------------------------------------------------
 
 
+def final_splits(directory: str) -> set:
+    """The splits the final metrics of the grid's groups come from (``runs/*/results.json``)."""
+    out = set()
+    runs_dir = os.path.join(directory, "runs")
+    for group in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+        try:
+            with open(os.path.join(runs_dir, group, "results.json")) as f:
+                out.add(json.load(f).get("final_split", "test"))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def build_report(directory: str, baseline: str | None = None, plots: bool = True,
                  printer: Callable[[str], None] | None = None) -> tuple[str, list[str]]:
     """The Markdown text of the report of ``directory`` and the plot files written (relative paths)."""
@@ -220,6 +233,11 @@ def build_report(directory: str, baseline: str | None = None, plots: bool = True
                f"the baseline **{base}** on the same seeds (mean ± 95% CI of the per-seed differences); `*` marks "
                "a Δ whose interval excludes 0. Test split unless a section says otherwise.")
     out.append("")
+    splits = final_splits(directory)
+    if splits - {"test"}:
+        out += [f"**Final metrics are not all on a test split**: the data of some groups has no test queries, and "
+                f"their final evaluation (the `test_*` metrics below) uses: {', '.join(sorted(map(str, splits)))}.",
+                ""]
     if not runs:
         out.append("No finished run yet.")
         return "\n".join(out) + "\n", []

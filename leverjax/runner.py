@@ -30,7 +30,7 @@ from leverjax import stats
 from leverjax.data.device import DeviceData
 from leverjax.errors import LeverjaxError
 from leverjax.evaluate import Evaluator
-from leverjax.fileio import write_json_atomic, write_jsonl_atomic
+from leverjax.fileio import records_from_json, write_json_atomic, write_jsonl_atomic
 from leverjax.interop import load_selector_params
 from leverjax.train import Pipeline
 
@@ -132,6 +132,7 @@ class Results:
     state: Any  # the final vmapped training state
     directory: str | None
     failures: dict = dataclasses.field(default_factory=dict)  # run index -> why it diverged (on_nonfinite="record")
+    final_split: str | None = "test"  # the split of the final metrics (val when the data has no test queries)
 
 
 class Runner:
@@ -260,7 +261,7 @@ class Runner:
             step = self.store.latest_step()
             meta = self.store.restore_meta(step)
             state, meta = self._restore(step, meta)
-            history = meta["history"]
+            history = records_from_json(meta["history"])
             self.failures = {int(j): f for j, f in meta.get("failures", {}).items()}
             start_phase, start_epoch = meta["phase"], meta["epoch"]
             if start_epoch >= self.pipe.phases[start_phase].epochs:
@@ -318,7 +319,7 @@ class Runner:
             ckpt_lib.save_params(os.path.join(self.directory, "best"), self._real_runs(state["best_params"]),
                                  self._config_record())
         return Results(self.runs, history, final_records, summary, self._real_runs(state), self.directory,
-                       dict(self.failures))
+                       dict(self.failures), self.vp.evaluator.final_split)
 
     # -- reuse of a shared SFT/RCE prefix --------------------------------------------------------
     _PREFIX_KEYS = ("params", "rng", "ref_params", "ref_logp")
@@ -390,7 +391,7 @@ class Runner:
             stacked = jax.device_put(stacked, self.run_sharding)
         state = {**state, **stacked, "best_params": stacked["params"]}
         history = [{**rec, "run": r.label, "group": r.group, "seed": r.seed}
-                   for r, (_, meta) in zip(self.runs, loaded) for rec in meta["records"]]
+                   for r, (_, meta) in zip(self.runs, loaded) for rec in records_from_json(meta["records"])]
         history.sort(key=lambda rec: [p.name for p in self.pipe.phases].index(rec["phase"]) * 10**6 + rec["epoch"])
         names = ", ".join(p.name for p in self.pipe.phases[:end])
         self.out(f"reusing the {names} phases of earlier runs with the same prefix config and seed "

@@ -31,7 +31,6 @@ key                dtype, shape        meaning
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import time
 from typing import Any
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from leverjax.errors import ConfigError, DataError, LeverjaxError
-from leverjax.fileio import atomic_path
+from leverjax.fileio import atomic_path, dumps_strict
 
 
 def score_arrays(params, selector_config, dataset, *, shots: int = 4, chunk: int = 256) -> dict[str, np.ndarray]:
@@ -125,7 +124,7 @@ def score_file(checkpoint: str, data: str, out: str, *, run_index: int = 0, shot
     try:
         with atomic_path(out, suffix=".npz") as tmp:
             np.savez(tmp, **arrays, query_ids=np.asarray(ds.query_ids, np.int32), split=np.asarray(ds.split, np.int8),
-                     meta=np.asarray(json.dumps(meta)))
+                     meta=np.asarray(dumps_strict(meta)))
     except OSError as e:
         raise LeverjaxError(f"cannot write {out}: {e.strerror or e}") from None
     return {"meta": meta, "num_queries": ds.num_queries, "seconds": seconds, **arrays}

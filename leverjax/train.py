@@ -218,7 +218,8 @@ class Pipeline:
 
             def loss_fn(params, rng):
                 step_logp = sel.step_log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask, traj,
-                                               rng=rng, deterministic=False)
+                                               rng=rng, deterministic=False,
+                                               per_trajectory=cfg.dropout_per_trajectory)
                 loss = losses.rce_loss(step_logp, traj, traj_mask, batch.pool_mask, rewards, tau,
                                        batch.query_mask, hp["label_smoothing"])
                 return loss, {"tau": tau}
@@ -227,8 +228,7 @@ class Pipeline:
         rewards = ctx["grpo_rewards"][i]
         mask = batch.traj_mask
         if cfg.grpo_top_k:
-            k = jnp.where(epoch == 0, cfg.top_k_first, cfg.top_k_after)
-            mask = adv_lib.top_k_mask(rewards, mask, k)
+            mask = mask & ctx["grpo_keep"][i]
         advantages = adv_lib.group_advantages(rewards, mask, method=cfg.advantage, min_std=hp["adv_min_std"],
                                               clip=hp["adv_clip"])
         logp_ref = state["ref_logp"][i]
@@ -238,7 +238,8 @@ class Pipeline:
 
         def loss_fn(params, rng):
             logp = sel.log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask, batch.traj, rng=rng,
-                                 deterministic=not cfg.ratio_dropout, projected=self._projected(phase_kind=kind))
+                                 deterministic=not cfg.ratio_dropout, projected=self._projected(phase_kind=kind),
+                                 per_trajectory=cfg.dropout_per_trajectory)
             terms = losses.grpo_loss(logp, logp_ref, advantages, mask, clip_eps=hp["clip_eps"],
                                      clip_eps_high=hp["clip_eps_high"], kl_coef=kl_coef,
                                      kl_estimator=cfg.kl_estimator, query_mask=batch.query_mask)
@@ -285,6 +286,20 @@ class Pipeline:
 
         Returns the new state and the epoch's training metrics (``train_*``, means over its steps).
         """
+        phase = self.phases[phase_index]
+        state, metrics = self.train_steps(phase_index, state, epoch, data, hp)
+        train = {f"train_{k}": jnp.mean(v) for k, v in metrics.items() if k != "beta"}
+        if phase.kind == "grpo":
+            train["train_beta"] = state["beta"]
+        return state, train
+
+    def train_steps(self, phase_index: int, state: dict, epoch, data: DeviceData, hp, order=None):
+        """The optimizer steps of one epoch: the new state and every step's metrics (``[steps]`` each).
+
+        The epoch visits the phase's training queries in a random order drawn from the state's rng, or
+        in ``order`` (query rows, a permutation of the phase's queries) when it is given: the same rng
+        is consumed either way, so only the order differs.
+        """
         cfg, phase = self.cfg, self.phases[phase_index]
         raw, norm = self.rewards(data, hp)
         ctx = {"phase_index": phase_index,
@@ -297,28 +312,42 @@ class Pipeline:
         if phase.kind == "grpo" and cfg.reference_policy == "refresh_each_epoch":
             state = {**state, "ref_params": state["params"],
                      "ref_logp": self.sequence_log_probs(state["params"], data, phase)}
+        if phase.kind == "grpo" and cfg.grpo_top_k:
+            # Each query is visited once per epoch: its top-k set for the epoch is computed up front.
+            k = jnp.where(epoch == 0, cfg.top_k_first, cfg.top_k_after)
+            tie_rng = None
+            if cfg.top_k_ties == "random":
+                rng, tie_rng = jax.random.split(state["rng"])
+                state = {**state, "rng": rng}
+            ctx["grpo_keep"] = adv_lib.top_k_mask(norm, data.traj_mask, k, ties=cfg.top_k_ties, rng=tie_rng)
         rng, perm_rng = jax.random.split(state["rng"])
         state = {**state, "rng": rng}
-        order = jax.random.permutation(perm_rng, jnp.asarray(phase.query_index))
-        batches = padded_batches(order, phase.batch_size)
+        if order is None:
+            order = jax.random.permutation(perm_rng, jnp.asarray(phase.query_index))
+        batches = padded_batches(jnp.asarray(order, jnp.int32), phase.batch_size)
         step = functools.partial(self._step, phase_index, hp, data, ctx, epoch)
-        state, metrics = jax.lax.scan(step, state, batches)
-        train = {f"train_{k}": jnp.mean(v) for k, v in metrics.items() if k != "beta"}
-        if phase.kind == "grpo":
-            train["train_beta"] = state["beta"]
-        return state, train
+        return jax.lax.scan(step, state, batches)
 
 
 def _advantage_stats(advantages, rewards, mask) -> dict:
-    """TRL-style advantage signals over the batch's valid trajectories."""
+    """Advantage signals of one optimizer step, over the batch's kept trajectories (all queries pooled).
+
+    As the reference prints them: ``adv_mean`` and ``adv_std`` are the mean and the *unbiased* standard
+    deviation (divisor n − 1) of the advantages of every kept trajectory of the batch (at one query per
+    step: of that query's kept trajectories; 0 when fewer than two are kept, where the reference gives
+    NaN), ``adv_max_abs`` their largest magnitude. ``zero_var_frac`` is the share of the batch's groups
+    whose kept rewards are all equal. The epoch's value of each is the mean over its steps.
+    """
     m = mask.astype(jnp.float32)
-    n = jnp.maximum(m.sum(), 1.0)
+    count = m.sum()
+    n = jnp.maximum(count, 1.0)
     mean = jnp.sum(advantages * m) / n
-    std = jnp.sqrt(jnp.sum(((advantages - mean) ** 2) * m) / n)
+    var = jnp.sum(((advantages - mean) ** 2) * m) / jnp.maximum(count - 1.0, 1.0)
+    std = jnp.where(count > 1, jnp.sqrt(var), 0.0)
     groups = mask.any(-1)
-    count = jnp.maximum(mask.sum(-1), 1)
-    group_mean = jnp.sum(rewards * m, -1) / count
-    group_var = jnp.sum(((rewards - group_mean[:, None]) ** 2) * m, -1) / count
+    group_count = jnp.maximum(mask.sum(-1), 1)
+    group_mean = jnp.sum(rewards * m, -1) / group_count
+    group_var = jnp.sum(((rewards - group_mean[:, None]) ** 2) * m, -1) / group_count
     zero_var = (group_var <= 1e-12) & groups
     return {"adv_mean": mean, "adv_std": std, "adv_max_abs": jnp.max(jnp.abs(advantages) * m),
             "zero_var_frac": zero_var.sum() / jnp.maximum(groups.sum(), 1)}

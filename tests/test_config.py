@@ -38,6 +38,7 @@ def perturbed(name: str, value):
 
 def test_choice_lists_match_the_modules_that_implement_them():
     assert config_lib.meta("advantage")["choices"] == advantages.ADVANTAGE_METHODS
+    assert config_lib.meta("top_k_ties")["choices"] == advantages.TOP_K_TIES
     assert config_lib.meta("kl_estimator")["choices"] == losses.KL_ESTIMATORS
     assert config_lib.meta("reward_mode")["choices"] == rewards.REWARD_MODES
     assert config_lib.meta("reward_normalization")["choices"] == rewards.NORMALIZATIONS

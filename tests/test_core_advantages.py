@@ -4,6 +4,8 @@ Expected numbers are written out by hand in each test (with the arithmetic in a 
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,7 +151,7 @@ def test_unknown_method():
 # -- top-k ---------------------------------------------------------------------------------------
 
 def test_top_k_mask_ties():
-    top_k = jax.jit(top_k_mask)  # k traced (the curriculum changes it between epochs): one program
+    top_k = jax.jit(functools.partial(top_k_mask, ties="lowest_index"))  # k traced: one program
     r = jnp.array([[1.0, 0.5, 1.0, 1.0, 0.0]])
     full = jnp.ones((1, 5), bool)
     np.testing.assert_array_equal(top_k(r, full, 2), [[T, F, T, F, F]])  # three-way tie: lowest indices
@@ -166,7 +168,7 @@ def test_top_k_mask_ties():
 def test_top_k_then_zscore_reproduces_defect_3():
     """Top-3 of typical rewards are tied → zero-variance group → all advantages exactly 0."""
     r = jnp.array([[1.0, 0.0, 1.0, 0.3, 1.0, 1.0, 0.6]])
-    keep = jax.jit(top_k_mask)(r, jnp.ones(r.shape, bool), 3)
+    keep = jax.jit(functools.partial(top_k_mask, ties="lowest_index"))(r, jnp.ones(r.shape, bool), 3)
     np.testing.assert_array_equal(keep, [[T, F, T, F, T, F, F]])
     np.testing.assert_array_equal(group_advantages(r, keep), 0.0)
 
@@ -202,3 +204,35 @@ def test_grpo_one_trajectory_group_and_extreme_ratios_finite(estimator):
     assert np.all(np.isfinite(np.asarray(grad)))
     assert float(alone.ppo) == 0.0 and np.isfinite(float(alone.loss))
     assert float(terms.clip_fraction) > 0.0  # the extreme ratios are there and clipped
+
+
+# -- the advantage signals of a step, as the reference prints them -----------------------------------
+
+def test_advantage_stats_are_the_reference_definitions():
+    """``adv_std`` is the unbiased std of the step's kept advantages (all queries of the batch pooled),
+    like ``advantages.std()`` on the reference's [B, k] tensor; one kept trajectory gives 0, not NaN."""
+    from leverjax.train import _advantage_stats
+
+    rng = np.random.default_rng(3)
+    stats = jax.jit(_advantage_stats)
+    for trial in range(20):  # one shape (one compile); the masks vary the batch's groups and sizes
+        rewards = rng.choice([0.0, 0.3, 0.6, 1.0, 1.9], size=(4, 8)).astype(np.float32)
+        mask = rng.random((4, 8)) < rng.uniform(0.1, 0.9)
+        adv = np.asarray(group_advantages(rewards, mask))
+        got = {k: float(v) for k, v in stats(adv, rewards, mask).items()}
+        kept = adv[mask].astype(np.float64)
+        want_std = np.std(kept, ddof=1) if kept.size > 1 else 0.0
+        np.testing.assert_allclose(got["adv_std"], want_std, rtol=1e-5, atol=1e-6, err_msg=str(trial))
+        np.testing.assert_allclose(got["adv_mean"], kept.mean() if kept.size else 0.0, atol=1e-6)
+        np.testing.assert_allclose(got["adv_max_abs"], np.abs(kept).max() if kept.size else 0.0, rtol=1e-6)
+    # three kept of one group: exactly the reference's figure, √(3/2) times the population std
+    r = np.zeros((4, 8), np.float32)
+    r[0, :3] = [1.0, 0.0, 0.3]
+    three = np.zeros((4, 8), bool)
+    three[0, :3] = True
+    a = np.asarray(group_advantages(r, three))
+    np.testing.assert_allclose(float(stats(a, r, three)["adv_std"]), np.std(a[0, :3], ddof=0) * np.sqrt(3 / 2),
+                               rtol=1e-5)
+    one = np.zeros((4, 8), bool)
+    one[0, 0] = True
+    assert float(stats(a, r, one)["adv_std"]) == 0.0

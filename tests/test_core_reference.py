@@ -256,7 +256,7 @@ def test_top_k_mask():
     rng = np.random.default_rng(8)
     rewards = rng.choice(REWARD_LEVELS, size=(20, 7)).astype(np.float32)  # many ties
     mask = rng.random((20, 7)) < 0.8
-    topk = jax.jit(adv_mod.top_k_mask)
+    topk = jax.jit(lambda r, m, k: adv_mod.top_k_mask(r, m, k, ties="lowest_index"))
     for k in (1, 3, 5, 7):
         got = np.asarray(topk(rewards, mask, k))
         for b in range(20):

@@ -10,7 +10,7 @@ import pytest
 
 from leverjax.data import load_npz
 from leverjax.data.leverplus import convert_rl_data, load_embeddings, load_rl_json
-from leverjax.errors import DataError
+from leverjax.errors import ConfigError, DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N, D = 50, 6
@@ -63,7 +63,7 @@ def test_pool_layout_counts_and_arrays():
         "queries_in": 5, "queries_pool_layout": 5, "queries_global_layout": 0, "pools_cut": 0,
         "trajectories_in": 10, "dropped_eval_failed": 2, "dropped_eval_error": 1, "dropped_fallback": 1,
         "kept_fallback": 0, "dropped_outside_pool": 0, "queries_dropped_empty": 1, "queries_kept": 4,
-        "trajectories_kept": 6, "train": 3, "val": 1, "missing_gt_prob": 2, "missing_rel": 1,
+        "trajectories_kept": 6, "train": 3, "val": 1, "test": 0, "missing_gt_prob": 2, "missing_rel": 1,
         "derived_correct": 1,
     }
     # sorted ids 1, 3, 7, 9, 12: the first 80% (4) are train, so 12 is val; 1 was dropped empty
@@ -78,6 +78,21 @@ def test_pool_layout_counts_and_arrays():
     assert ds.meta["lever_plus_meta"] == {"model": "Qwen2.5-VL-3B", "shot_num": 2}
     assert ds.meta["import_counts"] == c and ds.meta["source"] == "lever-plus rl json"
     assert not ds.has_oracle and ds.emb.shape == (N, D)
+
+
+def test_test_ratio_carves_test_out_of_val_and_keeps_train():
+    data = pool_layout()
+    for i in range(20, 30):  # 15 ids: 1, 3, 7, 9, 12, 20..29 → the first 12 train (1 is dropped empty), 27..29 val
+        data[str(i)] = {"candidate_pool_ids": [1, 2, 3], "pointer_candidates": [cand([0, 1], 0.3)]}
+    plain, _ = convert_rl_data(data, EMB)
+    ds, c = convert_rl_data(data, EMB, test_ratio=0.1)  # ceil(1.5) = 2 → the last two ids are test
+    assert plain.split.tolist()[-4:] == [0, 1, 1, 1]
+    assert ds.query_ids.tolist() == plain.query_ids.tolist()
+    assert (ds.split == 0).tolist() == (plain.split == 0).tolist()  # train is exactly the reference's
+    assert ds.split.tolist()[-3:] == [1, 2, 2] and (c["train"], c["val"], c["test"]) == (11, 1, 2)
+    assert ds.meta["importer"]["test_ratio"] == 0.1
+    with pytest.raises(ConfigError, match="test_ratio = 0.3 must lie in"):
+        convert_rl_data(data, EMB, test_ratio=0.3)
 
 
 def test_keep_fallback_flag():
@@ -203,7 +218,8 @@ def test_command_line(tmp_path):
     assert "read 5 queries (5 with candidate pools, 0 with global pointers) and 10 trajectories" in res.stdout
     assert "eval_failed 2, eval mode error 1, fallback 1 (--keep_fallback keeps them)" in res.stdout
     assert "dropped queries left empty: 1" in res.stdout
-    assert "kept 4 queries (train 3, val 1) and 6 trajectories" in res.stdout
+    assert "kept 4 queries (train 3, val 1, test 0: run.py evaluates the final parameters on val) and 6 " \
+           "trajectories" in res.stdout
     ds = load_npz(str(out))
     assert ds.meta["encoder"] == "clip-vit-b32" and ds.query_ids.tolist() == [3, 7, 9, 12]
     rl_path.write_text(json.dumps(broken(lambda r: r["12"]["pointer_candidates"][0].update(pointer=[0]))))

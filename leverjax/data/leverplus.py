@@ -19,7 +19,9 @@ acc > 0 when absent), ``vqa_gt_prob`` and ``vqa_rel_score`` (NaN when absent or 
 fallback or error). Like the reference, trajectories with ``eval_failed`` or eval mode ``error``
 are dropped, ``fallback`` ones too unless ``keep_fallback``; queries left empty are dropped.
 The split is the reference's: all query ids of the file sorted as integers, the first 80% train,
-the rest val (computed before empty queries are dropped, as the reference does).
+the rest val (computed before empty queries are dropped, as the reference does). ``test_ratio > 0``
+carves a test split out of that val part: the last ``ceil(test_ratio · n)`` ids of the order become
+test (at most the val part), and train stays exactly the reference's.
 
 Embeddings: a ``torch.save``d float tensor [N, d] (needs PyTorch) or a ``.npy`` array.
 """
@@ -36,6 +38,7 @@ import numpy as np
 import leverjax
 from leverjax.data.npz import Dataset, dataset_from_arrays, save_npz
 from leverjax.errors import ConfigError, DataError
+from leverjax.fileio import dumps_strict
 
 DEFAULT_POOL_CAP = 64
 TRAIN_FRACTION = 0.8
@@ -178,6 +181,7 @@ def convert_rl_data(
     keep_fallback: bool = False,
     pool_cap: int = DEFAULT_POOL_CAP,
     train_fraction: float = TRAIN_FRACTION,
+    test_ratio: float = 0.0,
     source: str = "RL data",
     meta: Mapping[str, Any] | None = None,
 ) -> tuple[Dataset, dict[str, int]]:
@@ -188,6 +192,9 @@ def convert_rl_data(
     """
     if pool_cap < 1:
         raise ConfigError(f"pool_cap = {pool_cap} must be >= 1")
+    if not 0.0 <= test_ratio <= 1.0 - train_fraction:
+        raise ConfigError(f"test_ratio = {test_ratio} must lie in [0, {1.0 - train_fraction:g}]: the test split is "
+                          f"carved out of the reference's val part (the last {1.0 - train_fraction:.0%} of the ids)")
     if not 0.0 < train_fraction <= 1.0:
         raise ConfigError(f"train_fraction = {train_fraction} must be in (0, 1]")
     n = emb.shape[0]
@@ -308,7 +315,9 @@ def convert_rl_data(
     # the reference's split over all query ids of the file, then drop empty queries
     order = sorted(range(len(queries)), key=lambda i: queries[i]["id"])
     n_train = int(len(queries) * train_fraction)
-    split_of = {i: (0 if rank < n_train else 1) for rank, i in enumerate(order)}
+    n_test = min(int(np.ceil(test_ratio * len(queries) - 1e-9)), len(queries) - n_train)
+    split_of = {i: (0 if rank < n_train else 2 if rank >= len(queries) - n_test else 1)
+                for rank, i in enumerate(order)}
     ids_seen: dict[int, int] = {}
     for i in order:
         if queries[i]["id"] in ids_seen:
@@ -343,6 +352,7 @@ def convert_rl_data(
     counts["trajectories_kept"] = int((traj[..., 0] >= 0).sum())
     counts["train"] = int((split == 0).sum())
     counts["val"] = int((split == 1).sum())
+    counts["test"] = int((split == 2).sum())
     if counts["train"] == 0:
         raise DataError(
             f"{source}: no train query is left ({len(queries)} queries, the first "
@@ -354,7 +364,8 @@ def convert_rl_data(
         "encoder": "unknown",
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tool_version": leverjax.__version__,
-        "importer": {"keep_fallback": keep_fallback, "pool_cap": pool_cap, "train_fraction": train_fraction},
+        "importer": {"keep_fallback": keep_fallback, "pool_cap": pool_cap, "train_fraction": train_fraction,
+                     "test_ratio": test_ratio},
         "import_counts": counts,
         "lever_plus_meta": rl.get("_meta"),
     }
@@ -372,7 +383,7 @@ def convert_rl_data(
         "gen_method": gen,
         "gen_methods": np.array(methods, dtype=str),
         "split": split,
-        "meta": np.asarray(json.dumps(full_meta, default=str)),
+        "meta": np.asarray(dumps_strict(full_meta, default=str)),
     }
     return dataset_from_arrays(arrays, source=source), counts
 
@@ -397,7 +408,8 @@ def report(counts: Mapping[str, int], ds: Dataset, *, keep_fallback: bool, pool_
         f"{counts['dropped_eval_error']}, {fallback}, outside the first {pool_cap} pool ids "
         f"{counts['dropped_outside_pool']} (pools cut: {counts['pools_cut']})",
         f"dropped queries left empty: {counts['queries_dropped_empty']}",
-        f"kept {counts['queries_kept']} queries (train {counts['train']}, val {counts['val']}) and "
+        f"kept {counts['queries_kept']} queries (train {counts['train']}, val {counts['val']}, test "
+        f"{counts.get('test', 0)}{'' if counts.get('test') else ': run.py evaluates the final parameters on val'}) and "
         f"{counts['trajectories_kept']} trajectories; K = {ds.pool_size}, M = {ds.max_trajectories}, "
         f"S = {ds.num_steps}, emb {ds.num_examples} x {ds.dim}; methods {', '.join(ds.gen_methods)}",
         f"unknown values: vqa_gt_prob {counts['missing_gt_prob']}, vqa_rel_score "
@@ -421,6 +433,8 @@ def _cli() -> None:
     flags.DEFINE_bool("keep_fallback", False, "Keep trajectories whose VQA eval mode is 'fallback'.")
     flags.DEFINE_integer("pool_cap", DEFAULT_POOL_CAP, "Pool size for files without candidate pools.")
     flags.DEFINE_string("encoder", "unknown", "Encoder that made the embeddings, recorded in meta.")
+    flags.DEFINE_float("test_ratio", 0.0, "Share of all query ids (the last ones by id, taken from the reference's "
+                       "val part) that form a test split; 0 keeps the reference's train/val split only.")
     FLAGS = flags.FLAGS
 
     @exit_on_error
@@ -430,7 +444,8 @@ def _cli() -> None:
         rl = load_rl_json(FLAGS.rl_json)
         emb = load_embeddings(FLAGS.emb)
         ds, counts = convert_rl_data(
-            rl, emb, keep_fallback=FLAGS.keep_fallback, pool_cap=FLAGS.pool_cap, source=FLAGS.rl_json,
+            rl, emb, keep_fallback=FLAGS.keep_fallback, pool_cap=FLAGS.pool_cap, test_ratio=FLAGS.test_ratio,
+            source=FLAGS.rl_json,
             meta={"encoder": FLAGS.encoder, "rl_json": os.path.abspath(FLAGS.rl_json),
                   "embeddings": os.path.abspath(FLAGS.emb)},
         )

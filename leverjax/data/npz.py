@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from leverjax.errors import ConfigError, DataError
-from leverjax.fileio import atomic_path
+from leverjax.fileio import atomic_path, dumps_strict
 
 SCHEMA_VERSION = 1
 ORACLE_PREFIX = "oracle_"
@@ -467,7 +467,7 @@ def dataset_to_arrays(ds: Dataset) -> dict[str, np.ndarray]:
         "gen_method": np.asarray(ds.gen_method, np.int8),
         "gen_methods": np.asarray(list(ds.gen_methods), dtype=str),
         "split": np.asarray(ds.split, np.int8),
-        "meta": np.asarray(json.dumps(ds.meta, sort_keys=True)),
+        "meta": np.asarray(dumps_strict(ds.meta, sort_keys=True)),
     }
     for key, a in ds.oracle.items():
         arrays[ORACLE_PREFIX + key] = np.asarray(a)
