@@ -20,7 +20,8 @@ from leverjax import advantages as adv_lib  # noqa: E402
 from leverjax import config as config_lib  # noqa: E402
 from leverjax import interop  # noqa: E402
 from leverjax.data import synth  # noqa: E402
-from leverjax.train import DeviceData, Pipeline  # noqa: E402
+from leverjax.data.device import DeviceData  # noqa: E402
+from leverjax.train import Pipeline  # noqa: E402
 from tests.torch_parity import ReferenceLoop, queries_from_dataset  # noqa: E402
 from tests.torch_reference import TorchPointerSelector  # noqa: E402
 
