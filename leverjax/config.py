@@ -17,6 +17,7 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
+from leverjax import model as model_lib
 from leverjax.advantages import ADVANTAGE_METHODS
 from leverjax.errors import ConfigError
 from leverjax.losses import KL_ESTIMATORS
@@ -43,7 +44,22 @@ class Config:
     dropout: float = 0.5
     attn_dropout: float = 0.1
     temperature: float = 0.1
-    gated: bool = True  # False: the "v2 static" variant
+    gated: bool = True  # False: the "v2 static" variant (turns a gate update into none)
+    # Variant axes (all static, none changes only GRPO). ``selector`` picks a preset of the original's
+    # variants; an axis field left at its "preset" value ("" or -1) takes the preset's value, any other
+    # value overrides it (``--selector=v4_3 --scoring=additive`` is V4-3 with the additive head).
+    selector: str = "v4_1"  # preset: v4_1 | v2 | v4_2 | v4_3 | v4_4 | v4_5_additive | v4_5_bilinear | v4_6 | v4_7 | v4_8 | v4_9 | v4_10
+    update: str = ""  # query-state update: "" (preset) | none | gate | gru | mix
+    step_emb_rows: int = -1  # step embeddings: -1 (preset; the presets use the shot number S, 8 in v4_6/v4_7) | 0 (none) | rows
+    scoring: str = ""  # scoring head: "" (preset) | dot | additive | bilinear
+    set_term: str = ""  # set-aware logit term: "" (preset) | none | mmr | coverage | dpp
+    mmr_reduction: str = "max"  # MMR redundancy over the picks so far: max | mean
+    cand_encoder: str = ""  # candidate set encoder: "" (preset) | none | self_attn
+    decoder: str = ""  # "" (preset) | pointer | slots | refine
+    top_m: int = 8  # refine decoder: candidates re-scored per step
+    refine_type: str = "attn"  # refine decoder: attn | mlp
+    refine_outside: str = "fill"  # refine decoder, logits outside the top-M: fill (-100, the original) | cheap (their first-stage logits)
+    stop: str = ""  # STOP token: "" (preset) | on | off
 
     # -- SFT (reference.md §4, trained on the K-pool as §5.8 asks) -------------------------------
     sft_epochs: int = 20
@@ -126,6 +142,16 @@ SWEEPABLE = (
 RUN_ONLY = ("seed", "seeds", "checkpoint_every", "workdir")
 
 CHOICES = {
+    "selector": tuple(model_lib.PRESETS),
+    "update": ("",) + model_lib.UPDATES,
+    "scoring": ("",) + model_lib.SCORINGS,
+    "set_term": ("",) + model_lib.SET_TERMS,
+    "mmr_reduction": model_lib.MMR_REDUCTIONS,
+    "cand_encoder": ("",) + model_lib.CAND_ENCODERS,
+    "decoder": ("",) + model_lib.DECODERS,
+    "refine_type": model_lib.REFINE_TYPES,
+    "refine_outside": model_lib.REFINE_OUTSIDE,
+    "stop": ("", "on", "off"),
     "sft_target": ("best", "first"),
     "rce_rewards": ("raw", "normalized"),
     "reference_policy": ("sft", "post_rce", "refresh_each_epoch"),
@@ -189,9 +215,29 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be positive")
     if not 1 <= cfg.eval_shots <= 16:
         raise ConfigError(f"eval_shots={cfg.eval_shots} must lie in 1..16")
+    if cfg.step_emb_rows < -1 or cfg.top_m < 1:
+        raise ConfigError(f"step_emb_rows={cfg.step_emb_rows} must be -1 (preset), 0 or more and top_m={cfg.top_m} "
+                          "at least 1")
+    selector_config(cfg, 2)  # a meaningless combination of variant axes fails here, naming the axes
     if cfg.sft_epochs + cfg.rce_epochs + cfg.grpo_epochs + cfg.grpo_positive_only_epochs == 0:
         raise ConfigError("the config trains nothing: sft_epochs, rce_epochs and grpo_epochs are all 0")
     return cfg
+
+
+def selector_config(cfg: Config, shot_num: int) -> model_lib.SelectorConfig:
+    """The network of ``cfg`` for ``shot_num``-step trajectories: its ``selector`` preset with the axis
+    fields that are not at their preset value ("" / -1) applied over it."""
+    axes = {name: getattr(cfg, name) for name in ("update", "scoring", "set_term", "cand_encoder", "decoder")
+            if getattr(cfg, name)}
+    if cfg.step_emb_rows >= 0:
+        axes["step_emb_rows"] = cfg.step_emb_rows
+    if cfg.stop:
+        axes["stop"] = cfg.stop == "on"
+    return model_lib.preset_config(
+        cfg.selector, shot_num, axes, hidden=cfg.hidden, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+        dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, temperature=cfg.temperature, gated=cfg.gated,
+        mmr_reduction=cfg.mmr_reduction, top_m=cfg.top_m, refine_type=cfg.refine_type,
+        refine_outside=cfg.refine_outside)
 
 
 def replace(cfg: Config, overrides: Mapping[str, Any]) -> Config:

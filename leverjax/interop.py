@@ -127,24 +127,36 @@ def torch_shapes(dim: int, hidden: int, num_layers: int, gated: bool, *, input_p
     return shapes
 
 
+# Module names (a ModuleList index stripped) whose class decides how a ``weight`` is stored.
+_LINEAR = {"input_proj", "query_proj", "cand_proj", "query_update_gate", "out_proj", "linear1", "linear2",
+           "attn_Wq", "attn_Wc", "attn_v", "query_topic_head", "dpp_proj", "refine_score", "refine_mlp"}
+_LAYER_NORM = {"attn_norms", "norm1", "norm2", "slot_norms", "slot_cand_norm", "refine_norm"}
+_EMBEDDING = {"step_emb", "slot_emb"}
+
+
 def _flax_location(torch_key: str) -> tuple[tuple[str, ...], bool]:
-    """The leverjax parameter path of a torch key and whether the array is transposed."""
-    parts = torch_key.split(".")
-    if parts[0] in ("cross_attn_layers", "attn_norms"):
-        module, rest = f"{parts[0]}_{parts[1]}", parts[2:]
-    else:
-        module, rest = parts[0], parts[1:]
-    if module.startswith("attn_norms_"):
-        return (module, "scale" if rest[0] == "weight" else "bias"), False
-    if rest == ["out_proj", "weight"]:
-        return (module, "out_proj", "kernel"), True
-    if rest == ["out_proj", "bias"]:
-        return (module, "out_proj", "bias"), False
-    if rest[0] in ("in_proj_weight", "in_proj_bias"):
-        return (module, rest[0]), False
-    if rest == ["weight"]:
-        return (module, "kernel"), True
-    return (module, rest[0]), False
+    """The leverjax parameter path of a torch key and whether the array is transposed.
+
+    A ModuleList/Sequential index joins its parent's name (``layers.0`` → ``layers_0``); a Linear's
+    ``weight`` becomes the transposed ``kernel``, a LayerNorm's ``weight`` its ``scale``, an
+    Embedding's ``weight`` its ``embedding``; every other name is kept.
+    """
+    parts: list[str] = []
+    for p in torch_key.split("."):
+        if p.isdigit() and parts:
+            parts[-1] = f"{parts[-1]}_{p}"
+        else:
+            parts.append(p)
+    if len(parts) == 1:
+        return (parts[0],), False
+    module, leaf = re.sub(r"_\d+$", "", parts[-2]), parts[-1]
+    if leaf == "weight" and module in _LINEAR:
+        return tuple(parts[:-1]) + ("kernel",), True
+    if leaf == "weight" and module in _LAYER_NORM:
+        return tuple(parts[:-1]) + ("scale",), False
+    if leaf == "weight" and module in _EMBEDDING:
+        return tuple(parts[:-1]) + ("embedding",), False
+    return tuple(parts), False
 
 
 def flax_name(torch_key: str) -> str:
@@ -154,11 +166,18 @@ def flax_name(torch_key: str) -> str:
 
 def torch_name(flax_path: str) -> str:
     """``cross_attn_layers_0/out_proj/kernel`` → ``cross_attn_layers.0.out_proj.weight``."""
-    parts = flax_path.split("/")
-    m = re.fullmatch(r"(cross_attn_layers|attn_norms)_(\d+)", parts[0])
-    head = f"{m.group(1)}.{m.group(2)}" if m else parts[0]
-    tail = [{"kernel": "weight", "scale": "weight"}.get(p, p) for p in parts[1:]]
-    return ".".join([head] + tail)
+    parts = []
+    for p in flax_path.split("/"):
+        m = re.fullmatch(r"(.+)_(\d+)", p)
+        if m and re.sub(r"_\d+$", "", p) in _LIST_MODULES:
+            parts += [m.group(1), m.group(2)]
+        else:
+            parts.append({"kernel": "weight", "scale": "weight", "embedding": "weight"}.get(p, p))
+    return ".".join(parts)
+
+
+# Module names that are ModuleLists or Sequentials in the original (their index is a key segment).
+_LIST_MODULES = {"cross_attn_layers", "attn_norms", "layers", "slot_self_attn_layers", "slot_norms", "refine_mlp"}
 
 
 # ---------------------------------------------------------------------------------------------
