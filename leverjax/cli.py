@@ -17,8 +17,9 @@ _CONTROL = ("experiment", "list_experiments", "sweep", "restart", "init_from", "
 flags.DEFINE_string("experiment", "scheme5_6", "Named experiment(s) to train (comma-separated for a grid, "
                     "'all' for the whole registry); see --list_experiments.")
 flags.DEFINE_bool("list_experiments", False, "List the registered experiments and exit.")
-flags.DEFINE_multi_string("sweep", [], "field=v1,v2,... : train every value (sweepable fields only), vmapped "
-                          "in one program. Repeat the flag for a grid.")
+flags.DEFINE_multi_string("sweep", [], "field=v1,v2,... : train every value; values of a sweepable field are "
+                          "vmapped in one program, values of a static field (selector, num_layers, ...) get one "
+                          "program each, in one results directory. Repeat the flag for a grid.")
 flags.DEFINE_bool("restart", False, "Discard existing checkpoints of this experiment instead of resuming.")
 flags.DEFINE_string("out", None, "Grid results directory (default results/<experiments>); giving it runs even "
                     "one experiment through the grid launcher.")
@@ -50,10 +51,17 @@ def parse_sweeps(values) -> dict:
             raise ConfigError(f"--sweep={text!r} must look like field=v1,v2,...")
         name, raw = text.split("=", 1)
         name = name.strip()
-        if name not in config_lib.SWEEPABLE:
-            raise ConfigError(f"--sweep: {name!r} is not a sweepable field; sweepable: {', '.join(config_lib.SWEEPABLE)}")
-        sweep[name] = tuple(config_lib.parse_value(name, v) for v in raw.split(",") if v.strip())
+        sweep[name] = tuple(config_lib.parse_value(name, v.strip()) for v in raw.split(",") if v.strip())
+        if not sweep[name]:
+            raise ConfigError(f"--sweep={text!r} gives no value")
     return sweep
+
+
+def has_static_sweep(name: str, sweep: dict) -> bool:
+    """Whether the runs of experiment ``name`` with ``sweep`` need more than one compiled program (a sweep
+    over a static field); such runs go through the grid launcher, one group per static value."""
+    fields = set(experiments.get(name).sweep) | set(sweep)
+    return any(f not in config_lib.SWEEPABLE for f in fields)
 
 
 def load_data(cfg: config_lib.Config):
@@ -106,7 +114,7 @@ def main(argv) -> None:
         names = list(experiments.NAMES)
     overrides = config_overrides()
     sweep = parse_sweeps(FLAGS.sweep)
-    if len(names) != 1 or FLAGS.out:
+    if len(names) != 1 or FLAGS.out or has_static_sweep(names[0], sweep):
         if FLAGS.init_from:
             raise ConfigError("--init_from applies to a single experiment, not to a grid")
         from leverjax import launch
