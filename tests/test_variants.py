@@ -112,7 +112,7 @@ def test_stop_trajectories():
     params = _params_from_torch(module, sc)
     q, c, mask, _ = _inputs(1)
     traj = np.array([[[1, K, K], [K, K, K], [K, 2, 3], [0, 1, K]]] * len(SIZES), np.int32)
-    step = np.asarray(Selector(sc).step_log_probs(params, q, c, mask, traj))
+    step = np.asarray(jax.jit(Selector(sc).step_log_probs)(params, q, c, mask, traj))
     ref = module.log_probs(*_torch(q, c, mask, traj.astype(np.int64))).numpy()
     np.testing.assert_allclose(step, ref, rtol=1e-5, atol=1e-4)
     per_step = np.take_along_axis(step, traj[..., None], -1)[..., 0]
@@ -147,12 +147,12 @@ def test_init_matches_the_original():
                     p.copy_(torch.eye(h) + 0.01 * torch.randn(h, h))
         params = jax.eval_shape(lambda: init_params(preset_config(name, S, hidden=h), jax.random.PRNGKey(0), D,
                                                     num_steps=S))
-        flat = {interop.torch_name("/".join(str(k.key) for k in path)): np.asarray(v)
+        flat = {interop.torch_name("/".join(str(k.key) for k in path)): v
                 for path, v in jax.tree_util.tree_leaves_with_path(params)}
         sd = {k: v.numpy() for k, v in module.state_dict().items()}
         assert set(flat) == set(sd), name
         for k, v in flat.items():
-            assert (v.T if interop._flax_location(k)[1] else v).shape == sd[k].shape, k
+            assert (v.shape[::-1] if interop._flax_location(k)[1] else v.shape) == sd[k].shape, k
     init = jax.jit(lambda sc: init_params(sc, jax.random.PRNGKey(0), D, num_steps=S), static_argnums=0)
     p = init(preset_config("v4_3", S, hidden=h))
     np.testing.assert_array_equal(p["div_lambda"], np.full(S, 0.1, np.float32))
@@ -187,6 +187,6 @@ def test_config_presets_and_axis_overrides():
     sc = preset_config("v4_1", S, {"set_term": "mmr", "scoring": "additive", "stop": True}, hidden=H)
     q, c, mask, traj = _inputs(4)
     params = init_params(sc, jax.random.PRNGKey(0), D, num_steps=S)
-    step = np.asarray(Selector(sc).step_log_probs(params, q, c, mask, traj))
+    step = np.asarray(jax.jit(Selector(sc).step_log_probs)(params, q, c, mask, traj))
     assert step.shape[-1] == K + 1 and np.all(np.isfinite(step))
     np.testing.assert_allclose(np.exp(step).sum(-1), 1.0, rtol=1e-5)
