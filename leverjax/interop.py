@@ -310,7 +310,7 @@ def _to_numpy(value: Any, key: str) -> np.ndarray:
     arr = np.asarray(value)
     if not np.issubdtype(arr.dtype, np.floating):
         raise LeverjaxError(f"state dict entry {key} has dtype {arr.dtype}, not a float tensor")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return np.array(arr, dtype=np.float32, order="C")  # (ascontiguousarray would make a scalar 1-d)
 
 
 def normalize_keys(state_dict: Mapping[str, Any]) -> tuple[dict, list[str]]:
@@ -448,7 +448,7 @@ def torch_state_dict_to_params(state_dict: Mapping[str, Any], *, num_heads: int 
         node = params
         for p in path[:-1]:
             node = node.setdefault(p, {})
-        node[path[-1]] = np.ascontiguousarray(arr.T) if transpose else arr
+        node[path[-1]] = np.array(arr.T, order="C") if transpose else arr
     if "input_proj.weight" not in sd:
         params["input_proj"] = {"kernel": np.eye(cfg["dim"], dtype=np.float32)}
     cfg["gated"] = sc.state_update == "gate" or (sc.update == "gate" and sc.gated)
@@ -522,7 +522,7 @@ def params_to_numpy_state_dict(params: Mapping[str, Any], *, square_input_proj: 
         if name not in flat:
             raise LeverjaxError(f"parameters lack {name} (torch {k})")
         arr = np.asarray(flat[name], np.float32)
-        out[k] = np.ascontiguousarray(arr.T if transpose else arr)
+        out[k] = np.array(arr.T if transpose else arr, order="C")
     return out
 
 

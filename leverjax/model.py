@@ -172,7 +172,8 @@ def preset_config(name: str, shot_num: int, axes: dict | None = None, **fields) 
     values.update(axes or {})
     if values["step_emb_rows"] == "S":
         values["step_emb_rows"] = shot_num
-    return SelectorConfig(**values, div_lambda_size=max(1, shot_num), **fields).check()
+    size = max(1, shot_num) if values["set_term"] == "mmr" else SelectorConfig.div_lambda_size  # unused otherwise
+    return SelectorConfig(**values, div_lambda_size=size, **fields).check()
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
