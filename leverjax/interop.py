@@ -905,12 +905,12 @@ def export_pt(params: Mapping[str, Any], config: Any, path: str, *, pool_size: i
     return record
 
 
-def import_to_folder(path: str, out: str, *, num_heads: int | None = None) -> dict:
+def import_to_folder(path: str, out: str, *, num_heads: int | None = None, selector: str | None = None) -> dict:
     """Converts a torch checkpoint into a leverjax parameter folder (one run on the run axis)."""
     from leverjax import config as config_lib
     from leverjax.checkpoint import save_params
 
-    params, cfg = load_checkpoint(path, num_heads=num_heads)
+    params, cfg = load_checkpoint(path, num_heads=num_heads, selector=selector)
     if num_heads is not None and cfg.get("num_heads_known") and cfg["num_heads"] != num_heads:
         raise ConfigError(f"--num_heads={num_heads} but {path} says num_heads={cfg['num_heads']}")
     sc = selector_config_from(cfg, num_heads=num_heads)
@@ -973,6 +973,8 @@ def _cli() -> None:
                          "to K).")
     flags.DEFINE_integer("shot_num", 2, "export: shot_num written to model_config.")
     flags.DEFINE_integer("num_heads", None, "Attention heads of a torch file whose config does not say (default 1).")
+    flags.DEFINE_string("selector", None, "Check a torch file against this selector preset (v4_1, v2, v4_2, ...) "
+                        "instead of inferring the variant from its parameter names.")
     FLAGS = flags.FLAGS
 
     @exit_on_error
@@ -985,11 +987,12 @@ def _cli() -> None:
         if command in ("export", "import") and not FLAGS.out:
             raise ConfigError(f"{command} needs --out=PATH")
         if command == "import":
-            cfg = import_to_folder(FLAGS.checkpoint, FLAGS.out, num_heads=FLAGS.num_heads)
+            cfg = import_to_folder(FLAGS.checkpoint, FLAGS.out, num_heads=FLAGS.num_heads, selector=FLAGS.selector)
             print(f"imported {FLAGS.checkpoint}: {describe(cfg)}")
             print(f"wrote {FLAGS.out} (use it with run.py --init_from={FLAGS.out} or leverjax.score)")
             return
-        params, cfg = load_checkpoint(FLAGS.checkpoint, run_index=FLAGS.run, num_heads=FLAGS.num_heads)
+        params, cfg = load_checkpoint(FLAGS.checkpoint, run_index=FLAGS.run, num_heads=FLAGS.num_heads,
+                                      selector=FLAGS.selector)
         if FLAGS.num_heads is not None:
             if cfg.get("num_heads_known") and cfg["num_heads"] != FLAGS.num_heads:
                 raise ConfigError(f"--num_heads={FLAGS.num_heads} but {FLAGS.checkpoint} says "
