@@ -48,9 +48,11 @@ class Config:
     # Variant axes (all static, none changes only GRPO). ``selector`` picks a preset of the original's
     # variants; an axis field left at its "preset" value ("" or -1) takes the preset's value, any other
     # value overrides it (``--selector=v4_3 --scoring=additive`` is V4-3 with the additive head).
-    selector: str = "v4_1"  # preset: v4_1 | v2 | v4_2 | v4_3 | v4_4 | v4_5_additive | v4_5_bilinear | v4_6 | v4_7 | v4_8 | v4_9 | v4_10
+    # preset: v4_1 | v2 | v4_2 | v4_3 | v4_4 | v4_5_additive | v4_5_bilinear | v4_6 | v4_7 | v4_8 | v4_9 | v4_10
+    selector: str = "v4_1"
     update: str = ""  # query-state update: "" (preset) | none | gate | gru | mix
-    step_emb_rows: int = -1  # step embeddings: -1 (preset; the presets use the shot number S, 8 in v4_6/v4_7) | 0 (none) | rows
+    # step embeddings: -1 (preset; the presets use the shot number S, 8 in v4_6/v4_7) | 0 (none) | n rows
+    step_emb_rows: int = -1
     scoring: str = ""  # scoring head: "" (preset) | dot | additive | bilinear
     set_term: str = ""  # set-aware logit term: "" (preset) | none | mmr | coverage | dpp
     mmr_reduction: str = "max"  # MMR redundancy over the picks so far: max | mean
@@ -58,7 +60,8 @@ class Config:
     decoder: str = ""  # "" (preset) | pointer | slots | refine
     top_m: int = 8  # refine decoder: candidates re-scored per step
     refine_type: str = "attn"  # refine decoder: attn | mlp
-    refine_outside: str = "fill"  # refine decoder, logits outside the top-M: fill (-100, the original) | cheap (their first-stage logits)
+    # refine decoder, logits outside the top-M: fill (-100, the original) | cheap (their first-stage logits)
+    refine_outside: str = "fill"
     stop: str = ""  # STOP token: "" (preset) | on | off
 
     # -- SFT (reference.md §4, trained on the K-pool as §5.8 asks) -------------------------------

@@ -198,7 +198,7 @@ def infer_variant(state_dict: Mapping[str, Any], extras: Mapping[str, Any] | Non
     Returns the :class:`leverjax.model.SelectorConfig` variant fields plus ``preset`` (the preset these
     axes equal, or ``custom``).
     """
-    from leverjax.model import PRESETS, SelectorConfig
+    from leverjax.model import SelectorConfig
 
     extras = dict(extras or {})
     keys = set(state_dict)
@@ -946,9 +946,11 @@ def describe(cfg: Mapping[str, Any]) -> str:
     """One line about a loaded checkpoint's selector."""
     heads = f"{cfg['num_heads']} head(s)" + ("" if cfg.get("num_heads_known", True) else " (assumed)")
     preset = cfg.get("preset", "v4_1" if cfg["gated"] else "v2")
-    kind = ("gated (v2 + V4-1 gate)" if cfg["gated"] else "static (v2)") if preset in ("v4_1", "v2") else \
-        f"variant {preset} (update={cfg.get('update')}, scoring={cfg.get('scoring')}, set_term={cfg.get('set_term')}, " \
-        f"decoder={cfg.get('decoder')}, stop={cfg.get('stop')})"
+    if preset in ("v4_1", "v2"):
+        kind = "gated (v2 + V4-1 gate)" if cfg["gated"] else "static (v2)"
+    else:
+        kind = (f"variant {preset} (update={cfg.get('update')}, scoring={cfg.get('scoring')}, "
+                f"set_term={cfg.get('set_term')}, decoder={cfg.get('decoder')}, stop={cfg.get('stop')})")
     return (f"d={cfg['dim']}, H={cfg['hidden']}, {cfg['num_layers']} layer(s), {heads}, {kind}, "
             f"temperature {cfg.get('temperature')}")
 

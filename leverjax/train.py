@@ -270,8 +270,8 @@ class Pipeline:
             def loss_fn(params, rng):
                 step_logp = sel.step_log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask,
                                                labels[:, None, :], rng=rng, deterministic=False)[:, 0]
-                loss = losses.sft_loss(step_logp, labels, sel.logit_mask(batch.pool_mask), batch.query_mask & batch.traj_mask.any(-1),
-                                       hp["sft_label_smoothing"])
+                loss = losses.sft_loss(step_logp, labels, sel.logit_mask(batch.pool_mask),
+                                       batch.query_mask & batch.traj_mask.any(-1), hp["sft_label_smoothing"])
                 return loss, {}
             return loss_fn
 
