@@ -58,7 +58,7 @@ def main() -> None:
     if args.tiny:
         from leverjax.data import synth
 
-        dataset = synth.make_synthetic(seed=0, num_examples=300, num_queries=60, pool_size=8, max_trajectories=4,
+        dataset = synth.make_synthetic(seed=0, num_examples=300, num_queries=60, pool_size=8, max_trajectories=6,
                                        dim=16)
         overrides.update(hidden=16, grpo_batch_size=8, eval_chunk=64, eval_shots=2)
     else:
