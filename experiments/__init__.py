@@ -13,10 +13,14 @@ from typing import Any
 from leverjax import config as config_lib
 from leverjax.errors import ConfigError
 
-NAMES = (
+SCHEMES = (
     "rce_only", "current", "scheme1", "scheme2", "scheme3", "scheme4", "scheme5", "scheme6", "scheme5_6",
     "scheme7", "scheme7_1", "scheme7_2", "scheme8", "scheme5_8", "scheme9", "scheme10", "scheme5_6_fixed",
 )
+# The selector variants' own runs (their training settings), and all presets under one recipe.
+VARIANTS = ("v4_2", "v4_3", "v4_4", "v4_5_additive", "v4_5_bilinear", "v4_6", "v4_7", "v4_8", "v4_9", "v4_10",
+            "variants")
+NAMES = SCHEMES + VARIANTS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,8 +24,9 @@ FLAGS = flags.FLAGS
 _MAIN_HELP = {
     "experiment": "Named experiment(s) to train: one name, a comma-separated list (a grid), or 'all' (the whole "
                   "registry); see --list_experiments. [default 'scheme5_6']",
-    "sweep": "field=v1,v2,...: train every value; repeat the flag for a grid of values. Runs that differ only in "
-             "sweepable fields share one compiled, vmapped program.",
+    "sweep": "field=v1,v2,...: train every value of any config field; repeat the flag for a grid of values. "
+             "Values of a sweepable field are vmapped in one compiled program; each value of a static field "
+             "(selector, num_layers, ...) gets a program of its own, in the same results directory.",
     "out": "Results directory [default <workdir>/<experiment> for one experiment, results/<experiments> for several]",
     "init_from": "Start every run from these parameters (a leverjax parameter folder or a Lever-Plus .pt/.ckpt) "
                  "instead of a fresh initialisation.",
@@ -69,6 +70,8 @@ def parse_sweeps(values) -> dict:
             raise ConfigError(f"--sweep={text!r} must look like field=v1,v2,...")
         name, raw = (part.strip() for part in text.split("=", 1))
         sweep[name] = tuple(config_lib.parse_value(name, v.strip()) for v in raw.split(",") if v.strip())
+        if not sweep[name]:
+            raise ConfigError(f"--sweep={text!r} gives no value")
     return sweep
 
 

@@ -22,6 +22,7 @@ import json
 import math
 from typing import Any, Mapping
 
+from leverjax import model as model_lib
 from leverjax.errors import ConfigError
 
 SECTIONS = ("data", "selector", "sft", "rce", "grpo", "optimizer", "evaluation", "run")
@@ -74,7 +75,25 @@ class Config:
     dropout: float = SELECTOR(0.5, "Dropout on the attended query and the projected candidates.", unit=True)
     attn_dropout: float = SELECTOR(0.1, "Dropout on the attention weights.", unit=True)
     temperature: float = SELECTOR(0.1, "Logits = cosine / temperature.", positive=True)
-    gated: bool = SELECTOR(True, "Gated query-state update (V4-1); false is the 'v2 static' selector.")
+    gated: bool = SELECTOR(True, "Gated query-state update (V4-1); false turns a gate update into none (v2).")
+    # Variant axes: ``selector`` picks a preset of the original's variants; an axis left at its "preset" value
+    # ("" or -1) takes the preset's value, any other value overrides it (--selector=v4_3 --scoring=additive).
+    selector: str = SELECTOR("v4_1", "The selector network: a preset of the original's variants.", choices=(
+        "v4_1", "v2", "v4_2", "v4_3", "v4_4", "v4_5_additive", "v4_5_bilinear", "v4_6", "v4_7", "v4_8", "v4_9",
+        "v4_10"))
+    update: str = SELECTOR("", "Query-state update ('' = the preset's).", choices=("", "none", "gate", "gru", "mix"))
+    step_emb_rows: int = SELECTOR(-1, "Step-embedding rows (-1 = the preset's, 0 = none).", at_least=-1)
+    scoring: str = SELECTOR("", "Scoring head ('' = the preset's).", choices=("", "dot", "additive", "bilinear"))
+    set_term: str = SELECTOR("", "Set-aware logit term ('' = the preset's).",
+                             choices=("", "none", "mmr", "coverage", "dpp"))
+    mmr_reduction: str = SELECTOR("max", "MMR redundancy over the picks so far.", choices=("max", "mean"))
+    cand_encoder: str = SELECTOR("", "Candidate set encoder ('' = the preset's).", choices=("", "none", "self_attn"))
+    decoder: str = SELECTOR("", "Decoder ('' = the preset's).", choices=("", "pointer", "slots", "refine"))
+    top_m: int = SELECTOR(8, "Refine decoder: candidates re-scored per step.", at_least=1)
+    refine_type: str = SELECTOR("attn", "Refine decoder's re-scorer.", choices=("attn", "mlp"))
+    refine_outside: str = SELECTOR("fill", "Refine decoder, logits outside the top-M: -100 (the original) or their "
+                                   "first-stage logits.", choices=("fill", "cheap"))
+    stop: str = SELECTOR("", "STOP token ('' = the preset's).", choices=("", "on", "off"))
     dropout_per_trajectory: bool = SELECTOR(False, "In RCE and GRPO steps every trajectory encodes its query and "
                                             "pool with its own dropout mask (the reference's noise; about M times "
                                             "the encoding cost); false: one mask per query, shared.")
@@ -231,7 +250,24 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"eval_shots={cfg.eval_shots} must lie in 1..16")
     if cfg.sft_epochs + cfg.rce_epochs + cfg.grpo_epochs + cfg.grpo_positive_only_epochs == 0:
         raise ConfigError("the config trains nothing: sft_epochs, rce_epochs and grpo_epochs are all 0")
+    selector_config(cfg, 2)  # a meaningless combination of variant axes fails here, naming the axes
     return cfg
+
+
+def selector_config(cfg: Config, shot_num: int) -> model_lib.SelectorConfig:
+    """The network of ``cfg`` for ``shot_num``-step trajectories: its ``selector`` preset with the axis
+    fields that are not at their preset value ("" / -1) applied over it."""
+    axes = {name: getattr(cfg, name) for name in ("update", "scoring", "set_term", "cand_encoder", "decoder")
+            if getattr(cfg, name)}
+    if cfg.step_emb_rows >= 0:
+        axes["step_emb_rows"] = cfg.step_emb_rows
+    if cfg.stop:
+        axes["stop"] = cfg.stop == "on"
+    return model_lib.preset_config(
+        cfg.selector, shot_num, axes, hidden=cfg.hidden, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+        dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, temperature=cfg.temperature, gated=cfg.gated,
+        mmr_reduction=cfg.mmr_reduction, top_m=cfg.top_m, refine_type=cfg.refine_type,
+        refine_outside=cfg.refine_outside)
 
 
 def coerce(name: str, value: Any) -> Any:

@@ -12,7 +12,16 @@ selections, per query, then averaged over the split's queries:
 ``changed_vs_ref``         share of queries whose greedy S-step selection differs from the reference policy's
 ``redundancy``             mean pairwise cosine of the embeddings of the greedy ``shots`` demonstrations
 ``oracle_acc_n``           exact expected accuracy of the greedy n-shot selection (synthetic data, n ≤ 4)
+``stop_shots_mean``        STOP selectors: mean number of demonstrations chosen before STOP (at most ``shots``)
+``stop_shot_frac_n``       STOP selectors: share of queries with n = 0..``shots`` demonstrations chosen
+``oracle_acc_adaptive``    STOP selectors, synthetic data: exact accuracy of that adaptive selection
 =========================  ==========================================================================
+
+Fixed n-shot selections never pick STOP (its logit is left out of the argmax). The adaptive selection
+decodes up to ``shots`` steps and keeps the picks before the first STOP; a query whose first pick is
+STOP is shown pool position 0, as the original's inference does. A slot decoder scores every step
+from as many slots as there are steps, so its n-shot selection is decoded with n steps (the first n
+picks of a longer decode would differ).
 """
 from __future__ import annotations
 
@@ -27,14 +36,23 @@ from leverjax.train import TRAIN_METRICS, Pipeline
 MAX_ORACLE_SHOTS = 4
 
 
-def metric_names(shots: int, has_oracle: bool) -> list[str]:
+def metric_names(shots: int, has_oracle: bool, stop: bool = False) -> list[str]:
     names = ["loss", "expected_reward", "top1_reward", "greedy_labelled", "greedy_labelled_reward",
              "changed_vs_ref"]
     if shots >= 2:
         names.append("redundancy")
     if has_oracle:
         names += [f"oracle_acc_{n}" for n in range(1, min(shots, MAX_ORACLE_SHOTS) + 1)]
+    if stop:
+        names += ["stop_shots_mean"] + [f"stop_shot_frac_{n}" for n in range(shots + 1)]
+        if has_oracle:
+            names.append("oracle_acc_adaptive")
     return names
+
+
+def _fixed_picks(selector, params, batch, num_steps: int, n: int):
+    """Greedy picks of an n-shot selection (never STOP), ``[B, n]``."""
+    return selector.greedy(params, batch.query_emb, batch.cand_emb, batch.pool_mask, n, allow_stop=False)
 
 
 def _per_query(selector, params, ref_params, data, raw_rewards, batch, *, num_steps, shots, label_smoothing,
@@ -44,7 +62,8 @@ def _per_query(selector, params, ref_params, data, raw_rewards, batch, *, num_st
     logp = trajectory_log_probs(step_logp, batch.traj)
     r = raw_rewards[batch.index]
     tm = batch.traj_mask
-    ce = losses.cross_entropy(step_logp, batch.traj, batch.pool_mask[:, None, None, :], label_smoothing).sum(-1)
+    ce = losses.cross_entropy(step_logp, batch.traj, selector.logit_mask(batch.pool_mask)[:, None, None, :],
+                              label_smoothing).sum(-1)
     out = {"loss": jnp.sum(losses.rce_weights(r, tm, 1.0) * ce, -1)}
 
     scores = jnp.where(tm, logp, -jnp.inf)
@@ -52,16 +71,18 @@ def _per_query(selector, params, ref_params, data, raw_rewards, batch, *, num_st
     out["expected_reward"] = jnp.sum(pi * r, -1)
     out["top1_reward"] = jnp.take_along_axis(r, jnp.argmax(scores, -1)[:, None], -1)[:, 0]
 
-    picks = selector.greedy(params, batch.query_emb, batch.cand_emb, batch.pool_mask, max(shots, num_steps))
-    ref_picks = selector.greedy(ref_params, batch.query_emb, batch.cand_emb, batch.pool_mask, num_steps)
-    first = picks[:, :num_steps]
+    picks = _fixed_picks(selector, params, batch, num_steps, max(shots, num_steps))
+    ref_picks = _fixed_picks(selector, ref_params, batch, num_steps, num_steps)
+    prefix = selector.config.prefix_consistent
+    first = picks[:, :num_steps] if prefix else _fixed_picks(selector, params, batch, num_steps, num_steps)
     match = jnp.all(first[:, None, :] == batch.traj, -1) & tm
     labelled = match.any(-1)
     out["greedy_labelled"] = labelled.astype(jnp.float32)
     out["greedy_labelled_reward"] = jnp.sum(jnp.where(match, r, 0.0), -1) / jnp.maximum(match.sum(-1), 1)
     out["changed_vs_ref"] = jnp.any(first != ref_picks, -1).astype(jnp.float32)
 
-    rows = jnp.take_along_axis(data.pool_ids[batch.index], picks[:, :shots], axis=1)  # global ids [B, shots]
+    pool_ids = data.pool_ids[batch.index]
+    rows = jnp.take_along_axis(pool_ids, picks[:, :shots], axis=1)  # global ids [B, shots]
     if shots >= 2:
         e = l2_normalize(data.emb[rows])
         cos = jnp.einsum("bid,bjd->bij", e, e)
@@ -70,7 +91,23 @@ def _per_query(selector, params, ref_params, data, raw_rewards, batch, *, num_st
     if has_oracle:
         qrows = data.query_ids[batch.index]
         for n in range(1, min(shots, MAX_ORACLE_SHOTS) + 1):
-            out[f"oracle_acc_{n}"] = data.oracle_accuracy(qrows, rows[:, :n])
+            n_rows = rows[:, :n] if prefix else jnp.take_along_axis(
+                pool_ids, _fixed_picks(selector, params, batch, num_steps, n), axis=1)
+            out[f"oracle_acc_{n}"] = data.oracle_accuracy(qrows, n_rows)
+    if selector.config.stop:
+        k = batch.pool_mask.shape[1]
+        adaptive = selector.greedy(params, batch.query_emb, batch.cand_emb, batch.pool_mask, shots)
+        is_stop = adaptive == k
+        count = jnp.where(is_stop.any(-1), jnp.argmax(is_stop, -1), shots)  # picks before the first STOP
+        out["stop_shots_mean"] = count.astype(jnp.float32)
+        for n in range(shots + 1):
+            out[f"stop_shot_frac_{n}"] = (count == n).astype(jnp.float32)
+        if has_oracle:
+            a_rows = jnp.take_along_axis(pool_ids, jnp.where(is_stop, 0, adaptive), axis=1)  # 0-shot: position 0
+            acc = data.oracle_accuracy(qrows, a_rows[:, :1])
+            for n in range(2, shots + 1):
+                acc = jnp.where(count == n, data.oracle_accuracy(qrows, a_rows[:, :n]), acc)
+            out["oracle_acc_adaptive"] = acc
     return out, labelled
 
 
@@ -127,7 +164,7 @@ class Evaluator:
         return [f"train_{k}" for k in TRAIN_METRICS[kind]] + [f"val_{k}" for k in self.eval_metric_names()]
 
     def eval_metric_names(self) -> list[str]:
-        return metric_names(self.pipe.cfg.eval_shots, self.pipe.has_oracle)
+        return metric_names(self.pipe.cfg.eval_shots, self.pipe.has_oracle, self.pipe.selector.config.stop)
 
     def evaluate(self, params, ref_params, data: DeviceData, hp, split: str) -> dict:
         """Offline metrics of ``params`` on ``split`` (eval mode), see :mod:`leverjax.evaluate`."""

@@ -82,6 +82,14 @@ TORCH_HINT = ("pip install torch (the CPU build is enough: "
 DEFAULT_TEMPERATURE = 0.1  # the original's fixed softmax temperature
 
 _SELECTOR_FIELDS = ("hidden", "num_layers", "num_heads", "dropout", "attn_dropout", "temperature", "gated")
+# The variant fields of a SelectorConfig; all but mmr_reduction, top_m and refine_outside (which the
+# original keeps outside the state dict) are seen in the parameter names and shapes.
+_VARIANT_FIELDS = ("update", "step_emb_rows", "scoring", "set_term", "mmr_reduction", "div_lambda_size",
+                   "num_topics", "dpp_rank", "cand_encoder", "decoder", "top_m", "refine_type", "refine_outside",
+                   "num_slot_layers", "slot_rows", "stop")
+# Entries of the original's variant checkpoints (beside model_state_dict) that say what the names cannot.
+_CHECKPOINT_EXTRAS = ("model_type", "top_m", "refine_type", "attention_type", "use_gru", "use_step_emb",
+                      "mmr_reduction", "num_slot_layers", "use_slot_cand_attn", "num_topics", "dpp_rank")
 
 
 def require_torch(what: str = "this command"):
@@ -127,24 +135,36 @@ def torch_shapes(dim: int, hidden: int, num_layers: int, gated: bool, *, input_p
     return shapes
 
 
+# Module names (a ModuleList index stripped) whose class decides how a ``weight`` is stored.
+_LINEAR = {"input_proj", "query_proj", "cand_proj", "query_update_gate", "out_proj", "linear1", "linear2",
+           "attn_Wq", "attn_Wc", "attn_v", "query_topic_head", "dpp_proj", "refine_score", "refine_mlp"}
+_LAYER_NORM = {"attn_norms", "norm1", "norm2", "slot_norms", "slot_cand_norm", "refine_norm"}
+_EMBEDDING = {"step_emb", "slot_emb"}
+
+
 def _flax_location(torch_key: str) -> tuple[tuple[str, ...], bool]:
-    """The leverjax parameter path of a torch key and whether the array is transposed."""
-    parts = torch_key.split(".")
-    if parts[0] in ("cross_attn_layers", "attn_norms"):
-        module, rest = f"{parts[0]}_{parts[1]}", parts[2:]
-    else:
-        module, rest = parts[0], parts[1:]
-    if module.startswith("attn_norms_"):
-        return (module, "scale" if rest[0] == "weight" else "bias"), False
-    if rest == ["out_proj", "weight"]:
-        return (module, "out_proj", "kernel"), True
-    if rest == ["out_proj", "bias"]:
-        return (module, "out_proj", "bias"), False
-    if rest[0] in ("in_proj_weight", "in_proj_bias"):
-        return (module, rest[0]), False
-    if rest == ["weight"]:
-        return (module, "kernel"), True
-    return (module, rest[0]), False
+    """The leverjax parameter path of a torch key and whether the array is transposed.
+
+    A ModuleList/Sequential index joins its parent's name (``layers.0`` → ``layers_0``); a Linear's
+    ``weight`` becomes the transposed ``kernel``, a LayerNorm's ``weight`` its ``scale``, an
+    Embedding's ``weight`` its ``embedding``; every other name is kept.
+    """
+    parts: list[str] = []
+    for p in torch_key.split("."):
+        if p.isdigit() and parts:
+            parts[-1] = f"{parts[-1]}_{p}"
+        else:
+            parts.append(p)
+    if len(parts) == 1:
+        return (parts[0],), False
+    module, leaf = re.sub(r"_\d+$", "", parts[-2]), parts[-1]
+    if leaf == "weight" and module in _LINEAR:
+        return tuple(parts[:-1]) + ("kernel",), True
+    if leaf == "weight" and module in _LAYER_NORM:
+        return tuple(parts[:-1]) + ("scale",), False
+    if leaf == "weight" and module in _EMBEDDING:
+        return tuple(parts[:-1]) + ("embedding",), False
+    return tuple(parts), False
 
 
 def flax_name(torch_key: str) -> str:
@@ -154,11 +174,127 @@ def flax_name(torch_key: str) -> str:
 
 def torch_name(flax_path: str) -> str:
     """``cross_attn_layers_0/out_proj/kernel`` → ``cross_attn_layers.0.out_proj.weight``."""
-    parts = flax_path.split("/")
-    m = re.fullmatch(r"(cross_attn_layers|attn_norms)_(\d+)", parts[0])
-    head = f"{m.group(1)}.{m.group(2)}" if m else parts[0]
-    tail = [{"kernel": "weight", "scale": "weight"}.get(p, p) for p in parts[1:]]
-    return ".".join([head] + tail)
+    parts = []
+    for p in flax_path.split("/"):
+        m = re.fullmatch(r"(.+)_(\d+)", p)
+        if m and re.sub(r"_\d+$", "", p) in _LIST_MODULES:
+            parts += [m.group(1), m.group(2)]
+        else:
+            parts.append({"kernel": "weight", "scale": "weight", "embedding": "weight"}.get(p, p))
+    return ".".join(parts)
+
+
+# Module names that are ModuleLists or Sequentials in the original (their index is a key segment).
+_LIST_MODULES = {"cross_attn_layers", "attn_norms", "layers", "slot_self_attn_layers", "slot_norms", "refine_mlp"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants
+# ---------------------------------------------------------------------------------------------
+def infer_variant(state_dict: Mapping[str, Any], extras: Mapping[str, Any] | None = None) -> dict:
+    """The variant axes seen in a normalised torch state dict's names and shapes (``extras``: the
+    checkpoint's own entries such as ``top_m``/``refine_type``/``mmr_reduction``, used when present).
+
+    Returns the :class:`leverjax.model.SelectorConfig` variant fields plus ``preset`` (the preset these
+    axes equal, or ``custom``).
+    """
+    from leverjax.model import SelectorConfig
+
+    extras = dict(extras or {})
+    keys = set(state_dict)
+    has = lambda prefix: any(k == prefix or k.startswith(prefix + ".") for k in keys)  # noqa: E731
+    shape = lambda k: tuple(np.shape(state_dict[k])) if k in state_dict else None  # noqa: E731
+    decoder = "slots" if has("slot_emb") else "refine" if (has("refine_attn") or has("refine_mlp")) else "pointer"
+    stop = has("stop_token")
+    if has("query_update_gate"):
+        update = "gate"
+    elif has("decoder_gru"):
+        update = "gru"
+    elif (decoder == "refine" or stop) and not extras.get("use_gru", False):
+        update = "mix"  # V4-9 / V4-10 without their GRU blend the pick into the state
+    else:
+        update = "none"
+    set_term = ("mmr" if has("div_lambda") else "coverage" if has("topic_prototypes") else
+                "dpp" if has("dpp_proj") else "none")
+    base = SelectorConfig()
+    out = {
+        "update": update,
+        "step_emb_rows": shape("step_emb.weight")[0] if has("step_emb") else 0,
+        "scoring": "additive" if has("attn_Wq") else "bilinear" if has("bilinear") else "dot",
+        "set_term": set_term,
+        "mmr_reduction": str(extras.get("mmr_reduction") or base.mmr_reduction),
+        "div_lambda_size": shape("div_lambda")[0] if has("div_lambda") else base.div_lambda_size,
+        "num_topics": shape("topic_prototypes")[0] if has("topic_prototypes") else base.num_topics,
+        "dpp_rank": shape("dpp_proj.weight")[0] if has("dpp_proj") else base.dpp_rank,
+        "cand_encoder": "self_attn" if has("cand_encoder") else "none",
+        "decoder": decoder,
+        "top_m": int(extras.get("top_m") or base.top_m),
+        "refine_type": "mlp" if has("refine_mlp") else "attn",
+        "refine_outside": base.refine_outside,
+        "num_slot_layers": len(_layer_indices(keys, "slot_self_attn_layers")) if decoder == "slots"
+        else base.num_slot_layers,
+        "slot_rows": shape("slot_emb.weight")[0] if has("slot_emb") else base.slot_rows,
+        "stop": stop,
+    }
+    out["preset"] = preset_name(out)
+    return out
+
+
+def preset_name(axes: Mapping[str, Any]) -> str:
+    """The preset whose axes equal ``axes`` (any shot number), else ``custom``."""
+    from leverjax.model import AXES, PRESETS, SelectorConfig
+
+    for name, values in PRESETS.items():
+        want = {a: getattr(SelectorConfig, a) for a in AXES}
+        want.update(values)
+        if want["step_emb_rows"] == "S":
+            want["step_emb_rows"] = axes.get("step_emb_rows") or -1
+        if all(axes.get(a) == want[a] for a in AXES):
+            return name
+    return "custom"
+
+
+def _variant_config(dim: int, hidden: int, num_layers: int, num_heads: int, axes: Mapping[str, Any]):
+    from leverjax.model import SelectorConfig
+
+    values = {f: axes[f] for f in _VARIANT_FIELDS if f in axes}
+    return SelectorConfig(hidden=hidden, num_layers=num_layers, num_heads=num_heads, **values)
+
+
+def expected_torch_shapes(selector_config, dim: int, *, input_proj: bool = True) -> dict:
+    """``{torch key: shape}`` of the original's module for ``selector_config`` on embeddings of width ``dim``
+    (derived from leverjax's own parameters: a kernel's shape is transposed)."""
+    import jax
+
+    from leverjax.model import init_params
+
+    tree = jax.eval_shape(lambda: init_params(selector_config, jax.random.PRNGKey(0), dim))
+    shapes = {}
+    for path, leaf in _flatten(tree).items():
+        key = torch_name(path)
+        transposed = _flax_location(key)[1]
+        shapes[key] = tuple(reversed(leaf.shape)) if transposed else tuple(leaf.shape)
+    if not input_proj:
+        shapes.pop("input_proj.weight")
+    return dict(sorted(shapes.items(), key=lambda kv: _key_rank(kv[0])))
+
+
+_TOP_ORDER = ("input_proj", "cand_encoder", "cross_attn_layers", "attn_norms", "query_proj", "cand_proj",
+              "query_update_gate", "stop_token", "slot_emb", "slot_self_attn_layers", "slot_norms", "slot_cand_attn",
+              "slot_cand_norm", "refine_attn", "refine_norm", "refine_score", "refine_mlp", "decoder_gru",
+              "step_emb", "attn_Wq", "attn_Wc", "attn_v", "bilinear", "div_lambda", "topic_prototypes",
+              "query_topic_head", "cover_lambda", "dpp_proj", "dpp_lambda")
+_LEAF_ORDER = ("in_proj_weight", "in_proj_bias", "out_proj", "self_attn", "linear1", "linear2", "norm1", "norm2",
+               "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight", "bias")
+
+
+def _key_rank(key: str):
+    """Sort key giving the original's module registration order (which strict loading does not need)."""
+    parts = key.split(".")
+    top = _TOP_ORDER.index(parts[0]) if parts[0] in _TOP_ORDER else len(_TOP_ORDER)
+    rest = tuple(int(p) if p.isdigit() else (_LEAF_ORDER.index(p) if p in _LEAF_ORDER else len(_LEAF_ORDER))
+                 for p in parts[1:])
+    return (top,) + rest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +310,7 @@ def _to_numpy(value: Any, key: str) -> np.ndarray:
     arr = np.asarray(value)
     if not np.issubdtype(arr.dtype, np.floating):
         raise LeverjaxError(f"state dict entry {key} has dtype {arr.dtype}, not a float tensor")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return np.array(arr, dtype=np.float32, order="C")  # (ascontiguousarray would make a scalar 1-d)
 
 
 def normalize_keys(state_dict: Mapping[str, Any]) -> tuple[dict, list[str]]:
@@ -252,20 +388,40 @@ def infer_config(state_dict: Mapping[str, Any]) -> dict:
 
 
 def torch_state_dict_to_params(state_dict: Mapping[str, Any], *, num_heads: int | None = None,
-                               source: str = "state dict") -> tuple[dict, dict]:
-    """Converts a Lever-Plus selector state dict into leverjax parameters.
+                               source: str = "state dict", selector: str | None = None,
+                               extras: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
+    """Converts a Lever-Plus selector state dict (the v2/V4-1 selector or any variant V4-2 … V4-10) into
+    leverjax parameters.
 
     ``state_dict`` maps torch keys (any of the layouts :func:`normalize_keys` accepts) to torch
-    tensors or arrays. Returns ``(params, config)``: ``params`` a nested dict of float32 numpy
-    arrays in the layout of :func:`leverjax.model.init_params`, ``config`` the inferred
-    ``{dim, hidden, num_layers, num_heads, gated, left_out}`` (``num_heads`` is the argument, or 1;
-    ``left_out`` the keys outside the selector that were ignored). Raises a
-    :class:`LeverjaxError` naming every missing, unexpected or mis-shaped key.
+    tensors or arrays. The variant is inferred from the parameter names (:func:`infer_variant`;
+    ``extras`` are the checkpoint's own entries such as ``top_m``); ``selector`` (a preset name) makes
+    the state dict be checked against that preset instead. Returns ``(params, config)``: ``params`` a
+    nested dict of float32 numpy arrays in the layout of :func:`leverjax.model.init_params`,
+    ``config`` the inferred ``{dim, hidden, num_layers, num_heads, gated, left_out, preset}`` and the
+    variant fields. Raises a :class:`LeverjaxError` naming every missing, unexpected or mis-shaped key.
     """
+    from leverjax.model import PRESETS, preset_config
+
     sd, left_out = normalize_keys(state_dict)
     cfg = infer_config(sd)
-    expected = torch_shapes(cfg["dim"], cfg["hidden"], cfg["num_layers"], cfg["gated"],
-                            input_proj="input_proj.weight" in sd)
+    heads = 1 if num_heads is None else int(num_heads)
+    if heads < 1 or cfg["hidden"] % heads:
+        raise LeverjaxError(f"{source}: num_heads={heads} does not divide hidden={cfg['hidden']}")
+    axes = infer_variant(sd, extras)
+    if selector is not None:
+        if selector not in PRESETS:
+            raise ConfigError(f"selector={selector!r} is not one of: {', '.join(PRESETS)}")
+        shots = axes["div_lambda_size"] if axes["set_term"] == "mmr" else (axes["step_emb_rows"] or 2)
+        sc = preset_config(selector, shots, hidden=cfg["hidden"], num_layers=cfg["num_layers"], num_heads=heads,
+                           mmr_reduction=axes["mmr_reduction"], top_m=axes["top_m"])
+        axes = {**{f: getattr(sc, f) for f in _VARIANT_FIELDS}, "preset": selector}
+    sc = _variant_config(cfg["dim"], cfg["hidden"], cfg["num_layers"], heads, axes)
+    try:
+        sc.check()
+    except ConfigError as e:
+        raise LeverjaxError(f"{source}: its parameters make no selector variant leverjax knows ({e})") from None
+    expected = expected_torch_shapes(sc, cfg["dim"], input_proj="input_proj.weight" in sd)
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     wrong = []
@@ -273,8 +429,9 @@ def torch_state_dict_to_params(state_dict: Mapping[str, Any], *, num_heads: int 
         if k in sd and tuple(np.shape(sd[k])) != shape:
             wrong.append(f"{k} has shape {tuple(np.shape(sd[k]))} but the selector needs {shape}")
     if missing or unexpected or wrong:
-        seen = (f"d={cfg['dim']}, H={cfg['hidden']}, {cfg['num_layers']} layer(s), "
-                f"{'gated' if cfg['gated'] else 'static'}")
+        seen = (f"d={cfg['dim']}, H={cfg['hidden']}, {cfg['num_layers']} layer(s), variant {axes['preset']} "
+                f"(update={sc.state_update}, scoring={sc.scoring}, set_term={sc.set_term}, "
+                f"decoder={sc.decoder}, stop={sc.stop})")
         parts = []
         if missing:
             parts.append(f"missing keys: {_fmt_keys(missing)}")
@@ -282,11 +439,8 @@ def torch_state_dict_to_params(state_dict: Mapping[str, Any], *, num_heads: int 
             parts.append(f"unexpected keys: {_fmt_keys(unexpected)}")
         if wrong:
             parts.append("; ".join(wrong))
-        raise LeverjaxError(f"{source} does not match the reference selector ({seen}, inferred from its "
-                            f"shapes): " + "; ".join(parts))
-    heads = 1 if num_heads is None else int(num_heads)
-    if heads < 1 or cfg["hidden"] % heads:
-        raise LeverjaxError(f"{source}: num_heads={heads} does not divide hidden={cfg['hidden']}")
+        how = "given by --selector" if selector is not None else "inferred from its names and shapes"
+        raise LeverjaxError(f"{source} does not match the selector ({seen}, {how}): " + "; ".join(parts))
     params: dict = {}
     for k in expected:
         path, transpose = _flax_location(k)
@@ -294,25 +448,30 @@ def torch_state_dict_to_params(state_dict: Mapping[str, Any], *, num_heads: int 
         node = params
         for p in path[:-1]:
             node = node.setdefault(p, {})
-        node[path[-1]] = np.ascontiguousarray(arr.T) if transpose else arr
+        node[path[-1]] = np.array(arr.T, order="C") if transpose else arr
     if "input_proj.weight" not in sd:
         params["input_proj"] = {"kernel": np.eye(cfg["dim"], dtype=np.float32)}
-    return params, {**cfg, "num_heads": heads, "left_out": left_out}
+    cfg["gated"] = sc.state_update == "gate" or (sc.update == "gate" and sc.gated)
+    return params, {**cfg, "num_heads": heads, "left_out": left_out, **axes}
 
 
 # ---------------------------------------------------------------------------------------------
 # Params → state dict
 # ---------------------------------------------------------------------------------------------
 def params_config(params: Mapping[str, Any]) -> dict:
-    """``{dim, hidden, num_layers, gated}`` of one run's leverjax parameters."""
+    """``{dim, hidden, num_layers, gated, preset}`` and the variant fields of one run's leverjax parameters."""
     try:
         dim, hidden = np.shape(params["input_proj"]["kernel"])
     except (KeyError, TypeError, ValueError):
         raise LeverjaxError("parameters lack input_proj/kernel [d, H] (a run axis left in, or not a selector?)") \
             from None
     layers = [int(m.group(1)) for k in params for m in [re.fullmatch(r"cross_attn_layers_(\d+)", k)] if m]
+    names = {}
+    for path, v in _flatten(params).items():
+        key = torch_name(path)
+        names[key] = np.empty(tuple(reversed(np.shape(v))) if _flax_location(key)[1] else np.shape(v), np.float32)
     return {"dim": int(dim), "hidden": int(hidden), "num_layers": max(layers) + 1 if layers else 0,
-            "gated": "query_update_gate" in params}
+            "gated": "query_update_gate" in params, **infer_variant(names)}
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -347,11 +506,15 @@ def params_to_numpy_state_dict(params: Mapping[str, Any], *, square_input_proj: 
                 f"square input projection with nn.Identity and cannot hold this one; train with hidden != the "
                 f"embedding width, or export with square_input_proj='keep' for a module that has the Linear")
         keep_input = False
-    names = torch_param_names(cfg["num_layers"], cfg["gated"], input_proj=keep_input)
+    if cfg["preset"] in ("v4_1", "v2"):
+        names = torch_param_names(cfg["num_layers"], cfg["gated"], input_proj=keep_input)
+    else:
+        sc = _variant_config(cfg["dim"], cfg["hidden"], max(cfg["num_layers"], 1), 1, cfg)
+        names = list(expected_torch_shapes(sc, cfg["dim"], input_proj=keep_input))
     wanted = {flax_name(k) for k in names} | {"input_proj/kernel"}
     extra = sorted(set(flat) - wanted)
     if extra:
-        raise LeverjaxError(f"parameters hold entries the reference selector has not: {_fmt_keys(extra)}")
+        raise LeverjaxError(f"parameters hold entries the selector has not: {_fmt_keys(extra)}")
     out = {}
     for k in names:
         path, transpose = _flax_location(k)
@@ -359,7 +522,7 @@ def params_to_numpy_state_dict(params: Mapping[str, Any], *, square_input_proj: 
         if name not in flat:
             raise LeverjaxError(f"parameters lack {name} (torch {k})")
         arr = np.asarray(flat[name], np.float32)
-        out[k] = np.ascontiguousarray(arr.T if transpose else arr)
+        out[k] = np.array(arr.T if transpose else arr, order="C")
     return out
 
 
@@ -488,6 +651,8 @@ def load_torch_checkpoint(path: str) -> tuple[dict, dict]:
         keys = f" with keys {_fmt_keys(sorted(map(str, obj)))}" if isinstance(obj, Mapping) else ""
         raise LeverjaxError(f"{path}: a {kind}{keys} is not a Lever-Plus checkpoint (expected a dict with "
                             f"model_state_dict, a Lightning checkpoint with state_dict, or a state dict)")
+    if isinstance(obj, Mapping):  # the variant workflows' own entries (top_m, refine_type, model_type, ...)
+        config.update({k: _plain(obj[k]) for k in _CHECKPOINT_EXTRAS if k in obj and k not in config})
     if isinstance(obj, Mapping) and isinstance(obj.get("leverjax"), Mapping):
         config.update(obj["leverjax"])
     if not _is_tensor_dict(sd):
@@ -527,14 +692,17 @@ def _unflatten(flat: Mapping[str, Any]) -> dict:
     return out
 
 
-def load_checkpoint(path: str, *, run_index: int = 0, num_heads: int | None = None) -> tuple[dict, dict]:
+def load_checkpoint(path: str, *, run_index: int = 0, num_heads: int | None = None,
+                    selector: str | None = None) -> tuple[dict, dict]:
     """One run's parameters (float32 numpy) and their selector config from any checkpoint.
 
     ``path``: a leverjax parameter folder (``checkpoints/<experiment>/best``; run ``run_index`` of
     its leading run axis) or a Lever-Plus / exported ``.pt``/``.ckpt`` file. The config dict has
     ``dim`` and every :class:`leverjax.model.SelectorConfig` field, plus ``source`` (``leverjax`` or
     ``torch``) and, for torch files, ``layout`` and ``num_heads_known`` (whether the file said how
-    many heads; otherwise ``num_heads`` is the argument or 1).
+    many heads; otherwise ``num_heads`` is the argument or 1). The variant (``preset`` and the variant
+    fields) comes from a leverjax folder's config, or is inferred from a torch file's parameter names;
+    ``selector`` (a preset name) checks a torch file against that preset instead.
     """
     if not os.path.exists(path):
         raise LeverjaxError(f"no checkpoint at {path} (expected a leverjax folder or a .pt/.ckpt file)")
@@ -553,6 +721,14 @@ def load_checkpoint(path: str, *, run_index: int = 0, num_heads: int | None = No
                 cfg[f] = cfg_in[f]
         cfg.setdefault("num_heads", 1 if num_heads is None else num_heads)
         cfg.setdefault("temperature", DEFAULT_TEMPERATURE)
+        if cfg_in.get("selector"):  # the run's own variant (names alone cannot tell every axis apart)
+            from leverjax import config as config_lib
+
+            known = {k: v for k, v in cfg_in.items() if k in config_lib.FIELDS}
+            shots = shape_cfg["div_lambda_size"] if shape_cfg["set_term"] == "mmr" else max(
+                shape_cfg["step_emb_rows"], 2)
+            sc = config_lib.selector_config(config_lib.replace(config_lib.Config(), known), shots)
+            cfg.update({f: getattr(sc, f) for f in _VARIANT_FIELDS}, preset=cfg_in["selector"])
         for f in ("hidden", "num_layers", "gated"):
             if f in cfg_in and cfg_in[f] != shape_cfg[f]:
                 raise LeverjaxError(f"{path}: its config says {f}={cfg_in[f]!r} but its parameters have "
@@ -565,13 +741,14 @@ def load_checkpoint(path: str, *, run_index: int = 0, num_heads: int | None = No
     ck = info["config"]
     heads_known = ck.get("num_heads") is not None
     heads = int(ck["num_heads"]) if heads_known else num_heads
-    params, inferred = torch_state_dict_to_params(sd, num_heads=heads, source=path)
+    params, inferred = torch_state_dict_to_params(sd, num_heads=heads, source=path, selector=selector, extras=ck)
     for key, name in (("d_model", "dim"), ("hidden_dim", "hidden"), ("hidden", "hidden"),
                       ("num_layers", "num_layers"), ("dim", "dim"), ("gated", "gated")):
         if ck.get(key) is not None and _plain(ck[key]) != inferred[name]:
             raise LeverjaxError(f"{path}: its config says {key}={ck[key]!r} but its weights have "
                                 f"{name}={inferred[name]!r}")
-    cfg = {k: inferred[k] for k in ("dim", "hidden", "num_layers", "num_heads", "gated")}
+    cfg = {k: inferred[k] for k in ("dim", "hidden", "num_layers", "num_heads", "gated", "preset")
+           + _VARIANT_FIELDS}
     cfg.update(source="torch", layout=info["layout"], num_heads_known=heads_known, left_out=len(inferred["left_out"]),
                temperature=float(ck.get("temperature") or DEFAULT_TEMPERATURE))
     for f in ("dropout", "attn_dropout"):
@@ -586,9 +763,10 @@ def selector_config_from(cfg: Mapping[str, Any], **overrides):
     from leverjax.model import SelectorConfig
 
     base = SelectorConfig()
-    values = {f: cfg[f] for f in _SELECTOR_FIELDS if f in cfg and cfg[f] is not None}
+    fields = _SELECTOR_FIELDS + _VARIANT_FIELDS
+    values = {f: cfg[f] for f in fields if f in cfg and cfg[f] is not None}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    sc = SelectorConfig(**{f: values.get(f, getattr(base, f)) for f in _SELECTOR_FIELDS})
+    sc = SelectorConfig(**{f: values.get(f, getattr(base, f)) for f in fields}).check()
     if sc.hidden % sc.num_heads:
         raise ConfigError(f"num_heads={sc.num_heads} does not divide hidden={sc.hidden}")
     return sc
@@ -662,21 +840,37 @@ def _map_tree(tree: Mapping[str, Any], fn) -> dict:
 def export_record(params: Mapping[str, Any], config: Any, *, pool_size: int = 64, shot_num: int = 2,
                   source: str | None = None) -> dict:
     """The ``model_config`` and ``leverjax`` records of an export (plain JSON-able values)."""
+    if hasattr(config, "selector") and not isinstance(config, Mapping):  # a run config: resolve its preset
+        from leverjax import config as config_lib
+
+        config = config_lib.selector_config(config, shot_num)
     cfg = config if isinstance(config, Mapping) else {f: getattr(config, f) for f in _SELECTOR_FIELDS
-                                                      if hasattr(config, f)}
+                                                      + _VARIANT_FIELDS if hasattr(config, f)}
     shape = params_config(params)
-    sc = selector_config_from({**cfg, **{k: shape[k] for k in ("hidden", "num_layers", "gated")}})
+    seen = {k: shape[k] for k in ("hidden", "num_layers", "gated")}
+    if shape["preset"] not in ("v4_1", "v2"):  # the names decide the variant (the config may lack its axes)
+        seen.update({f: shape[f] for f in _VARIANT_FIELDS if f not in ("mmr_reduction", "top_m", "refine_outside")})
+        if shape["update"] == "mix" and cfg.get("update") == "none":
+            seen["update"] = "none"
+    sc = selector_config_from({**cfg, **seen})
     model_config = {
         "d_model": shape["dim"], "K": int(pool_size), "shot_num": int(shot_num), "label_smoothing": 0.0,
         "dropout": float(sc.dropout), "hidden_dim": sc.hidden, "num_heads": sc.num_heads,
         "attn_dropout": float(sc.attn_dropout), "num_layers": sc.num_layers, "enable_rce": False,
         "enable_grpo": False, "temperature": float(sc.temperature),
     }
-    record = {"dim": shape["dim"], **{f: getattr(sc, f) for f in _SELECTOR_FIELDS},
-              "variant": "v2 + V4-1 gate" if sc.gated else "v2 static"}
+    preset = preset_name({f: getattr(sc, f) for f in _VARIANT_FIELDS} | {"update": sc.state_update})
+    record = {"dim": shape["dim"], **{f: getattr(sc, f) for f in _SELECTOR_FIELDS + _VARIANT_FIELDS},
+              "preset": preset,
+              "variant": ("v2 + V4-1 gate" if sc.gated else "v2 static") if preset in ("v4_1", "v2") else preset}
     if source:
         record["source"] = source
-    return {"model_config": model_config, "leverjax": record}
+    out = {"model_config": model_config, "leverjax": record}
+    if preset not in ("v4_1", "v2"):  # the entries the original's variant checkpoints carry
+        out.update(model_type="v4_5" if preset.startswith("v4_5") else preset, top_m=sc.top_m,
+                   refine_type=sc.refine_type, attention_type=sc.scoring, mmr_reduction=sc.mmr_reduction,
+                   use_gru=sc.state_update == "gru", use_step_emb=sc.step_emb_rows > 0)
+    return out
 
 
 def json_path_for(path: str) -> str:
@@ -702,21 +896,21 @@ def export_pt(params: Mapping[str, Any], config: Any, path: str, *, pool_size: i
     record = export_record(params, config, pool_size=pool_size, shot_num=shot_num, source=source)
     sd = params_to_torch_state_dict(params, square_input_proj=square_input_proj)
     with atomic_path(path) as tmp:
-        torch.save({"model_state_dict": sd, **record}, tmp)
+        torch.save({"model_state_dict": sd, "phase": "export", **record}, tmp)
     write_json_atomic(json_path_for(path), {**record, "state_dict_keys": list(sd)})
     return record
 
 
-def import_to_folder(path: str, out: str, *, num_heads: int | None = None) -> dict:
+def import_to_folder(path: str, out: str, *, num_heads: int | None = None, selector: str | None = None) -> dict:
     """Converts a torch checkpoint into a leverjax parameter folder (one run on the run axis)."""
     from leverjax import config as config_lib
     from leverjax.checkpoint import save_params
 
-    params, cfg = load_checkpoint(path, num_heads=num_heads)
+    params, cfg = load_checkpoint(path, num_heads=num_heads, selector=selector)
     if num_heads is not None and cfg.get("num_heads_known") and cfg["num_heads"] != num_heads:
         raise ConfigError(f"--num_heads={num_heads} but {path} says num_heads={cfg['num_heads']}")
     sc = selector_config_from(cfg, num_heads=num_heads)
-    full = config_lib.replace(config_lib.Config(), {f: getattr(sc, f) for f in _SELECTOR_FIELDS})
+    full = config_lib.replace(config_lib.Config(), config_fields(sc, cfg.get("preset", "custom")))
     stacked = _map_tree(params, lambda v: np.asarray(v)[None])
     meta = {"experiment": "imported", "config": config_lib.to_dict(full),
             "runs": [{"label": "imported", "sweep": {}, "seed": 0}], "imported_from": os.path.abspath(path),
@@ -726,11 +920,35 @@ def import_to_folder(path: str, out: str, *, num_heads: int | None = None) -> di
     return {**cfg, **{f: getattr(sc, f) for f in _SELECTOR_FIELDS}, "num_heads_known": known}
 
 
+def config_fields(sc, preset: str = "custom") -> dict:
+    """The run-config fields (:class:`leverjax.config.Config`) that give ``sc``; raises if the config
+    cannot express it (topic, DPP or slot sizes other than the presets')."""
+    from leverjax.model import SelectorConfig
+
+    base = SelectorConfig()
+    for f in ("num_topics", "dpp_rank", "num_slot_layers", "slot_rows"):
+        if getattr(sc, f) != getattr(base, f):
+            raise LeverjaxError(f"{f}={getattr(sc, f)} cannot be set in a run config (the presets use "
+                                f"{getattr(base, f)})")
+    out = {f: getattr(sc, f) for f in _SELECTOR_FIELDS}
+    out.update(selector=preset if preset not in ("custom",) else "v4_1", update=sc.update,
+               step_emb_rows=sc.step_emb_rows, scoring=sc.scoring, set_term=sc.set_term,
+               mmr_reduction=sc.mmr_reduction, cand_encoder=sc.cand_encoder, decoder=sc.decoder, top_m=sc.top_m,
+               refine_type=sc.refine_type, refine_outside=sc.refine_outside, stop="on" if sc.stop else "off")
+    return out
+
+
 def describe(cfg: Mapping[str, Any]) -> str:
     """One line about a loaded checkpoint's selector."""
     heads = f"{cfg['num_heads']} head(s)" + ("" if cfg.get("num_heads_known", True) else " (assumed)")
-    return (f"d={cfg['dim']}, H={cfg['hidden']}, {cfg['num_layers']} layer(s), {heads}, "
-            f"{'gated (v2 + V4-1 gate)' if cfg['gated'] else 'static (v2)'}, temperature {cfg.get('temperature')}")
+    preset = cfg.get("preset", "v4_1" if cfg["gated"] else "v2")
+    if preset in ("v4_1", "v2"):
+        kind = "gated (v2 + V4-1 gate)" if cfg["gated"] else "static (v2)"
+    else:
+        kind = (f"variant {preset} (update={cfg.get('update')}, scoring={cfg.get('scoring')}, "
+                f"set_term={cfg.get('set_term')}, decoder={cfg.get('decoder')}, stop={cfg.get('stop')})")
+    return (f"d={cfg['dim']}, H={cfg['hidden']}, {cfg['num_layers']} layer(s), {heads}, {kind}, "
+            f"temperature {cfg.get('temperature')}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -753,6 +971,8 @@ def _cli() -> None:
                          "to K).")
     flags.DEFINE_integer("shot_num", 2, "export: shot_num written to model_config.")
     flags.DEFINE_integer("num_heads", None, "Attention heads of a torch file whose config does not say (default 1).")
+    flags.DEFINE_string("selector", None, "Check a torch file against this selector preset (v4_1, v2, v4_2, ...) "
+                        "instead of inferring the variant from its parameter names.")
     FLAGS = flags.FLAGS
 
     @exit_on_error
@@ -765,11 +985,12 @@ def _cli() -> None:
         if command in ("export", "import") and not FLAGS.out:
             raise ConfigError(f"{command} needs --out=PATH")
         if command == "import":
-            cfg = import_to_folder(FLAGS.checkpoint, FLAGS.out, num_heads=FLAGS.num_heads)
+            cfg = import_to_folder(FLAGS.checkpoint, FLAGS.out, num_heads=FLAGS.num_heads, selector=FLAGS.selector)
             print(f"imported {FLAGS.checkpoint}: {describe(cfg)}")
             print(f"wrote {FLAGS.out} (use it with run.py --init_from={FLAGS.out} or leverjax.score)")
             return
-        params, cfg = load_checkpoint(FLAGS.checkpoint, run_index=FLAGS.run, num_heads=FLAGS.num_heads)
+        params, cfg = load_checkpoint(FLAGS.checkpoint, run_index=FLAGS.run, num_heads=FLAGS.num_heads,
+                                      selector=FLAGS.selector)
         if FLAGS.num_heads is not None:
             if cfg.get("num_heads_known") and cfg["num_heads"] != FLAGS.num_heads:
                 raise ConfigError(f"--num_heads={FLAGS.num_heads} but {FLAGS.checkpoint} says "

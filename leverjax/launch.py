@@ -155,7 +155,9 @@ def expand_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None
     """The runs of ``names`` × (each experiment's SWEEP merged with ``sweep``) × seeds, grouped by static signature.
 
     ``overrides`` apply to every experiment (like command-line flags); ``experiment_overrides[name]`` to one
-    experiment, after them. An unknown experiment or a non-sweepable sweep field raises
+    experiment, after them. A sweep may name any config field but the seed and output ones: sweepable
+    values share a group, static values (``selector``, ``num_layers``, ``grpo_epochs``, ...) split the runs
+    into one group per value. An unknown experiment or sweep field raises
     :class:`ConfigError`; an override that is invalid for one experiment, or a sweep value invalid for one
     run, makes only those runs failed ones (``GridRun.error``).
     """
@@ -166,10 +168,10 @@ def expand_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None
     if seeds is not None:
         overrides["seeds"] = seeds
     sweep = {k: tuple(dict.fromkeys(v)) for k, v in (sweep or {}).items()}
-    for field in sweep:
-        if field not in config_lib.SWEEPABLE:
-            raise ConfigError(f"--sweep: {field!r} is not a sweepable field; sweepable: "
-                              f"{', '.join(config_lib.SWEEPABLE)}")
+    for field in sweep:  # any field: static values make groups of their own (one compile each)
+        if field not in config_lib.FIELDS or field in _NOT_IN_RUN_NAME:
+            raise ConfigError(f"--sweep: {field!r} is not a config field that can be swept; fields: "
+                              f"{', '.join(f for f in config_lib.FIELDS if f not in _NOT_IN_RUN_NAME)}")
     experiment_overrides = {k: dict(v) for k, v in (experiment_overrides or {}).items()}
     unknown = sorted(set(experiment_overrides) - set(names))
     if unknown:

@@ -57,7 +57,7 @@ def score_arrays(params, selector_config, dataset, *, shots: int = 4, chunk: int
     @jax.jit
     def run(params, query_emb, cand_emb, pool_mask, traj):
         logp = selector.log_probs(params, query_emb, cand_emb, pool_mask, traj)
-        picks = selector.greedy(params, query_emb, cand_emb, pool_mask, shots)
+        picks = selector.greedy(params, query_emb, cand_emb, pool_mask, shots, allow_stop=False)  # never STOP
         return logp, picks
 
     q = dataset.num_queries
@@ -84,13 +84,13 @@ def score_arrays(params, selector_config, dataset, *, shots: int = 4, chunk: int
 
 
 def load_for_scoring(checkpoint: str, *, run_index: int = 0, num_heads: int | None = None,
-                     temperature: float | None = None):
+                     temperature: float | None = None, selector: str | None = None):
     """``(params, SelectorConfig, config dict)`` of one selector from any checkpoint."""
     import jax.numpy as jnp
 
     from leverjax import interop
 
-    params, cfg = interop.load_checkpoint(checkpoint, run_index=run_index, num_heads=num_heads)
+    params, cfg = interop.load_checkpoint(checkpoint, run_index=run_index, num_heads=num_heads, selector=selector)
     if num_heads is not None and cfg.get("num_heads_known") and cfg["num_heads"] != num_heads:
         raise ConfigError(f"--num_heads={num_heads} but {checkpoint} says num_heads={cfg['num_heads']}")
     sc = interop.selector_config_from(cfg, num_heads=num_heads, temperature=temperature)
@@ -99,12 +99,13 @@ def load_for_scoring(checkpoint: str, *, run_index: int = 0, num_heads: int | No
 
 
 def score_file(checkpoint: str, data: str, out: str, *, run_index: int = 0, shots: int = 4, chunk: int = 256,
-               num_heads: int | None = None, temperature: float | None = None) -> dict[str, Any]:
+               num_heads: int | None = None, temperature: float | None = None,
+               selector: str | None = None) -> dict[str, Any]:
     """Scores the data file ``data`` with ``checkpoint`` and writes ``out`` (see the module docstring)."""
     from leverjax.data import load_npz
 
     params, sc, cfg = load_for_scoring(checkpoint, run_index=run_index, num_heads=num_heads,
-                                       temperature=temperature)
+                                       temperature=temperature, selector=selector)
     ds = load_npz(data)
     if ds.dim != cfg["dim"]:
         raise DataError(f"{data} has embeddings of width d={ds.dim} but {checkpoint} takes d={cfg['dim']}")
@@ -114,7 +115,8 @@ def score_file(checkpoint: str, data: str, out: str, *, run_index: int = 0, shot
     meta = {
         "checkpoint": os.path.abspath(checkpoint), "run": run_index, "source": cfg["source"],
         "selector": {"dim": cfg["dim"], "hidden": sc.hidden, "num_layers": sc.num_layers,
-                     "num_heads": sc.num_heads, "gated": sc.gated, "temperature": sc.temperature},
+                     "num_heads": sc.num_heads, "gated": sc.gated, "temperature": sc.temperature,
+                     "preset": cfg.get("preset", "v4_1" if sc.gated else "v2")},
         "num_heads_known": bool(cfg.get("num_heads_known", True)),
         "data": os.path.abspath(data), "shots": shots, "mode": "eval",
         "greedy": "global ids (rows of emb); n-shot selection = greedy[:, :n]; -1 past the pool's valid candidates",
@@ -144,6 +146,8 @@ def _cli() -> None:
     flags.DEFINE_integer("chunk", 256, "Queries per jitted chunk (memory bound, not a result).")
     flags.DEFINE_integer("num_heads", None, "Attention heads of a torch file whose config does not say (default 1).")
     flags.DEFINE_float("temperature", None, "Override the softmax temperature (default: the checkpoint's, or 0.1).")
+    flags.DEFINE_string("selector", None, "Check a torch file against this selector preset instead of inferring the "
+                        "variant from its parameter names.")
     FLAGS = flags.FLAGS
 
     @exit_on_error
@@ -152,11 +156,12 @@ def _cli() -> None:
         if len(argv) > 1:
             raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}; flags look like --name=value")
         res = score_file(FLAGS.checkpoint, FLAGS.data, FLAGS.out, run_index=FLAGS.run, shots=FLAGS.shots,
-                         chunk=FLAGS.chunk, num_heads=FLAGS.num_heads, temperature=FLAGS.temperature)
+                         chunk=FLAGS.chunk, num_heads=FLAGS.num_heads, temperature=FLAGS.temperature,
+                         selector=FLAGS.selector)
         sel = res["meta"]["selector"]
         note = "" if res["meta"]["num_heads_known"] else " (heads assumed; --num_heads to set)"
         print(f"selector: d={sel['dim']}, H={sel['hidden']}, {sel['num_layers']} layer(s), {sel['num_heads']} "
-              f"head(s){note}, {'gated' if sel['gated'] else 'static'}, temperature {sel['temperature']}")
+              f"head(s){note}, selector {sel['preset']}, temperature {sel['temperature']}")
         finite = np.isfinite(res["logp"])
         print(f"scored {res['num_queries']} queries, {int(finite.sum())} trajectories in {res['seconds']:.1f}s; "
               f"mean log-prob {float(res['logp'][finite].mean()) if finite.any() else float('nan'):.4f}")

@@ -27,10 +27,10 @@ from leverjax import advantages as adv_lib
 from leverjax import losses
 from leverjax import optim
 from leverjax import rewards as rewards_lib
-from leverjax.config import Config, hyperparameters, validate
+from leverjax.config import Config, hyperparameters, selector_config, validate
 from leverjax.data.device import Batch, DeviceData, gather, padded_batches
 from leverjax.errors import DataError
-from leverjax.model import Selector, SelectorConfig, init_params
+from leverjax.model import Selector, init_params
 
 PyTree = Any
 
@@ -68,9 +68,7 @@ class Pipeline:
     def __init__(self, cfg: Config, dataset):
         self.cfg = validate(cfg)
         self.dataset = dataset
-        self.selector = Selector(SelectorConfig(
-            hidden=cfg.hidden, num_layers=cfg.num_layers, num_heads=cfg.num_heads, dropout=cfg.dropout,
-            attn_dropout=cfg.attn_dropout, temperature=cfg.temperature, gated=cfg.gated))
+        self.selector = Selector(selector_config(cfg, int(dataset.traj.shape[-1])))
         split = np.asarray(dataset.split)
         has_traj = np.asarray(dataset.traj[..., 0] >= 0).any(-1)
         self.split_index = {name: np.flatnonzero((split == code) & has_traj).astype(np.int32)
@@ -203,8 +201,8 @@ class Pipeline:
             def loss_fn(params, rng):
                 step_logp = sel.step_log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask,
                                                labels[:, None, :], rng=rng, deterministic=False)[:, 0]
-                loss = losses.sft_loss(step_logp, labels, batch.pool_mask, batch.query_mask & batch.traj_mask.any(-1),
-                                       hp["sft_label_smoothing"])
+                loss = losses.sft_loss(step_logp, labels, sel.logit_mask(batch.pool_mask),
+                                       batch.query_mask & batch.traj_mask.any(-1), hp["sft_label_smoothing"])
                 return loss, {}
             return loss_fn
 
@@ -218,9 +216,8 @@ class Pipeline:
 
             def loss_fn(params, rng):
                 step_logp = sel.step_log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask, traj,
-                                               rng=rng, deterministic=False,
-                                               per_trajectory=cfg.dropout_per_trajectory)
-                loss = losses.rce_loss(step_logp, traj, traj_mask, batch.pool_mask, rewards, tau,
+                                               rng=rng, deterministic=False)
+                loss = losses.rce_loss(step_logp, traj, traj_mask, sel.logit_mask(batch.pool_mask), rewards, tau,
                                        batch.query_mask, hp["label_smoothing"])
                 return loss, {"tau": tau}
             return loss_fn

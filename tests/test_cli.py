@@ -22,7 +22,7 @@ def run_py(*args, cwd=ROOT):
     (["--bogus=1"], "Unknown command line flag 'bogus'"),
     (["--grpo_lr=abc"], "could not convert string to float"),
     (["--advantage=foo"], "advantage='foo' is not one of: zscore, rank, mean, rloo, none"),
-    (["--sweep=hidden=8,16"], "'hidden' is not a sweepable field"),
+    (["--sweep=nope=8,16"], "unknown config field 'nope'"),
     (["--data=/nonexistent/file.npz"], "/nonexistent/file.npz"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_code_2(args, message):

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from leverjax import advantages, config as config_lib, losses, optim, rewards
+from leverjax import advantages, config as config_lib, losses, model, optim, rewards
 from leverjax.data import synth
 from leverjax.data.device import DeviceData
 from leverjax.errors import ConfigError
@@ -43,6 +43,13 @@ def test_choice_lists_match_the_modules_that_implement_them():
     assert config_lib.meta("reward_mode")["choices"] == rewards.REWARD_MODES
     assert config_lib.meta("reward_normalization")["choices"] == rewards.NORMALIZATIONS
     assert config_lib.SCHEDULES == optim.SCHEDULES
+    assert config_lib.meta("selector")["choices"] == tuple(model.PRESETS)
+    for name, registry in (("update", model.UPDATES), ("scoring", model.SCORINGS), ("set_term", model.SET_TERMS),
+                           ("cand_encoder", model.CAND_ENCODERS), ("decoder", model.DECODERS)):
+        assert config_lib.meta(name)["choices"] == ("",) + registry
+    for name, registry in (("mmr_reduction", model.MMR_REDUCTIONS), ("refine_type", model.REFINE_TYPES),
+                           ("refine_outside", model.REFINE_OUTSIDE)):
+        assert config_lib.meta(name)["choices"] == registry
 
 
 @pytest.mark.parametrize("name", config_lib.FIELDS)

@@ -85,7 +85,8 @@ def test_torch_to_leverjax_to_torch_is_bit_exact(d):
     module = _module(d=d, h=16, layers=2, heads=2, gated=True)
     sd = module.state_dict()
     params, cfg = interop.torch_state_dict_to_params(sd, num_heads=2)
-    assert cfg == {"dim": d, "hidden": 16, "num_layers": 2, "num_heads": 2, "gated": True, "left_out": []}
+    assert {k: cfg[k] for k in ("dim", "hidden", "num_layers", "num_heads", "gated", "left_out", "preset")} == {
+        "dim": d, "hidden": 16, "num_layers": 2, "num_heads": 2, "gated": True, "left_out": [], "preset": "v4_1"}
     ref = jax.eval_shape(lambda: init_params(SelectorConfig(hidden=16, num_layers=2, num_heads=2),
                                              jax.random.PRNGKey(0), d))
     assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(ref)

@@ -66,8 +66,8 @@ def grid_a(tiny, tmp_path_factory):
 
 
 def test_full_registry_groups_runs_that_differ_only_in_sweepable_fields():
-    grid = launch.expand_grid(experiments.NAMES, seeds=2)
-    assert len(grid.runs) == 2 * (len(experiments.NAMES) + 2)  # scheme2 sweeps three β values
+    grid = launch.expand_grid(experiments.SCHEMES, seeds=2)
+    assert len(grid.runs) == 2 * (len(experiments.SCHEMES) + 2)  # scheme2 sweeps three β values
     groups = sorted(sorted(g.experiments) for g in grid.groups)
     assert groups == sorted([
         ["rce_only"], ["current", "scheme1", "scheme2", "scheme6"], ["scheme3"], ["scheme4"],
@@ -98,8 +98,11 @@ def test_sweeps_merge_and_bad_values_fail_only_their_runs():
     assert all(r.config.grpo_lr == 1e-4 and r.config.kl_beta == 0.2 and r.config.adv_min_std == 0.3 for r in good)
     assert {r.seed for r in good} == {0, 1, 2}
     assert len(grid.groups) == 2 and all(r in grid.groups[0].runs or r in grid.groups[1].runs for r in good)
-    with pytest.raises(ConfigError, match="not a sweepable field"):
-        launch.expand_grid(["current"], sweep={"hidden": (16, 32)})
+    with pytest.raises(ConfigError, match="not a config field that can be swept"):
+        launch.expand_grid(["current"], sweep={"seed": (1, 2)})
+    static = launch.expand_grid(["current"], sweep={"hidden": (16, 32), "kl_beta": (0.1, 0.2)}, seeds=2)
+    assert len(static.groups) == 2 and all(len(g.runs) == 4 for g in static.groups)
+    assert {r.variant for r in static.runs} == {f"current[hidden={h},kl_beta={b}]" for h in (16, 32) for b in (0.1, 0.2)}
     with pytest.raises(ConfigError, match="unknown experiment"):
         launch.expand_grid(["current", "scheme99"])
     bad_override = launch.expand_grid(["rce_only", "current"], {"grpo_epochs": 2}, seeds=1)
@@ -263,3 +266,22 @@ def test_command_line_runs_a_grid(tmp_path, tiny):
     bad = subprocess.run([*cmd[:-len(flags)], "--baseline=nope"], env={**os.environ, "JAX_PLATFORMS": "cpu"},
                          capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
     assert bad.returncode == 2 and "not a run of this grid" in bad.stderr
+
+
+def test_static_sweep_is_one_group_per_value_with_the_numbers_of_each_value_alone(tiny, tmp_path):
+    """--sweep=selector=v4_1,v2: two compiled groups in one results directory; each run's final metrics equal
+    a run of that selector alone."""
+    small = TINY  # scheme5 with TINY is grid_a's program: only the v2 group compiles when both tests run
+    result = launch.run_grid(["scheme5"], small, {"selector": ("v4_1", "v2")}, seeds=1, out=str(tmp_path / "g"),
+                             dataset=tiny, report=False, printer=lambda s: None)
+    assert len(result.grid.groups) == 2
+    assert {g.runs[0].variant for g in result.grid.groups} == {"scheme5[selector=v4_1]", "scheme5[selector=v2]"}
+    rows = read_csv(result.csv)
+    grouped = {r["run"].split("/")[0]: float(r["value"]) for r in rows
+               if r["phase"] == "final" and r["metric"] == "test_loss"}
+    for selector in ("v4_1", "v2"):
+        cfg = config_lib.replace(experiments.get("scheme5").config, {**small, "selector": selector})
+        run = next(r for r in result.grid.runs if dict(r.sweep)["selector"] == selector)
+        res = Runner(cfg, tiny, launch.run_specs(cfg, [run]), out=lambda s: None).run()
+        np.testing.assert_allclose(grouped[f"scheme5[selector={selector}]"], res.final[0]["test_loss"], rtol=2e-5)
+    assert grouped["scheme5[selector=v4_1]"] != grouped["scheme5[selector=v2]"]

@@ -1,0 +1,5 @@
+"""V4-2: GRU decoder with step embeddings; the original's run: SFT warm start, RCE 5 epochs (τ 2→0.5), GRPO 50 epochs with top-3/top-5, no backbone freezing."""
+
+DESCRIPTION = "V4-2: GRU decoder with step embeddings; the original's run: SFT warm start, RCE 5 epochs (τ 2→0.5), GRPO 50 epochs with top-3/top-5, no backbone freezing."
+BASE = "scheme5"
+OVERRIDES = {"selector": "v4_2", "rce_epochs": 5, "freeze_backbone": False}
