@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from leverjax import distributed
 from leverjax.errors import LeverjaxError
 
 
@@ -56,17 +57,26 @@ def save_params(path: str, params: Any, meta: dict) -> None:
     """Writes a parameter pytree and a JSON record (config, runs) to the orbax folder ``path``.
 
     An existing folder is replaced only once the new one is complete.
+
+    With several processes every one of them calls this with the same arguments (orbax writes each
+    array's shards from the process that holds them; process 0 moves the folder into place).
     """
     path = os.path.abspath(path)
     tmp = f"{path}.writing"
-    shutil.rmtree(tmp, ignore_errors=True)
+    primary = distributed.is_primary()
+    if primary:
+        shutil.rmtree(tmp, ignore_errors=True)
+    distributed.barrier("save-params")
     with ocp.CheckpointManager(tmp, options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, enable_async_checkpointing=False)) as mngr:
         mngr.save(0, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
                   force=True)
         mngr.wait_until_finished()
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    distributed.barrier("save-params-written")
+    if primary:
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    distributed.barrier("save-params-moved")
 
 
 def load_params(path: str) -> tuple[Any, dict]:

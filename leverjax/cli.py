@@ -9,10 +9,12 @@ from absl import app, flags, logging
 
 import experiments
 from leverjax import config as config_lib
-from leverjax.errors import ConfigError, exit_on_error
+from leverjax import distributed
+from leverjax.errors import ConfigError, LeverjaxError, exit_on_error
 
 FLAGS = flags.FLAGS
-_CONTROL = ("experiment", "list_experiments", "sweep", "restart", "init_from", "out", "baseline")
+_CONTROL = ("experiment", "list_experiments", "sweep", "restart", "init_from", "out", "baseline", "distributed",
+            "coordinator_address", "num_processes", "process_id", "distributed_timeout", "heartbeat_timeout")
 
 flags.DEFINE_string("experiment", "scheme5_6", "Named experiment(s) to train (comma-separated for a grid, "
                     "'all' for the whole registry); see --list_experiments.")
@@ -26,6 +28,18 @@ flags.DEFINE_string("baseline", None, "Grid report: the run the others are compa
                     "in the grid, else the first).")
 flags.DEFINE_string("init_from", None, "Start from these parameters (a leverjax checkpoint folder or a "
                     "Lever-Plus .pt/.ckpt) instead of a fresh initialisation.")
+
+flags.DEFINE_bool("distributed", False, "Run as one of several cooperating processes (jax.distributed): the cluster "
+                  "(SLURM, Open MPI, ...) is detected from the environment unless --coordinator_address, "
+                  "--num_processes and --process_id are given (which imply --distributed). Start every process "
+                  "with the same command.")
+flags.DEFINE_string("coordinator_address", None, "HOST:PORT where process 0 listens and the others connect.")
+flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index, 0..num_processes-1 (0 writes the results).")
+flags.DEFINE_float("distributed_timeout", 300.0, "Seconds to wait for every process to connect, and at most for "
+                   "another process at any later synchronisation point.")
+flags.DEFINE_float("heartbeat_timeout", 60.0, "Seconds without a sign of life after which a process counts as lost; "
+                   "the others then stop with a message naming it.")
 
 for _field in config_lib.FIELDS:
     _default = getattr(config_lib.Config(), _field)
@@ -91,10 +105,34 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def start_distributed() -> None:
+    """Joins the other processes when the command line asks for it (before anything touches a device)."""
+    explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
+    if FLAGS.distributed or any(v is not None for v in explicit):
+        import jax
+
+        distributed.initialize(*explicit, timeout=FLAGS.distributed_timeout,
+                               heartbeat_timeout=FLAGS.heartbeat_timeout)
+        print(f"{distributed.describe()} connected ({jax.device_count()} devices in all); "
+              + ("this process writes the results" if distributed.is_primary() else "process 0 prints the progress"),
+              flush=True)
+
+
 @exit_on_error
 def main(argv) -> None:
+    try:
+        _main(argv)
+    except LeverjaxError as e:
+        if distributed.is_multiprocess():  # exit at once: JAX's exit handlers would wait for the other processes
+            distributed.abort(str(e))
+        raise
+    distributed.finish()
+
+
+def _main(argv) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     enable_compilation_cache()
+    start_distributed()
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
     if FLAGS.list_experiments:
@@ -123,16 +161,26 @@ def run_experiment(name: str, overrides: dict, sweep: dict, *, restart: bool = F
     sweep = {**exp.sweep, **sweep}
     runs = expand_runs(sweep, cfg.seed, cfg.seeds)  # labels omit the experiment: one per directory
     t0 = time.perf_counter()
+    devices = None
+    if distributed.is_multiprocess():  # the runs are sharded over every process's devices
+        import jax
+
+        distributed.agree("experiment", {"experiment": name, "config": config_lib.to_dict(cfg),
+                                         "sweep": {k: list(v) for k, v in sweep.items()}, "restart": restart,
+                                         "init_from": init_from}, what="command")
+        devices = jax.devices()
+    say = print if distributed.is_primary() else (lambda *a, **k: None)
     dataset = load_data(cfg)
-    print(f"{name}: {exp.description}")
-    print(f"data: {cfg.data or 'built-in synthetic set'} — {dataset.num_queries} queries, K={dataset.pool_size}, "
-          f"M={dataset.max_trajectories}, S={dataset.num_steps}, d={dataset.dim}; {len(runs)} run(s) in one program")
+    say(f"{name}: {exp.description}")
+    say(f"data: {cfg.data or 'built-in synthetic set'} — {dataset.num_queries} queries, K={dataset.pool_size}, "
+        f"M={dataset.max_trajectories}, S={dataset.num_steps}, d={dataset.dim}; {len(runs)} run(s) in one program")
     runner = Runner(cfg, dataset, runs, name=name, workdir=cfg.workdir, restart=restart, init_from=init_from,
-                    prefix_cache=os.path.join(cfg.workdir, "prefix_cache"),
+                    prefix_cache=os.path.join(cfg.workdir, "prefix_cache"), devices=devices,
                     extra_meta={"init_from": init_from} if init_from else None)
     results = runner.run()
-    print_summary(results)
-    print(f"\ndone in {time.perf_counter() - t0:.1f}s; outputs in {results.directory}")
+    distributed.barrier("experiment-done")
+    print_summary(results, out=say)
+    say(f"\ndone in {time.perf_counter() - t0:.1f}s; outputs in {results.directory}")
     return results
 
 
