@@ -127,11 +127,30 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         raise DistributedError("the distributed runtime is already initialised in this process")
     # CPU hosts exchange results over TCP with gloo (GPUs use NCCL whatever this says).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:  # orbax's barriers through the coordination service (bounded waits) instead of device collectives
+        from absl import flags
+
+        import orbax.checkpoint  # noqa: F401 -- defines the flag
+
+        flags.FLAGS.experimental_orbax_use_distributed_barrier = True
+    except Exception:  # noqa: BLE001 -- an orbax without the flag: its collective barriers work too
+        pass
     where = f" at {coordinator_address}" if coordinator_address else ""
     who = f"process {process_id}" if process_id is not None else "this process"
+    if coordinator_address is not None and process_id != 0:
+        # JAX aborts the process (a C++ stack trace) when the coordinator does not answer in time; wait for
+        # its port here first, so that an unreachable coordinator is one clear line.
+        _wait_for_port(coordinator_address, timeout, who)
+    # JAX aborts the process (a C++ stack trace) when not every process has connected in time; say it first.
+    count = f"all {num_processes}" if num_processes else "all"
+    timer = threading.Timer(timeout, _die, (f"{who}: not {count} processes connected to the coordinator{where} within "
+                                            f"{timeout:g} s; start every process with the same --num_processes and "
+                                            f"--coordinator_address, or raise --distributed_timeout",))
+    timer.daemon = True
+    timer.start()
     try:
         jax.distributed.initialize(coordinator_address, num_processes, process_id,
-                                   initialization_timeout=max(1, int(round(timeout))),
+                                   initialization_timeout=int(timeout) + 30,
                                    heartbeat_timeout_seconds=int(2 * heartbeat_timeout + 30))
     except ValueError as e:
         if coordinator_address is None:
@@ -147,6 +166,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
             f"{who} could not connect to the coordinator{where} within {timeout:g} s ({_first_line(e)}); check that "
             f"every process was started, that the address is process 0's host and reachable, and that "
             f"--num_processes is the same everywhere") from None
+    finally:
+        timer.cancel()
     _STATE.active = True
     _STATE.process_id = jax.process_index()
     _STATE.num_processes = jax.process_count()
@@ -166,10 +187,29 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         previous = sys.excepthook
 
         def excepthook(kind, value, tb):  # an uncaught exception: stop now rather than in JAX's exit barrier
+            settle()  # when a lost process caused it, the watchdog names that process instead
             previous(kind, value, tb)
             _die(f"process {_STATE.process_id} stopped on an unexpected {kind.__name__}", 1)
 
         sys.excepthook = excepthook
+
+
+def _wait_for_port(address: str, timeout: float, who: str) -> None:
+    import socket
+
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=2.0).close()
+            return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise DistributedError(f"{who} could not connect to the coordinator at {address} within {timeout:g} s "
+                                       f"({e.strerror or e}); start process 0 there (it listens on that port), check "
+                                       f"the address and that the port is reachable, or raise "
+                                       f"--distributed_timeout") from None
+        time.sleep(0.25)
 
 
 def _key(name: str) -> str:
@@ -241,6 +281,13 @@ def barrier(name: str) -> None:
             _STATE.watchdog.settle()
         raise DistributedError(f"not every process reached {name!r} within {_STATE.timeout:g} s "
                                f"({_first_line(e)})") from None
+
+
+def settle() -> None:
+    """Gives the watchdog the time to notice a lost process (it then ends this process naming it); returns
+    when none was lost. Called before reporting an unexpected error of a multi-process run."""
+    if _STATE.watchdog is not None:
+        _STATE.watchdog.settle()
 
 
 def collective_failed(error: BaseException) -> None:
@@ -345,6 +392,21 @@ def _die(message: str, status: int = 2) -> None:
         pass
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
+    if _STATE.active and _STATE.num_processes > 1:
+        try:  # the coordinator lives in process 0: when it leaves, JAX aborts the others at once, so process 0
+            # leaves last (waiting a few seconds at most) and the others can say why they stop too
+            client = _client()
+            client.key_value_set(f"{_PREFIX}/aborted/{_STATE.process_id}", "1", allow_overwrite=True)
+            if _STATE.process_id == 0:
+                deadline = time.monotonic() + min(10.0, _STATE.heartbeat)
+                while time.monotonic() < deadline:
+                    ended = {k.rsplit("/", 1)[-1] for prefix in ("aborted", "done")
+                             for k, _ in client.key_value_dir_get(f"{_PREFIX}/{prefix}/")}
+                    if len(ended) >= _STATE.num_processes:
+                        break
+                    time.sleep(0.1)
+        except Exception:  # noqa: BLE001 -- the coordinator may be gone already
+            pass
     os._exit(status)
 
 
