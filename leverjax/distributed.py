@@ -128,10 +128,11 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     # CPU hosts exchange results over TCP with gloo (GPUs use NCCL whatever this says).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:  # orbax's barriers through the coordination service (bounded waits) instead of device collectives
+        import importlib
+
         from absl import flags
 
-        import orbax.checkpoint  # noqa: F401 -- defines the flag
-
+        importlib.import_module("orbax.checkpoint")  # defines the flag
         flags.FLAGS.experimental_orbax_use_distributed_barrier = True
     except Exception:  # noqa: BLE001 -- an orbax without the flag: its collective barriers work too
         pass
@@ -290,14 +291,6 @@ def settle() -> None:
         _STATE.watchdog.settle()
 
 
-def collective_failed(error: BaseException) -> None:
-    """Called when gathering results from the other processes raised ``error``: if a process was lost
-    (the usual cause: its connection closed), the watchdog names it and ends this process; otherwise the
-    caller re-raises ``error``."""
-    if _STATE.watchdog is not None:
-        _STATE.watchdog.settle()
-
-
 def put(tree: Any, sharding) -> Any:
     """``jax.device_put(tree, sharding)`` that also works when ``sharding`` spans several processes: every
     process holds the whole value (the same one: data, hyperparameters, a restored checkpoint) and keeps
@@ -330,7 +323,7 @@ def to_host(tree: Any) -> Any:
     """``tree`` as NumPy arrays on every process. Arrays sharded over several processes are gathered in
     one compiled program per tree structure (gathering leaf by leaf would compile a program per leaf at
     every call). A failure while gathering, which in practice means another process was lost, goes
-    through :func:`collective_failed` first so that the lost process is named."""
+    waits for the watchdog first (:func:`settle`) so that the lost process is named."""
     import jax
     import numpy as np
     from jax.sharding import NamedSharding
@@ -356,8 +349,8 @@ def to_host(tree: Any) -> Any:
                 gathered = _replicator(mesh)([leaves[i] for i in index])
                 for i, x in zip(index, gathered):
                     leaves[i] = np.asarray(x.addressable_data(0))
-        except Exception as e:  # noqa: BLE001
-            collective_failed(e)
+        except Exception:  # noqa: BLE001
+            settle()
             raise
     leaves = [x if isinstance(x, np.ndarray) else np.asarray(jax.device_get(x)) for x in leaves]
     return jax.tree_util.tree_unflatten(treedef, leaves)
