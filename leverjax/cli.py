@@ -15,8 +15,8 @@ from absl import app, flags, logging
 
 import experiments
 from leverjax import config as config_lib
-from leverjax import launch
-from leverjax.errors import ConfigError, exit_on_error
+from leverjax import distributed, launch
+from leverjax.errors import ConfigError, LeverjaxError, exit_on_error
 
 FLAGS = flags.FLAGS
 
@@ -34,6 +34,16 @@ _MAIN_HELP = {
     "restart": "Start over: discard the results directory's runs and recompute cached SFT/RCE prefixes instead of "
                "resuming. [default false]",
     "list_experiments": "List the registered experiments and exit.",
+    "distributed": "Run as one of several cooperating processes (jax.distributed): the cluster (SLURM, Open MPI, "
+                   "...) is detected from the environment unless --coordinator_address, --num_processes and "
+                   "--process_id are given (which imply --distributed). Start every process with the same command.",
+    "coordinator_address": "HOST:PORT where process 0 listens and the others connect.",
+    "num_processes": "Number of processes of a multi-process run.",
+    "process_id": "This process's index, 0..num_processes-1 (0 writes the results).",
+    "distributed_timeout": "Seconds to wait for every process to connect, and at most for another process at any "
+                           "later synchronisation point. [default 300]",
+    "heartbeat_timeout": "Seconds without a sign of life after which a process counts as lost; the others then stop "
+                         "with a message naming it. [default 60]",
 }
 flags.DEFINE_string("experiment", "scheme5_6", _MAIN_HELP["experiment"])
 flags.DEFINE_multi_string("sweep", [], _MAIN_HELP["sweep"])
@@ -42,8 +52,15 @@ flags.DEFINE_string("init_from", None, _MAIN_HELP["init_from"])
 flags.DEFINE_string("baseline", None, _MAIN_HELP["baseline"])
 flags.DEFINE_bool("restart", False, _MAIN_HELP["restart"])
 flags.DEFINE_bool("list_experiments", False, _MAIN_HELP["list_experiments"])
+flags.DEFINE_bool("distributed", False, _MAIN_HELP["distributed"])
+flags.DEFINE_string("coordinator_address", None, _MAIN_HELP["coordinator_address"])
+flags.DEFINE_integer("num_processes", None, _MAIN_HELP["num_processes"])
+flags.DEFINE_integer("process_id", None, _MAIN_HELP["process_id"])
+flags.DEFINE_float("distributed_timeout", 300.0, _MAIN_HELP["distributed_timeout"])
+flags.DEFINE_float("heartbeat_timeout", 60.0, _MAIN_HELP["heartbeat_timeout"])
 MAIN_FLAGS = ("experiment", "seeds", "sweep", "data", "out", "init_from", "baseline", "restart",
-              "list_experiments")
+              "list_experiments", "distributed", "coordinator_address", "num_processes", "process_id",
+              "distributed_timeout", "heartbeat_timeout")
 
 for _name, _field in config_lib.FIELDS.items():
     _meta = _field.metadata
@@ -129,10 +146,32 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def start_distributed() -> None:
+    """Joins the other processes when the command line asks for it (before anything touches a device)."""
+    explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
+    if FLAGS.distributed or any(v is not None for v in explicit):
+        distributed.initialize(*explicit, timeout=FLAGS.distributed_timeout,
+                               heartbeat_timeout=FLAGS.heartbeat_timeout)
+        print(f"{distributed.describe()} connected ({jax.device_count()} devices in all); "
+              + ("this process writes the results" if distributed.is_primary() else "process 0 prints the progress"),
+              flush=True)
+
+
 @exit_on_error
 def main(argv) -> None:
+    try:
+        _main(argv)
+    except LeverjaxError as e:
+        if distributed.is_multiprocess():  # exit at once: JAX's exit handlers would wait for the other processes
+            distributed.abort(str(e))
+        raise
+    distributed.finish()
+
+
+def _main(argv) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     enable_compilation_cache()
+    start_distributed()
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
     if FLAGS.list_experiments:

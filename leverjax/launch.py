@@ -26,8 +26,12 @@ the others go on.
     metrics.csv            one row per run × epoch × metric, and the final test metrics (phase "final")
     report.md, plots/      written by leverjax.report from metrics.csv
 
-On a multi-host JAX cluster every process runs the same command; the mesh spans all hosts' devices
-and process 0 alone writes the launcher's files (untested here: CI has one host).
+**Several processes** (``leverjax.distributed``: ``run.py --distributed``, one or more hosts): every process
+runs the same command. They first check that they resolved the same grid (a hash of ``grid.json``, the
+results directory and the flags that change what is trained); each group's run axis is sharded over the
+devices of all processes; process 0 decides which runs are finished and alone writes the launcher's files,
+while every process writes its shards of the checkpoints (orbax). The results directory must be on a
+file system every process sees.
 
 Re-running the same command skips finished runs (done, or failed by divergence or config, which would fail
 again) and resumes unfinished groups from their last checkpoint; ``restart=True`` starts over. The CSV is
@@ -51,7 +55,7 @@ import jax
 
 import experiments
 from leverjax import config as config_lib
-from leverjax import stats
+from leverjax import distributed, stats
 from leverjax.checkpoint import status_file_name
 from leverjax.fileio import records_from_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from leverjax.data import filter_queries, load_npz
@@ -288,8 +292,8 @@ def _finished(status: dict | None, run: GridRun, root: str) -> bool:
 
 
 def _primary() -> bool:
-    """Whether this process writes the launcher's files (process 0 of a multi-host JAX cluster)."""
-    return jax.process_index() == 0
+    """Whether this process writes the launcher's files (process 0 of a multi-process run)."""
+    return distributed.is_primary()
 
 
 def _write_status(paths: _Paths, run: GridRun, state: str, **extra) -> dict:
@@ -549,13 +553,16 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     ``prefix_cache``: where runs keep their SFT/RCE prefix for later runs (default ``prefix_cache/`` beside
     ``out``, shared by every results directory there).
     """
-    printer = printer or (lambda s: print(s, flush=True))
+    printer = printer or ((lambda s: print(s, flush=True)) if _primary() else (lambda s: None))
     t_start = time.perf_counter()
     grid = expand_grid(names, overrides, sweep, seeds=seeds, experiment_overrides=experiment_overrides)
     if baseline and baseline not in grid.experiments and baseline not in {r.variant for r in grid.runs}:
         raise ConfigError(f"--baseline={baseline!r} is not a run of this grid; runs: "
                           f"{', '.join(dict.fromkeys(r.variant for r in grid.runs))}")
     out = out or default_out(grid.experiments, grid.overrides, grid.sweep)
+    distributed.agree("grid", {"grid": grid.to_json(), "out": out, "restart": restart, "baseline": baseline,
+                               "devices": len(devices) if devices is not None else None,
+                               "checkpoints": keep_checkpoints}, what="command (resolved grid)")
     paths = _Paths(out)
     prefix_cache = prefix_cache or os.path.join(os.path.dirname(os.path.abspath(out)), "prefix_cache")
     if restart and _primary():
@@ -564,13 +571,16 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
         for path in (paths.csv, paths.report, paths.summary, paths.jsonl):
             if os.path.exists(path):
                 os.remove(path)
+    distributed.barrier("grid-restart")
     os.makedirs(paths.status, exist_ok=True)
     os.makedirs(paths.runs, exist_ok=True)
     if _primary():
         write_json_atomic(paths.grid, grid.to_json())
     devices = list(devices) if devices is not None else jax.devices()
 
-    statuses: dict[str, dict | None] = {r.name: read_status(paths.status_file(r)) for r in grid.runs}
+    # With several processes, process 0's view of the finished runs decides for all of them.
+    statuses: dict[str, dict | None] = distributed.broadcast(
+        "grid-statuses", {r.name: read_status(paths.status_file(r)) for r in grid.runs})
     for run in grid.runs:
         if run.config is None:
             statuses[run.name] = _write_status(paths, run, "failed", kind="config", reason=run.error)
@@ -627,6 +637,8 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # noqa: BLE001 -- any failure of one group is recorded; the grid goes on
+                if distributed.is_multiprocess():
+                    raise  # the processes could go on out of step; the others stop when this one exits
                 reason = f"{type(e).__name__}: {e}"
                 printer(f"»» group {group.id} failed: {reason}")
                 for run in todo:
@@ -647,6 +659,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
                 printer(f"»» {run.name} diverged: {failure['reason']} (recorded; the other runs went on)")
             else:
                 statuses[run.name] = _write_status(paths, run, "done", group=group.id, directory=rel)
+        distributed.barrier("group-done")  # no process still reads the group's checkpoints
         if not keep_checkpoints and _primary():
             shutil.rmtree(os.path.join(out, rel, "ckpt"), ignore_errors=True)
         progress.end(len(todo), timer.seconds)
@@ -662,6 +675,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
         from leverjax import report as report_lib
 
         report_path = report_lib.write_report(out, baseline=baseline, printer=printer)
+    distributed.barrier("grid-done")
     result = GridResult(out, grid, statuses, group_log, paths.csv, report_path, time.perf_counter() - t_start,
                         summary["summary"], summary["final_split"])
     print_summary(result, printer)

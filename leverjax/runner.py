@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from leverjax import checkpoint as ckpt_lib
 from leverjax import config as config_lib
+from leverjax import distributed
 from leverjax import stats
 from leverjax.data.device import DeviceData
 from leverjax.errors import LeverjaxError
@@ -175,10 +176,10 @@ class Runner:
         self.hp = run_hyperparameters(cfg, padded)
         self.keys = run_keys(padded)
         if self.mesh is not None:
-            self.data = jax.device_put(self.data, NamedSharding(self.mesh, PartitionSpec()))
-            self.hp = jax.device_put(self.hp, self.run_sharding)
-            self.keys = jax.device_put(self.keys, self.run_sharding)
-        self.out = out or (lambda s: print(s, flush=True))
+            self.data = distributed.put(self.data, NamedSharding(self.mesh, PartitionSpec()))
+            self.hp = distributed.put(self.hp, self.run_sharding)
+            self.keys = distributed.put(self.keys, self.run_sharding)
+        self.out = out or ((lambda s: print(s, flush=True)) if distributed.is_primary() else (lambda s: None))
         self.directory = os.path.join(workdir, name) if workdir else None
         self.extra_meta = extra_meta or {}
         self.store = None
@@ -191,8 +192,9 @@ class Runner:
         if init_from:  # checked before anything is written, so a bad file leaves no trace
             self.init_from(init_from)
         if self.directory:
-            if restart and os.path.isdir(self.directory):
+            if restart and os.path.isdir(self.directory) and distributed.is_primary():
                 shutil.rmtree(self.directory)
+            distributed.barrier("runner-restart")
             os.makedirs(self.directory, exist_ok=True)
             self._check_config()
             self.store = ckpt_lib.CheckpointStore(self.directory)
@@ -235,7 +237,9 @@ class Runner:
                 raise LeverjaxError(
                     f"{self.directory} holds checkpoints of a different config or run set; pass --restart to "
                     f"start over there or --workdir=... to write elsewhere")
-        write_json_atomic(path, record)
+        distributed.barrier("runner-config-checked")  # every process has read it before process 0 rewrites it
+        if distributed.is_primary():
+            write_json_atomic(path, record)
 
     def _records(self, phase_index: int, epoch: int, metrics: dict) -> list[dict]:
         host = _to_host(metrics)
@@ -272,7 +276,7 @@ class Runner:
             if self._init_params is not None:
                 state = _with_params(state, self._init_params, self.pipe, self.data)
             if self.mesh is not None:
-                state = jax.device_put(state, self.run_sharding)
+                state = distributed.put(state, self.run_sharding)
             reused = self._load_prefix(state)
             if reused is None and self._train_shared_prefix():
                 reused = self._load_prefix(state, fresh=True)
@@ -287,6 +291,8 @@ class Runner:
             first = start_epoch if i == start_phase else 0
             if first == 0:
                 state = self.vp.begin[i](state, self.data, self.hp)
+                if self.mesh is not None:
+                    state = jax.device_put(state, self.run_sharding)
             table = _Table(self.vp.evaluator, i, len(self.runs), self.out)
             table.header()
             for e in range(first, phase.epochs):
@@ -294,6 +300,8 @@ class Runner:
                 new_state, train = self.vp.epoch[i](state, jnp.int32(e), self.data, self.hp)
                 tracked, val = self.vp.validate({k: new_state[k] for k in _TRACKED}, jnp.int32(e), self.data, self.hp)
                 new_state = {**new_state, **tracked}
+                if self.mesh is not None:  # one input sharding for every epoch: the epoch program compiles once
+                    new_state = jax.device_put(new_state, self.run_sharding)
                 metrics = {**train, **val}
                 records = self._records(i, e, metrics)
                 self._nan_guard(phase.name, e, records)
@@ -368,7 +376,8 @@ class Runner:
                        on_nonfinite=self.on_nonfinite, devices=self._devices, prefix_cache=self.prefix_cache,
                        stop_at_prefix=True)
         child.run()
-        if child.directory and jax.process_index() == 0:
+        distributed.barrier("shared-prefix-done")
+        if child.directory and distributed.is_primary():
             shutil.rmtree(child.directory, ignore_errors=True)
         return True
 
@@ -379,7 +388,7 @@ class Runner:
         if not self.prefix_cache or end == 0 or not (self.reuse_prefix or fresh):
             return None
         paths = [os.path.join(self.prefix_cache, key) for key in self._prefix_keys()]
-        if not all(os.path.isdir(p) for p in paths):
+        if not distributed.broadcast("prefix-found", all(os.path.isdir(p) for p in paths)):
             return None
         loaded = [ckpt_lib.load_params(p) for p in paths]
         stacked = {k: jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
@@ -388,7 +397,7 @@ class Runner:
         stacked = jax.tree_util.tree_map(lambda new, old: new.reshape(old.shape).astype(old.dtype),
                                          stacked, {k: state[k] for k in self._PREFIX_KEYS})
         if self.mesh is not None:
-            stacked = jax.device_put(stacked, self.run_sharding)
+            stacked = distributed.put(stacked, self.run_sharding)
         state = {**state, **stacked, "best_params": stacked["params"]}
         history = [{**rec, "run": r.label, "group": r.group, "seed": r.seed}
                    for r, (_, meta) in zip(self.runs, loaded) for rec in records_from_json(meta["records"])]
@@ -400,13 +409,18 @@ class Runner:
 
     def _save_prefix(self, state, history: list[dict]) -> None:
         """Stores every run's state and records at the end of the prefix, for :meth:`_load_prefix`."""
-        if not self.prefix_cache or jax.process_index() != 0:
+        if not self.prefix_cache:
             return
         host = _to_host({k: state[k] for k in self._PREFIX_KEYS})
-        for j, (run, key) in enumerate(zip(self.runs, self._prefix_keys())):
-            path = os.path.join(self.prefix_cache, key)
-            if (os.path.isdir(path) and self.reuse_prefix) or j in self.failures:
-                continue
+        keys = self._prefix_keys()
+        todo = []
+        for j, key in enumerate(keys[:len(self.runs)]):
+            if j not in self.failures and key not in {keys[i] for i in todo} and \
+                    not (self.reuse_prefix and os.path.isdir(os.path.join(self.prefix_cache, key))):
+                todo.append(j)
+        # Several processes save every entry together (process 0 decides which, as it sees the folder).
+        for j in distributed.broadcast("prefix-to-save", todo):
+            run, path = self.runs[j], os.path.join(self.prefix_cache, keys[j])
             records = [{k: v for k, v in rec.items() if k not in ("run", "group", "seed")}
                        for rec in history if rec["run"] == run.label]
             ckpt_lib.save_params(path, jax.tree_util.tree_map(lambda x: np.asarray(x[j]), host),
@@ -429,7 +443,7 @@ class Runner:
             state = jax.tree_util.tree_map(
                 lambda x: jnp.concatenate([x[:n]] + [x[n - 1:n]] * (self.num_padded - n)), state)
         if self.mesh is not None:
-            state = jax.device_put(state, self.run_sharding)
+            state = distributed.put(state, self.run_sharding)
         return state, meta
 
     def _nan_guard(self, phase: str, epoch: int, records: list[dict]) -> None:
@@ -453,18 +467,14 @@ class Runner:
             meta["num_padded"] = self.num_padded
         if self.failures:
             meta["failures"] = {str(j): f for j, f in self.failures.items()}
-        self.store.save(step, state, meta)
-        write_jsonl_atomic(os.path.join(self.directory, "metrics.jsonl"), history)
+        self.store.save(step, state, meta)  # every process: orbax writes each process's shards
+        if distributed.is_primary():
+            write_jsonl_atomic(os.path.join(self.directory, "metrics.jsonl"), history)
 
 
 def _to_host(tree):
-    """``tree`` as NumPy arrays; arrays spread over several hosts are gathered first."""
-    def get(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            from jax.experimental import multihost_utils
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-        return np.asarray(jax.device_get(x))
-    return jax.tree_util.tree_map(get, tree)
+    """``tree`` as NumPy arrays; arrays spread over several processes are gathered first."""
+    return distributed.to_host(tree)
 
 
 def _with_params(state: dict, params, pipe: Pipeline, data) -> dict:
