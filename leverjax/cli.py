@@ -12,7 +12,7 @@ from leverjax import config as config_lib
 from leverjax.errors import ConfigError, exit_on_error
 
 FLAGS = flags.FLAGS
-_CONTROL = ("experiment", "list_experiments", "sweep", "restart", "init_from", "out", "baseline")
+_CONTROL = ("experiment", "list_experiments", "sweep", "restart", "init_from", "out", "baseline", "wandb_project")
 
 flags.DEFINE_string("experiment", "scheme5_6", "Named experiment(s) to train (comma-separated for a grid, "
                     "'all' for the whole registry); see --list_experiments.")
@@ -24,6 +24,9 @@ flags.DEFINE_string("out", None, "Grid results directory (default results/<exper
                     "one experiment through the grid launcher.")
 flags.DEFINE_string("baseline", None, "Grid report: the run the others are compared with (default rce_only if "
                     "in the grid, else the first).")
+flags.DEFINE_string("wandb_project", None, "Also log every run to this Weights & Biases project (needs "
+                    "`pip install wandb`; WANDB_MODE=offline keeps the logs on disk). Runs the experiment(s) through "
+                    "the grid launcher.")
 flags.DEFINE_string("init_from", None, "Start from these parameters (a leverjax checkpoint folder or a "
                     "Lever-Plus .pt/.ckpt) instead of a fresh initialisation.")
 
@@ -106,11 +109,12 @@ def main(argv) -> None:
         names = list(experiments.NAMES)
     overrides = config_overrides()
     sweep = parse_sweeps(FLAGS.sweep)
-    if len(names) != 1 or FLAGS.out:
+    if len(names) != 1 or FLAGS.out or FLAGS.wandb_project:
         if FLAGS.init_from:
             raise ConfigError("--init_from applies to a single experiment, not to a grid")
         from leverjax import launch
-        launch.main_grid(names, overrides, sweep, restart=FLAGS.restart, out=FLAGS.out, baseline=FLAGS.baseline)
+        launch.main_grid(names, overrides, sweep, restart=FLAGS.restart, out=FLAGS.out, baseline=FLAGS.baseline,
+                         wandb_project=FLAGS.wandb_project)
         return
     run_experiment(names[0], overrides, sweep, restart=FLAGS.restart, init_from=FLAGS.init_from)
 

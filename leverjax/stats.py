@@ -1,25 +1,35 @@
-"""Mean and 95% confidence interval over seeds (Student's t, no SciPy needed)."""
+"""Mean and 95% confidence interval over seeds, bounded intervals for proportions, and CI-driven rounding.
+
+Seeds are the replicates: every interval is Student's t interval of the mean of per-seed values
+(``scipy.stats.t``). A proportion (an accuracy, a share of queries) cannot leave [0, 1], but a t interval
+over few seeds can; :func:`bounded_ci` clips the interval to the metric's range and says when it did.
+"""
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
-# Two-sided 95% critical values t_{0.975, df} for df = 1..30; beyond that the normal value is close enough.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
+CONFIDENCE = 0.95
+MIN_SEEDS_FOR_CLAIMS = 3  # with fewer seeds a t interval is too wide (t_{0.975,1} = 12.7) to conclude
 
 
-def t_critical(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (1.96 for df > 30)."""
+def t_critical(df: int, confidence: float = CONFIDENCE) -> float:
+    """The two-sided ``confidence`` quantile of Student's t with ``df`` degrees of freedom (NaN for df < 1)."""
     if df < 1:
         return math.nan
-    return _T975[df - 1] if df <= len(_T975) else 1.96
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + confidence / 2, df))
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """``(mean, half_width)`` of the 95% CI of the mean; NaN values are ignored, one value gives ±NaN."""
-    xs = [float(v) for v in values if not math.isnan(float(v))]
+    """``(mean, half_width)`` of the 95% t interval of the mean; non-finite values are ignored, one value
+    gives ±NaN, none gives (NaN, NaN)."""
+    xs = _finite(values)
     n = len(xs)
     if n == 0:
         return math.nan, math.nan
@@ -30,9 +40,28 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     return mean, t_critical(n - 1) * sd / math.sqrt(n)
 
 
-def format_ci(mean: float, half: float, digits: int = 4) -> str:
+def bounded_ci(values: Sequence[float], low: float = 0.0, high: float = 1.0) -> tuple[float, float, float]:
+    """``(mean, lower, upper)``: the 95% t interval of the mean clipped to ``[low, high]`` (the range of a
+    proportion, or of a difference of proportions with ``low = −high``). One value: lower = upper = NaN."""
+    mean, half = mean_ci(values)
+    if math.isnan(mean) or math.isnan(half):
+        return mean, math.nan, math.nan
+    return mean, max(low, mean - half), min(high, mean + half)
+
+
+def decimals(half: float, default: int = 4, significant: int = 2) -> int:
+    """Decimal places that show ``half`` (a CI half width) to ``significant`` digits; the mean is printed
+    to the same place. ``default`` when there is no interval (one seed) or it is 0."""
+    if half is None or not math.isfinite(half) or half <= 0:
+        return default
+    return int(min(6, max(0, significant - 1 - math.floor(math.log10(half)))))
+
+
+def format_ci(mean: float, half: float, digits: int | None = None) -> str:
+    """``"m ± h"`` rounded to the CI's precision (``digits`` forces the decimal places); ``"m"`` without a CI."""
     if math.isnan(mean):
         return "nan"
+    d = decimals(half) if digits is None else digits
     if math.isnan(half):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+        return f"{mean:.{d}f}"
+    return f"{mean:.{d}f} ± {half:.{d}f}"
