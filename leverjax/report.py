@@ -38,6 +38,7 @@ from leverjax import stats
 PHASE_ORDER = ("sft", "rce", "grpo_positive", "grpo")
 ORACLE_MEAN = "val_oracle_acc_mean"  # a derived metric: the mean of the logged shots' oracle accuracies
 _PROPORTIONS = ("greedy_labelled", "changed_vs_ref", "zero_var_frac", "oracle_acc")
+_NONNEGATIVE = ("kl", "beta", "adv_std")
 # (metric, label, scale, bounds of the scaled value or None, digits without a CI)
 _TABLE_METRICS = (("loss", "loss", 1.0, None, 3), ("expected_reward", "E[r]", 1.0, None, 3),
                   ("top1_reward", "top-1 r", 1.0, None, 3), ("greedy_labelled", "labelled", 1.0, (0, 1), 3),
@@ -54,10 +55,13 @@ def is_grpo(phase: str) -> bool:
 
 
 def bounds_of(metric: str, scale: float = 1.0) -> tuple[float, float] | None:
-    """The range of a proportion metric after ``scale`` (None for unbounded metrics)."""
+    """The range of a metric after ``scale``: [0, scale] for proportions, [0, ∞) for KL, β and advantage
+    std, None for unbounded metrics."""
     base = re.sub(r"^(best_test_|test_|val_|train_)", "", metric)
     if base.startswith(_PROPORTIONS) or metric == ORACLE_MEAN:
         return (0.0, scale)
+    if base in _NONNEGATIVE:
+        return (0.0, math.inf)
     return None
 
 
@@ -218,7 +222,9 @@ class Estimate:
         return 1 if self.lo > 0 else -1 if self.hi < 0 else 0
 
     def decimals(self, default: int) -> int:
-        return stats.decimals(self.half, default)
+        """Two significant digits of the half width, at most two places finer than ``default`` (a tiny or
+        zero interval does not print a wall of zeros)."""
+        return min(stats.decimals(self.half, default), default + 2)
 
     def text(self, default: int = 3, signed: bool = False, star: bool = False) -> str:
         """``m ± h`` (``m [lo, hi]`` when clipped; ``m`` with one seed; ``—`` with none); ``star`` adds
@@ -227,7 +233,7 @@ class Estimate:
             return "—"
         d = self.decimals(default)
         sign = "+" if signed else ""
-        out = f"{self.mean:{sign}.{d}f}"
+        out = f"{_unsigned_zero(self.mean, d):{sign}.{d}f}"
         if self.clipped:
             out += f" [{self.lo:{sign}.{d}f}, {self.hi:{sign}.{d}f}]"
         elif self.has_ci:
@@ -238,7 +244,14 @@ class Estimate:
 
     def interval_text(self, default: int = 3, unit: str = "") -> str:
         d = self.decimals(default)
-        return f"95% CI {self.lo:+.{d}f} to {self.hi:+.{d}f}{unit}" if self.has_ci else "no CI (one seed)"
+        if not self.has_ci:
+            return "no CI (one seed)"
+        return f"95% CI {_unsigned_zero(self.lo, d):+.{d}f} to {_unsigned_zero(self.hi, d):+.{d}f}{unit}"
+
+
+def _unsigned_zero(x: float, digits: int) -> float:
+    """``x``, or +0.0 when it rounds to zero at ``digits`` places (no "−0.00")."""
+    return 0.0 if round(x, digits) == 0 else x
 
 
 def estimate(values: Sequence[float | None], scale: float = 1.0, bounds=None) -> Estimate:
@@ -469,7 +482,8 @@ def summary(ctx: Context, failures: Sequence[dict] = ()) -> list[str]:
     digits = 2 if ctx.oracle else 3
     deltas = {v: ctx.delta(v, get, scale, bounds) for v in others}
     conclusive = n_min >= stats.MIN_SEEDS_FOR_CLAIMS
-    order = sorted(others, key=lambda v: (-deltas[v].direction if conclusive else 0,
+    rank = {1: 0, -1: 1, 0: 2}  # findings first (higher, then lower), then the rest; by Δ within each
+    order = sorted(others, key=lambda v: (rank[deltas[v].direction] if conclusive else 0,
                                           -(deltas[v].mean if math.isfinite(deltas[v].mean) else -1e9)))
     for v in order:
         d = deltas[v]
@@ -477,7 +491,7 @@ def summary(ctx: Context, failures: Sequence[dict] = ()) -> list[str]:
         if d.n == 0:
             out.append(f"- {name}: no seed in common with the baseline (nothing to compare).")
             continue
-        value = f"{d.mean:+.{d.decimals(digits)}f}{unit}"
+        value = f"{_unsigned_zero(d.mean, d.decimals(digits)):+.{d.decimals(digits)}f}{unit}"
         if not d.conclusive:
             out.append(f"- {name}: {value} vs **{ctx.base}** ({d.interval_text(digits, unit)}, {d.n} seed"
                        f"{'s' if d.n != 1 else ''}; too few seeds to conclude).")
@@ -517,7 +531,8 @@ def _disagreements(ctx: Context, acc_deltas: dict[str, Estimate]) -> list[str]:
         elif er.direction and not acc.direction and er.conclusive:
             lines.append(f"- **{v}**: the test {er_text} moves beyond its CI while the {acc_text} shows no change "
                          "beyond its CI: the offline gain is not confirmed by accuracy.")
-        elif not er.conclusive and er.n and acc.n and er.mean * acc.mean < 0 and abs(er.mean) > 0 and abs(acc.mean) > 0:
+        elif (not er.conclusive and er.n and acc.n and er.mean * acc.mean < 0 and er.has_ci and acc.has_ci
+              and (er.lo > 0 or er.hi < 0 or acc.lo > 0 or acc.hi < 0)):  # opposite ways, one CI off 0
             lines.append(f"- **{v}**: point estimates point different ways (test {er_text}; {acc_text}); too few "
                          "seeds to conclude.")
     return lines
@@ -626,8 +641,9 @@ def _legend(ctx: Context) -> list[str]:
     descriptions = (ctx.grid or {}).get("descriptions") or {}
     base_cfg = configs.get(ctx.base)
     rows = []
+    experiment_of = {r["variant"]: r.get("experiment") for r in (ctx.grid or {}).get("runs", []) if "variant" in r}
     for v, seeds in ctx.runs.items():
-        exp = next(iter(seeds.values())).experiment
+        exp = experiment_of.get(v) or next(iter(seeds.values())).experiment
         if v == ctx.base:
             change = "the baseline"
         elif base_cfg is None or v not in configs:
@@ -669,8 +685,8 @@ def _headline(ctx: Context) -> list[str]:
     if ctx.oracle:
         metrics = [(f"test_oracle_acc_{n}", f"acc@{n}") for n in ctx.shots]
         scale, digits, bounds = 100.0, 2, (0.0, 100.0)
-        title = ("## The researchers' table: oracle accuracy (%) of the greedy 1–4-shot selections "
-                 "(test split, final parameters)")
+        title = (f"## The researchers' table: oracle accuracy (%) of the greedy {ctx.shots[0]}–{ctx.shots[-1]}-shot "
+                 "selections (test split, final parameters)")
         note = (f"Exact expected VQA accuracy under the synthetic ground truth, in %. Δ columns: the run minus "
                 f"**{base}** on the same seed, in percentage points (pts), mean ± 95% CI over seeds; Δ mean: the "
                 "same for the mean over shots. Reference rows (*italic*) are fixed selections scored on the same "
@@ -1067,7 +1083,7 @@ def _curves(plt, plot_dir: str, ctx: Context, variant: str, seeds: dict[int, Run
                 m = _ref_mean(ctx.references, "val", name, shots)
                 if m is not None:
                     ax.axhline(100 * m, color="0.35", lw=1.0, ls=style, label=REFERENCE_NAMES[name])
-            ax.legend(fontsize=7, loc="lower right", framealpha=0.8)
+            ax.legend(fontsize=7, loc="best", framealpha=0.85)
         for phase, start, end in spans:
             if end < x_lo or start > x_hi:
                 continue
