@@ -324,3 +324,29 @@ def test_command_line_and_plots(tmp_path, capsys):
         assert width >= 600 and height >= 200 and len(data) > 5000, (rel, width, height)
     assert report.main([str(tmp_path / "missing")]) == 2
     assert report.main([str(tmp_path), "--baseline=nope"]) == 2
+
+
+def test_real_data_report_uses_the_offline_metrics_that_apply(tmp_path):
+    """No oracle accuracies: the headline is the expected reward, and the reference rows fill only the
+    metrics that apply to them."""
+    os.makedirs(tmp_path, exist_ok=True)
+    with open(tmp_path / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for variant, shift in (("rce_only", 0.0), ("scheme5_6", 0.05)):
+            for seed in range(3):
+                head = ("g01", variant, variant, seed)
+                w.writerow((*head, "rce", 1, "val_expected_reward", 0.8 + 0.01 * seed, ""))
+                w.writerow((*head, "final", "", "test_expected_reward", 0.8 + shift + 0.01 * seed, ""))
+                w.writerow((*head, "final", "", "test_top1_reward", 0.9 + shift + 0.005 * seed, ""))
+    write_references(tmp_path)
+    refs = json.loads((tmp_path / "baselines.json").read_text())
+    for split in refs["sets"][0]["splits"].values():
+        del split["oracle"]
+    (tmp_path / "baselines.json").write_text(json.dumps(refs))
+    text, _ = report.build_report(str(tmp_path), plots=False)
+    assert "## The researchers' table: expected reward" in text and "oracle" not in summary_of(text).lower()
+    assert cells(text, "## The researchers' table", "random selection")[2:4] == ["0.800", "0.800"]
+    assert cells(text, "## The researchers' table", "similarity retrieval")[2:4] == ["n/a", "0.850"]
+    assert "- **scheme5_6** is **higher** than **rce_only** beyond its CI: +0.050" in summary_of(text)
+    assert "a uniform random policy over the labelled trajectories has expected reward 0.800" in summary_of(text)
