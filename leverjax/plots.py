@@ -61,7 +61,7 @@ def write_plots(ctx: Context) -> tuple[list[tuple[str, str]], str]:
                     _overview(plt, plot_dir, ctx, "val_expected_reward", "val expected reward", 1.0)))
     for variant, seeds in ctx.runs.items():
         written.append((f"{variant}: training curves", _curves(plt, plot_dir, ctx, variant, seeds)))
-    return [(title, os.path.relpath(p, ctx.directory)) for title, p in written], ""
+    return [(title, os.path.relpath(p, ctx.directory)) for title, p in written if p], ""
 
 
 def _forest(plt, plot_dir: str, ctx: Context) -> str:
@@ -185,10 +185,12 @@ def _colors(plt, n: int) -> list:
     return [cmap(order[i % len(order)]) for i in range(n)]
 
 
-def _overview(plt, plot_dir: str, ctx: Context, metric: str, label: str, scale: float) -> str:
+def _overview(plt, plot_dir: str, ctx: Context, metric: str, label: str, scale: float) -> str | None:
     from matplotlib.ticker import MaxNLocator
 
     runs, base = ctx.runs, ctx.base
+    if not any(metric_curve(r, metric) for seeds in runs.values() for r in seeds.values()):
+        return None  # not logged in this grid
     bounds = bounds_of(metric, scale)
     many = len(runs) > 6  # the seed bands of many runs hide each other: only the paired Δ keeps them
     fig, (ax, dax) = plt.subplots(1, 2, figsize=(14, 6.5 if many else 5.5), layout="constrained")

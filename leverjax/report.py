@@ -573,9 +573,10 @@ def _reference_sentence(ctx: Context, get: Callable[[Run], float | None]) -> lis
                 continue
             gap = (e.mean / 100 - lo) / (hi - lo)
             rel = ("above" if e.mean / 100 > sim else "below") if sim is not None else ""
-            pieces.append(f"**{v}** {e.text(2)}% ({100 * gap:.0f}% of the way from random to the ceiling"
+            role = "the baseline" if v == ctx.base else "the highest mean"
+            pieces.append(f"{role} **{v}** {e.text(2)}% ({100 * gap:.0f}% of the way from random to the ceiling"
                           + (f", {rel} similarity retrieval" if rel else "") + ")")
-        text += " Policies: " + "; ".join(pieces) + ("" if best_v == ctx.base else f" (**{best_v}** has the highest mean)") + "."
+        text += " Policies: " + "; ".join(pieces) + "."
     return [text]
 
 
