@@ -158,12 +158,13 @@ def test_grid_writes_its_results_directory(grid_a):
 
     for run in ("rce_only", "scheme5", "scheme5_6"):
         events = tracking.read_scalars(os.path.join(d, "tb", run, "seed=0"))
-        csv_vals = sorted((r["phase"], int(r["epoch"]), float(r["value"])) for r in rows
-                          if r["run"] == run and r["metric"] == "val_expected_reward")
-        tb_vals = sorted((tag.split("/")[0], step, v) for tag, pts in events.items()
+        csv_vals = [(r["phase"], float(r["value"])) for r in rows  # the CSV lists epochs in training order
+                    if r["run"] == run and r["metric"] == "val_expected_reward"]
+        tb_vals = sorted((step, tag.split("/")[0], v) for tag, pts in events.items()
                          if tag.endswith("/val_expected_reward") for step, v in pts)
-        assert [(p, v) for p, _, v in tb_vals] == pytest.approx([(p, v) for p, _, v in csv_vals], rel=1e-6)
-        assert [s for _, s, _ in sorted(tb_vals, key=lambda t: t[1])] == list(range(1, len(csv_vals) + 1))
+        assert [s for s, _, _ in tb_vals] == list(range(1, len(csv_vals) + 1))  # step = epoch over all phases
+        assert [p for _, p, _ in tb_vals] == [p for p, _ in csv_vals]
+        assert [v for _, _, v in tb_vals] == pytest.approx([v for _, v in csv_vals], rel=1e-6)
         assert "final/test_loss" in events
     assert any("group g02" in line and "2 run(s) in one program" in line for line in lines)
     assert any(line.startswith("»» grid: group 2/2") and "runs done 1/3" in line for line in lines)
