@@ -93,7 +93,7 @@ def _forest(plt, plot_dir: str, ctx: Context) -> str:
         ax.set_xlabel(label, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=9)
-    n_min = min((ctx.seeds(v) for v in ctx.runs), default=0)
+    n_min = min((ctx.seeds(v) for v in ctx.runs if ctx.seeds(v)), default=0)
     fig.suptitle(f"Δ to {ctx.base} on the test split: mean and 95% CI paired over seeds"
                  + (f" — only {n_min} seed(s): intervals too wide to conclude" if n_min < stats.MIN_SEEDS_FOR_CLAIMS
                     else "") + "\ngreen / red: the interval lies above / below 0; grey: it contains 0"

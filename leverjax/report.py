@@ -469,7 +469,7 @@ def summary(ctx: Context, failures: Sequence[dict] = ()) -> list[str]:
     """The summary's Markdown lines: every claim is computed from the numbers here."""
     key, label, scale, bounds, get, unit = ctx.headline()
     others = [v for v in ctx.runs if v != ctx.base]
-    counts = {v: ctx.seeds(v) for v in ctx.runs}
+    counts = {v: ctx.seeds(v) for v in ctx.runs if ctx.seeds(v)}  # runs with a finished seed
     n_min = min(counts.values()) if counts else 0
     n_max = max(counts.values()) if counts else 0
     seed_text = f"{n_min}" if n_min == n_max else f"{n_min}–{n_max}"
@@ -491,7 +491,10 @@ def summary(ctx: Context, failures: Sequence[dict] = ()) -> list[str]:
         d = deltas[v]
         name = f"**{v}**"
         if d.n == 0:
-            out.append(f"- {name}: no seed in common with the baseline (nothing to compare).")
+            why = ("no finished seed (see the failed runs)" if not ctx.seeds(v) else
+                   f"the baseline **{ctx.base}** has no finished seed" if not ctx.base_runs else
+                   "no seed in common with the baseline")
+            out.append(f"- {name}: {why}; nothing to compare.")
             continue
         value = f"{_unsigned_zero(d.mean, d.decimals(digits)):+.{d.decimals(digits)}f}{unit}"
         if not d.conclusive:
@@ -953,7 +956,7 @@ def _forest_panels(ctx: Context) -> list[tuple[str, Callable[[Run], float | None
 
 def _forest_caption(ctx: Context) -> str:
     panels = _forest_panels(ctx)
-    n_min = min((ctx.seeds(v) for v in ctx.runs), default=0)
+    n_min = min((ctx.seeds(v) for v in ctx.runs if ctx.seeds(v)), default=0)
     text = (f"Forest plot: each row is a run, the dot its mean Δ to **{ctx.base}** over seeds (paired) and the bar "
             f"its 95% CI; green/red: the interval lies above/below 0, grey: it contains 0"
             + (" or there are fewer than 3 seeds" if n_min < stats.MIN_SEEDS_FOR_CLAIMS else "") + ".")

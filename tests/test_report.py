@@ -195,6 +195,7 @@ def write_planted(directory, seeds=5):
                     w.writerow((*head, "final", "", f"test_oracle_acc_{shot}", PLANTED_BASE[seed] + offsets[seed], ""))
                 w.writerow((*head, "final", "", "test_expected_reward", rewards[seed], ""))
                 w.writerow((*head, "final", "", "test_changed_vs_ref", float(variant != "rce_only") * (seed % 2), ""))
+        w.writerow(("g02", "failed", "failed", 0, "rce", 1, "val_oracle_acc_1", 0.4, ""))  # diverged: no final
 
 
 def summary_of(text):
@@ -212,6 +213,7 @@ def test_summary_wording_follows_planted_results(tmp_path):
     # worse: the offline expected reward rose beyond its CI while the accuracy fell beyond its CI
     assert "**Offline metric and accuracy disagree** for **worse**" in s
     assert "disagree** for **better**" not in s and "disagree** for **same**" not in s
+    assert "**failed**: no finished seed (see the failed runs); nothing to compare." in s
     # ordering: findings first (higher, then lower), then the rest
     assert s.index("**better**") < s.index("**worse**") < s.index("**same**")
     row = cells(text, "## The researchers' table", "better")
