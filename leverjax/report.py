@@ -477,10 +477,11 @@ def summary(ctx: Context, failures: Sequence[dict] = ()) -> list[str]:
     out.append(f"- **Seeds:** {seed_text} per run; each run is compared with the baseline **{ctx.base}** on "
                f"{label}, paired by seed.")
     if n_min < stats.MIN_SEEDS_FOR_CLAIMS:
-        t = stats.t_critical(max(n_min - 1, 1))
-        out.append(f"- **Too few seeds to conclude:** with {n_min} seed{'s' if n_min != 1 else ''} per run the 95% "
-                   f"intervals are too wide (t = {t:.1f}) to tell the runs apart; no Δ is starred and the "
-                   f"differences below are point estimates, not findings. Train with `--seeds=5` or more.")
+        why = ("there is no confidence interval" if n_min < 2 else
+               f"the 95% intervals are too wide (t = {stats.t_critical(n_min - 1):.1f}) to tell the runs apart")
+        out.append(f"- **Too few seeds to conclude:** with {n_min} seed{'s' if n_min != 1 else ''} per run {why}; "
+                   "no Δ is starred and the differences below are point estimates, not findings. Train with "
+                   "`--seeds=5` or more.")
     digits = 2 if ctx.oracle else 3
     deltas = {v: ctx.delta(v, get, scale, bounds) for v in others}
     conclusive = n_min >= stats.MIN_SEEDS_FOR_CLAIMS
