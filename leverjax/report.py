@@ -521,28 +521,57 @@ def summary(ctx: Context, failures: Sequence[dict] = ()) -> list[str]:
     return out
 
 
+def _last_epoch_delta(ctx: Context, variant: str, metric: str, scale: float = 1.0) -> tuple[int, Estimate]:
+    """The paired Δ of a val metric after the run's last GRPO epoch (the baseline held at its last epoch)."""
+    curves = {s: metric_curve(r, metric) for s, r in ctx.runs[variant].items()}
+    last = max((max(c) for c in curves.values() if c), default=0)
+    base = {s: metric_curve(r, metric) for s, r in ctx.runs[ctx.base].items()}
+    diffs = paired_at(curves, base, last, scale)
+    mean, half = stats.mean_ci(diffs)
+    return last, Estimate(mean, half, len(diffs))
+
+
+def _signals(ctx: Context, variant: str, acc: Estimate) -> tuple[list, list]:
+    """(offline, accuracy) signals of a run: (where, Δ, unit, digits) on test, then on val after its last GRPO
+    epoch (when it has GRPO epochs)."""
+    offline = [("test expected reward", ctx.delta(variant, lambda r: r.final.get("test_expected_reward")), "", 3)]
+    accuracy = [("test oracle accuracy", acc, " pts", 2)]
+    last, er_val = _last_epoch_delta(ctx, variant, "val_expected_reward")
+    if last > 0:
+        offline.append((f"val expected reward after {last} GRPO epochs", er_val, "", 3))
+        _, acc_val = _last_epoch_delta(ctx, variant, ORACLE_MEAN, 100.0)
+        accuracy.append((f"val oracle accuracy after {last} GRPO epochs", acc_val, " pts", 2))
+    return [x for x in offline if x[1].n], [x for x in accuracy if x[1].n]
+
+
 def _disagreements(ctx: Context, acc_deltas: dict[str, Estimate]) -> list[str]:
-    """Where the offline expected reward and the oracle accuracy point in different directions."""
+    """Where the offline expected reward and the oracle accuracy point in different directions, on test or on
+    val after the last GRPO epoch."""
+    def text(sig) -> str:
+        where, d, unit, digits = sig
+        return f"{where} {_unsigned_zero(d.mean, d.decimals(digits)):+.{d.decimals(digits)}f}{unit} " \
+               f"({d.interval_text(digits, unit)})"
+
     lines = []
     for v, acc in acc_deltas.items():
-        if v in ctx.other_reward:
+        if v in ctx.other_reward or not acc.n:
             continue
-        er = ctx.delta(v, lambda r: r.final.get("test_expected_reward"))
-        if er.n == 0 or acc.n == 0:
-            continue
-        er_text = f"expected reward {er.mean:+.{er.decimals(3)}f} ({er.interval_text(3)})"
-        acc_text = f"oracle accuracy {acc.mean:+.{acc.decimals(2)}f} pts ({acc.interval_text(2, ' pts')})"
-        if er.direction and acc.direction and er.direction != acc.direction:
-            lines.append(f"- **Offline metric and accuracy disagree** for **{v}**: test {er_text}, but test "
-                         f"{acc_text}. The expected reward is measured on the labelled trajectories, not on what "
-                         "the policy picks.")
-        elif er.direction and not acc.direction and er.conclusive:
-            lines.append(f"- **{v}**: the test {er_text} moves beyond its CI while the {acc_text} shows no change "
-                         "beyond its CI: the offline gain is not confirmed by accuracy.")
-        elif (not er.conclusive and er.n and acc.n and er.mean * acc.mean < 0 and er.has_ci and acc.has_ci
-              and (er.lo > 0 or er.hi < 0 or acc.lo > 0 or acc.hi < 0)):  # opposite ways, one CI off 0
-            lines.append(f"- **{v}**: point estimates point different ways (test {er_text}; {acc_text}); too few "
-                         "seeds to conclude.")
+        offline, accuracy = _signals(ctx, v, acc)
+        moved = [o for o in offline if o[1].direction]
+        against = [(o, a) for o in moved for a in accuracy if a[1].direction and a[1].direction != o[1].direction]
+        if against:
+            o, a = against[0]
+            lines.append(f"- **Offline metric and accuracy disagree** for **{v}**: {text(o)}, but {text(a)}. The "
+                         "expected reward is measured on the labelled trajectories, not on what the policy picks.")
+        elif moved and not any(a[1].direction for a in accuracy):
+            lines.append(f"- **{v}**: the {text(moved[0])} moves beyond its CI while the {text(accuracy[0])} "
+                         "shows no change beyond its CI: the offline gain is not confirmed by accuracy.")
+        elif not acc.conclusive:
+            loose = [(o, a) for o in offline for a in accuracy if o[1].has_ci and a[1].has_ci
+                     and o[1].mean * a[1].mean < 0 and (o[1].lo > 0 or o[1].hi < 0 or a[1].lo > 0 or a[1].hi < 0)]
+            if loose:  # opposite ways, one interval off 0, too few seeds to call it
+                lines.append(f"- **{v}**: point estimates point different ways ({text(loose[0][0])}; "
+                             f"{text(loose[0][1])}); too few seeds to conclude.")
     return lines
 
 

@@ -352,3 +352,27 @@ def test_real_data_report_uses_the_offline_metrics_that_apply(tmp_path):
     assert cells(text, "## The researchers' table", "similarity retrieval")[2:4] == ["n/a", "0.850"]
     assert "- **scheme5_6** is **higher** than **rce_only** beyond its CI: +0.050" in summary_of(text)
     assert "a uniform random policy over the labelled trajectories has expected reward 0.800" in summary_of(text)
+
+
+def test_summary_catches_a_val_reward_gain_with_an_accuracy_loss(tmp_path):
+    """The case the report exists for: GRPO raises the validation expected reward while the accuracy falls
+    (and the test expected reward does not move)."""
+    os.makedirs(tmp_path, exist_ok=True)
+    with open(tmp_path / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for seed in range(4):
+            for variant, gain, loss in (("rce_only", 0.0, 0.0), ("grpo", 0.01 + 0.001 * seed, 0.02 + 0.002 * seed)):
+                head = ("g01", variant, variant, seed)
+                w.writerow((*head, "rce", 1, "val_expected_reward", 1.0 + 0.01 * seed, ""))
+                w.writerow((*head, "rce", 1, "val_oracle_acc_1", 0.45, ""))
+                if variant == "grpo":
+                    for e in (1, 2):
+                        w.writerow((*head, "grpo", e, "val_expected_reward", 1.0 + 0.01 * seed + gain * e / 2, ""))
+                        w.writerow((*head, "grpo", e, "val_oracle_acc_1", 0.45 - 0.1 * loss * e / 2, ""))
+                w.writerow((*head, "final", "", "test_oracle_acc_1", 0.45 - loss + 0.003 * (seed % 2), ""))
+                w.writerow((*head, "final", "", "test_expected_reward", 0.9 + 0.01 * seed, ""))
+    s = summary_of(report.build_report(str(tmp_path), plots=False)[0])
+    assert "**grpo** is **lower** than **rce_only** beyond its CI" in s
+    assert re.search(r"\*\*Offline metric and accuracy disagree\*\* for \*\*grpo\*\*: val expected reward after 2 GRPO "
+                     r"epochs \+0\.01\d* \(95% CI \+0\.0\d* to \+0\.0\d*\), but test oracle accuracy -2\.\d+ pts", s), s
