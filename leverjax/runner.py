@@ -143,7 +143,8 @@ class Runner:
     loss; ``"record"`` notes the run's failure (``Results.failures``) and lets the other runs go on.
     ``devices``: with more than one, the run axis is sharded over a mesh of them (runs padded with copies
     of the last run to a multiple of the device count; the copies never reach the results).
-    ``on_epoch``: called after every epoch with a progress record (phase, epoch, epochs done/total, seconds).
+    ``on_epoch``: called after every epoch with a progress record (phase, epoch, epochs done/total, seconds) and
+    the epoch's metric records of every run (``records``).
     ``prefix_cache``: a folder where each run's state after the phases before GRPO (SFT, RCE) is kept,
     keyed by everything that determines it (the config without its GRPO-only fields, the seed, the data,
     ``init_from``); a later runner whose runs all find their key there starts at GRPO instead of
@@ -312,7 +313,7 @@ class Runner:
                 if self.on_epoch:
                     self.on_epoch({"phase_index": i, "phase": phase.name, "epoch": e + 1, "phase_epochs": phase.epochs,
                                    "epochs_done": global_epoch, "epochs_total": total_epochs,
-                                   "seconds": time.perf_counter() - t0})
+                                   "seconds": time.perf_counter() - t0, "records": records})
                 if self.store and ((e + 1) % self.cfg.checkpoint_every == 0 or e + 1 == phase.epochs):
                     self._save(global_epoch, state, i, e + 1, history)
             if i + 1 == prefix_end:
