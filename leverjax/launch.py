@@ -723,7 +723,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     for run in grid.runs:
         if run.config is None:
             printer(f"grid: {run.name} not run: {run.error}")
-    many = len(grid.groups) > 1 or not tables
+    many = len(grid.experiments) > 1 or len(grid.groups) > 1 or not tables  # one experiment: its tables say it all
     progress = _Progress(grid, pending, finished, printer, quiet=not many)
     tb = tracking.TensorBoardLogs(out)
     group_log: list[dict] = []

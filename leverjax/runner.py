@@ -374,8 +374,9 @@ class Runner:
         self.out(f"{len(self.runs)} runs share {len(first)} distinct {names} prefix(es): training each once")
         child = Runner(self.cfg, self._dataset, [self.runs[j] for j in first], name="shared_prefix",
                        workdir=self.directory, restart=self._restart, out=self.out, init_from=self._init_from,
-                       on_nonfinite=self.on_nonfinite, devices=self._devices, prefix_cache=self.prefix_cache,
-                       stop_at_prefix=True)
+                       on_nonfinite=self.on_nonfinite, devices=self._devices, on_epoch=self.on_epoch,
+                       prefix_cache=self.prefix_cache, stop_at_prefix=True)
+        child.name = f"{self.name}/shared_prefix"  # in messages (its folder is <group>/shared_prefix)
         child.run()
         distributed.barrier("shared-prefix-done")
         if child.directory and distributed.is_primary():
