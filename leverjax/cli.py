@@ -34,6 +34,8 @@ _MAIN_HELP = {
     "restart": "Start over: discard the results directory's runs and recompute cached SFT/RCE prefixes instead of "
                "resuming. [default false]",
     "list_experiments": "List the registered experiments and exit.",
+    "wandb_project": "Also log every run to this Weights & Biases project (needs `pip install wandb`; "
+                     "WANDB_MODE=offline keeps the logs on disk).",
     "distributed": "Run as one of several cooperating processes (jax.distributed): the cluster (SLURM, Open MPI, "
                    "...) is detected from the environment unless --coordinator_address, --num_processes and "
                    "--process_id are given (which imply --distributed). Start every process with the same command.",
@@ -52,6 +54,7 @@ flags.DEFINE_string("init_from", None, _MAIN_HELP["init_from"])
 flags.DEFINE_string("baseline", None, _MAIN_HELP["baseline"])
 flags.DEFINE_bool("restart", False, _MAIN_HELP["restart"])
 flags.DEFINE_bool("list_experiments", False, _MAIN_HELP["list_experiments"])
+flags.DEFINE_string("wandb_project", None, _MAIN_HELP["wandb_project"])
 flags.DEFINE_bool("distributed", False, _MAIN_HELP["distributed"])
 flags.DEFINE_string("coordinator_address", None, _MAIN_HELP["coordinator_address"])
 flags.DEFINE_integer("num_processes", None, _MAIN_HELP["num_processes"])
@@ -59,7 +62,8 @@ flags.DEFINE_integer("process_id", None, _MAIN_HELP["process_id"])
 flags.DEFINE_float("distributed_timeout", 300.0, _MAIN_HELP["distributed_timeout"])
 flags.DEFINE_float("heartbeat_timeout", 60.0, _MAIN_HELP["heartbeat_timeout"])
 MAIN_FLAGS = ("experiment", "seeds", "sweep", "data", "out", "init_from", "baseline", "restart",
-              "list_experiments", "distributed", "coordinator_address", "num_processes", "process_id",
+              "list_experiments", "wandb_project", "distributed", "coordinator_address", "num_processes",
+              "process_id",
               "distributed_timeout", "heartbeat_timeout")
 
 for _name, _field in config_lib.FIELDS.items():
@@ -182,7 +186,7 @@ def _main(argv) -> None:
     if names == ["all"]:
         names = list(experiments.NAMES)
     launch.main(names, config_overrides(), parse_sweeps(FLAGS.sweep), restart=FLAGS.restart, out=FLAGS.out,
-                baseline=FLAGS.baseline, init_from=FLAGS.init_from)
+                baseline=FLAGS.baseline, init_from=FLAGS.init_from, wandb_project=FLAGS.wandb_project)
 
 
 def run() -> None:

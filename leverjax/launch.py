@@ -18,11 +18,15 @@ the others go on.
 
 **Results directory** (every file written atomically: a temporary file, then ``os.replace``)::
 
-    grid.json              the resolved grid: experiments, overrides, sweeps, runs and their groups
+    grid.json              the resolved grid: experiments, overrides, sweeps, runs and their groups, and the
+                           provenance of the launch (command, git commit, versions, devices, data hash, date)
+    baselines.json         reference selections on the grid's data (random, similarity retrieval; on synthetic
+                           data also the best labelled trajectory and the oracle's greedy ceiling)
     status/<run>.json      pending | running | done | failed (with the reason), one per run
     runs/<group>/          the group's Runner directory: config.json, ckpt/ (per epoch, deleted when the group
                            has finished), best/ (best-epoch parameters of every run, leading run axis),
-                           results.json (per-run metrics)
+                           results.json (per-run metrics, and the provenance of the process that trained them)
+    tb/<variant>/seed=<n>/ TensorBoard event files, per epoch, tagged <phase>/<metric> (leverjax.tracking)
     metrics.csv            one row per run × epoch × metric, and the final test metrics (phase "final")
     report.md, plots/      written by leverjax.report from metrics.csv
 
@@ -52,10 +56,11 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import numpy as np
 
 import experiments
 from leverjax import config as config_lib
-from leverjax import distributed, stats
+from leverjax import distributed, provenance, stats, tracking
 from leverjax.checkpoint import status_file_name
 from leverjax.fileio import records_from_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from leverjax.data import filter_queries, load_npz
@@ -142,6 +147,7 @@ class Grid:
             "experiments": self.experiments,
             "overrides": self.overrides,
             "notes": self.notes,
+            "descriptions": {name: experiments.get(name).description for name in self.experiments},
             "sweep": {k: list(v) for k, v in self.sweep.items()},
             "groups": [{"id": g.id, "key": g.key, "experiments": g.experiments, "runs": [r.name for r in g.runs],
                         "static": json.loads(g.signature)} for g in self.groups],
@@ -535,13 +541,111 @@ def load_dataset(cfg: config_lib.Config, printer: Callable[[str], None] = print)
     return ds
 
 
+def _data_key(cfg: config_lib.Config) -> tuple:
+    """What selects a data set: its file and the query filters."""
+    return (cfg.data, cfg.require_positive_query, cfg.min_group_size)
+
+
+def _data_path(cfg: config_lib.Config) -> str:
+    from leverjax.data.synth import default_dataset_path
+
+    return cfg.data or default_dataset_path()
+
+
+def _baseline_variant(grid: Grid, baseline: str | None) -> str | None:
+    """The variant the report compares with (as the report chooses it): ``baseline`` (a variant, or an
+    experiment's first variant), else rce_only's first variant, else the first run's."""
+    valid = [r for r in grid.runs if r.config is not None]
+    for want in ([baseline] if baseline else []) + ["rce_only"]:
+        match = [r.variant for r in valid if want in (r.variant, r.experiment)]
+        if match:
+            return match[0]
+    return valid[0].variant if valid else None
+
+
+def _reference_sets(grid: Grid, baseline: str | None, dataset_for: Callable) -> list[dict]:
+    """One entry per data set of the grid (file and query filters): the data set, the variants trained on
+    it and the config whose reward definition and evaluation shots the references use (the baseline's
+    when it is trained on this set, else the first run's)."""
+    base = _baseline_variant(grid, baseline)
+    sets: dict[tuple, dict] = {}
+    for run in grid.runs:
+        if run.config is None:
+            continue
+        entry = sets.setdefault(_data_key(run.config), {"config": run.config, "variants": []})
+        if run.variant not in entry["variants"]:
+            entry["variants"].append(run.variant)
+        if run.variant == base:
+            entry["config"] = run.config
+    for entry in sets.values():
+        entry["dataset"] = dataset_for(entry["config"])
+    return list(sets.values())
+
+
+BASELINES_VERSION = 1
+
+
+def _baselines(root: str, sets: Sequence[dict], printer: Callable[[str], None]) -> dict:
+    """``baselines.json``: the reference selections of every data set (:mod:`leverjax.baselines`), reused
+    from the previous file when the data, reward definition and shots are unchanged."""
+    from leverjax import baselines, rewards
+
+    try:
+        with open(os.path.join(root, "baselines.json")) as f:
+            previous = {e.get("fingerprint"): e for e in json.load(f).get("sets", [])}
+    except (OSError, ValueError, AttributeError):
+        previous = {}
+    out = []
+    for entry in sets:
+        cfg, ds = entry["config"], entry["dataset"]
+        reward = {k: getattr(cfg, k) for k in ("reward_mode", "w_hard", "w_soft", "w_rel")}
+        digest = hashlib.sha1()
+        for a in (ds.emb, ds.query_ids, ds.pool_ids, ds.traj, ds.acc, ds.correct, ds.gt_prob, ds.rel, ds.split):
+            digest.update(np.ascontiguousarray(a).tobytes())
+        fingerprint = _hash([BASELINES_VERSION, digest.hexdigest(), reward, cfg.eval_shots], 16)
+        head = {"fingerprint": fingerprint, "data": cfg.data, "require_positive_query": cfg.require_positive_query,
+                "min_group_size": cfg.min_group_size, "reward": reward, "variants": entry["variants"]}
+        if fingerprint in previous:
+            out.append({**previous[fingerprint], **head})
+            continue
+        t0 = time.perf_counter()
+        raw = np.asarray(rewards.raw_rewards(ds.correct, ds.acc, ds.gt_prob, ds.rel, mode=cfg.reward_mode,
+                                             w_hard=cfg.w_hard, w_soft=cfg.w_soft, w_rel=cfg.w_rel))
+        refs = baselines.compute(ds, raw, shots=cfg.eval_shots)
+        out.append({**head, **baselines.json_ready(refs)})
+        printer("grid: reference selections (random, similarity retrieval"
+                + (", best labelled, oracle greedy" if ds.oracle else "") + f") computed in "
+                f"{time.perf_counter() - t0:.1f}s")
+    return {"sets": out}
+
+
+def _backfill_events(root: str, grid: Grid, statuses: Mapping[str, dict | None], tb) -> None:
+    """TensorBoard events of finished runs that have none (e.g. trained before event files were written)."""
+    cache: dict[str, dict] = {}
+    for run in grid.runs:
+        st = statuses.get(run.name)
+        if not st or st.get("state") != "done" or st.get("config_hash") != run.config_hash or tb.has_events(run.name):
+            continue
+        path = os.path.join(root, st.get("directory", ""), "results.json")
+        if path not in cache:
+            try:
+                with open(path) as f:
+                    cache[path] = {r["name"]: r for r in json.load(f)["runs"]}
+            except (OSError, ValueError, KeyError):
+                cache[path] = {}
+        rec = cache[path].get(run.name)
+        if rec is not None and rec.get("config_hash") == run.config_hash:
+            tb.finish(run.name, rec["history"], rec.get("final"))
+
+
 def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
              sweep: Mapping[str, Sequence[Any]] | None = None, *, seeds: int | None = None, out: str | None = None,
              restart: bool = False, baseline: str | None = None, dataset=None, devices: Sequence | None = None,
              report: bool = True, tables: bool = True, printer: Callable[[str], None] | None = None,
              experiment_overrides: Mapping[str, Mapping[str, Any]] | None = None,
              keep_checkpoints: bool = False, init_from: str | None = None,
-             prefix_cache: str | None = None) -> GridResult:
+             prefix_cache: str | None = None, wandb_project: str | None = None,
+             command: str | None = None) -> GridResult:
     """Trains the grid (see the module docstring) into ``out`` and writes its metrics, summary and report.
 
     ``dataset``: a :class:`~leverjax.data.Dataset` to train every group on instead of loading each config's
@@ -552,6 +656,8 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     ``init_from``: parameters every run starts from (a leverjax parameter folder or an original ``.pt``/``.ckpt``).
     ``prefix_cache``: where runs keep their SFT/RCE prefix for later runs (default ``prefix_cache/`` beside
     ``out``, shared by every results directory there).
+    ``wandb_project``: also log every run to this Weights & Biases project (needs ``wandb``).
+    ``command``: the command line recorded in the provenance (default: this process's).
     """
     printer = printer or ((lambda s: print(s, flush=True)) if _primary() else (lambda s: None))
     t_start = time.perf_counter()
@@ -565,6 +671,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
                                "checkpoints": keep_checkpoints}, what="command (resolved grid)")
     paths = _Paths(out)
     prefix_cache = prefix_cache or os.path.join(os.path.dirname(os.path.abspath(out)), "prefix_cache")
+    wandb_logs = tracking.WandbLogs(wandb_project, out) if wandb_project else None  # fails early without wandb
     if restart and _primary():
         for path in (paths.runs, paths.status, paths.plots):
             shutil.rmtree(path, ignore_errors=True)
@@ -574,8 +681,22 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     distributed.barrier("grid-restart")
     os.makedirs(paths.status, exist_ok=True)
     os.makedirs(paths.runs, exist_ok=True)
+    datasets: dict[tuple, Any] = {}
+
+    def dataset_for(cfg: config_lib.Config):
+        if dataset is not None:
+            return dataset
+        key = _data_key(cfg)
+        if key not in datasets:
+            datasets[key] = load_dataset(cfg, printer)
+        return datasets[key]
+
+    reference = _reference_sets(grid, baseline, dataset_for)  # loads the data sets (the default one is made)
+    prov = provenance.collect(command=command, data_paths=[None] if dataset is not None else
+                              list(dict.fromkeys(_data_path(r.config) for r in grid.runs if r.config is not None)))
     if _primary():
-        write_json_atomic(paths.grid, grid.to_json())
+        write_json_atomic(paths.grid, {**grid.to_json(), "provenance": prov})
+        write_json_atomic(os.path.join(out, "baselines.json"), _baselines(out, reference, printer))
     devices = list(devices) if devices is not None else jax.devices()
 
     # With several processes, process 0's view of the finished runs decides for all of them.
@@ -602,9 +723,9 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     for run in grid.runs:
         if run.config is None:
             printer(f"grid: {run.name} not run: {run.error}")
-    many = len(grid.groups) > 1 or not tables
+    many = len(grid.experiments) > 1 or len(grid.groups) > 1 or not tables  # one experiment: its tables say it all
     progress = _Progress(grid, pending, finished, printer, quiet=not many)
-    datasets: dict[tuple, Any] = {}
+    tb = tracking.TensorBoardLogs(out)
     group_log: list[dict] = []
     for index, group in enumerate(grid.groups, 1):
         todo = pending[group.id]
@@ -621,20 +742,23 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
         with CompileTimer() as timer:
             progress.begin(index, group, len(todo), timer)
             try:
-                if dataset is not None:
-                    ds = dataset
-                else:
-                    key = (base.data, base.require_positive_query, base.min_group_size)
-                    if key not in datasets:
-                        datasets[key] = load_dataset(base, printer)
-                    ds = datasets[key]
+                ds = dataset_for(base)
+                names = {spec.label: run.name for spec, run in zip(specs, todo)}
+
+                def on_epoch(info, names=names):
+                    progress.epoch(info)
+                    if _primary():
+                        for rec in info.get("records", ()):
+                            tb.epoch(names[rec["run"]], info["epochs_done"], rec["phase"], rec)
+
                 runner = Runner(base, ds, specs, name=directory, workdir=paths.runs,
                                 out=printer if tables else (lambda s: None), on_nonfinite="record",
-                                devices=devices, on_epoch=progress.epoch, restart=restart, init_from=init_from,
+                                devices=devices, on_epoch=on_epoch, restart=restart, init_from=init_from,
                                 prefix_cache=prefix_cache,
                                 extra_meta={"grid_group": group.id, "grid_runs": [r.name for r in todo]})
                 results = runner.run()
             except KeyboardInterrupt:
+                tb.close()
                 raise
             except Exception as e:  # noqa: BLE001 -- any failure of one group is recorded; the grid goes on
                 if distributed.is_multiprocess():
@@ -650,7 +774,14 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
                                   "state": "failed", "reason": reason})
                 continue
         seconds = time.perf_counter() - t0
-        _write_group_results(out, rel, todo, specs, results)
+        records = _write_group_results(out, rel, todo, specs, results, prov)
+        if _primary():
+            for run, rec in zip(todo, records):
+                tb.finish(run.name, rec["history"], rec["final"])
+                if wandb_logs is not None:
+                    wandb_logs.log_run(run.name, run.variant, rec["history"], rec["final"],
+                                       {**config_lib.to_dict(run.config), "experiment": run.experiment,
+                                        "grid": out}, rec["failure"])
         for j, run in enumerate(todo):
             failure = results.failures.get(j)
             if failure:
@@ -670,6 +801,9 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
             printer(f"»» group {group.id} done in {_fmt_seconds(seconds)} (compile {timer.seconds:.1f}s)")
 
     summary = write_metrics(out, grid, statuses)
+    if _primary():
+        _backfill_events(out, grid, statuses, tb)
+    tb.close()
     report_path = None
     if report and _primary():
         from leverjax import report as report_lib
@@ -682,8 +816,10 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     return result
 
 
-def _write_group_results(root: str, rel: str, runs: Sequence[GridRun], specs, results) -> None:
-    """``runs/<group>/results.json``: every run's epoch records (up to its failure) and final test metrics."""
+def _write_group_results(root: str, rel: str, runs: Sequence[GridRun], specs, results,
+                         prov: dict | None = None) -> list[dict]:
+    """``runs/<group>/results.json``: every run's epoch records (up to its failure) and final test metrics,
+    and the provenance of the process that trained them; returns the per-run records."""
     index = {spec.label: j for j, spec in enumerate(specs)}
     assert len(index) == len(specs), "run labels of a group must be unique"
     history: list[list[dict]] = [[] for _ in runs]
@@ -704,7 +840,8 @@ def _write_group_results(root: str, rel: str, runs: Sequence[GridRun], specs, re
                     "failure": failure})
     if _primary():
         write_json_atomic(os.path.join(root, rel, "results.json"),
-                          {**final_split_record(results.final_split), "runs": out})
+                          {**final_split_record(results.final_split), "runs": out, "provenance": prov})
+    return out
 
 
 def print_summary(result: GridResult, printer: Callable[[str], None]) -> None:
@@ -749,7 +886,7 @@ def print_summary(result: GridResult, printer: Callable[[str], None]) -> None:
 
 def main(names: Sequence[str], overrides: Mapping[str, Any], sweep: Mapping[str, Sequence[Any]], *,
          restart: bool = False, out: str | None = None, baseline: str | None = None,
-         init_from: str | None = None) -> GridResult:
+         init_from: str | None = None, wandb_project: str | None = None) -> GridResult:
     """``run.py``: one experiment or a grid, with the command line's values. A single experiment writes to
     ``<workdir>/<experiment>`` (default ``checkpoints/<experiment>``), a grid to ``--out`` (default
     ``results/<experiments>``); both through :func:`run_grid`, so both hold the same files."""
@@ -757,7 +894,8 @@ def main(names: Sequence[str], overrides: Mapping[str, Any], sweep: Mapping[str,
     if len(names) == 1 and out is None:
         workdir = overrides.get("workdir") or experiments.get(names[0]).config.workdir
         out = os.path.join(workdir, names[0])
-    result = run_grid(names, overrides, sweep, out=out, restart=restart, baseline=baseline, init_from=init_from)
+    result = run_grid(names, overrides, sweep, out=out, restart=restart, baseline=baseline, init_from=init_from,
+                      wandb_project=wandb_project)
     if result.failed and len(result.failed) == len(result.grid.runs):
         raise LeverjaxError(f"every run failed; the first: {result.failed[0]['run']}: "
                             f"{result.failed[0].get('reason', '')}")

@@ -1,16 +1,24 @@
-"""The grid report: ``report.md`` and ``plots/*.png`` from a results directory's ``metrics.csv``.
+"""The grid report: ``report.md`` and ``plots/*.png`` from a results directory.
 
     python -m leverjax.report results/all [--baseline=rce_only] [--no_plots]
 
-Everything is recomputed from the CSV (and the ``status/`` files, for the reasons runs failed), so the
-report can be regenerated at any time, e.g. with another baseline. A *run* here is a variant (experiment
-plus sweep values); its seeds are replicates. Every ``±`` is the half width of a 95% confidence interval
-over seeds (Student's t, :mod:`leverjax.stats`); a Δ is paired: for each seed, the run's value minus the
-baseline's value on the same seed, then the mean and CI of those differences.
+Everything is recomputed from the results directory, so the report can be regenerated at any time (e.g.
+with another baseline): ``metrics.csv`` (every run × epoch × metric and the final test metrics),
+``grid.json`` (the runs' configs, the experiments' descriptions and the launch's provenance),
+``baselines.json`` (the reference selections) and ``status/`` (why runs failed). A *run* here is a variant
+(experiment plus sweep values); its seeds are replicates.
 
-Sections: the researchers' table (oracle accuracy at shots 1–4 on synthetic data, expected reward on real
-data) with Δ to the baseline; final and best-epoch test metrics; a comparison at equal GRPO epochs on
-val; the training curves (PNG, matplotlib; without matplotlib the tables are still written); failed runs.
+Statistics: every interval is a 95% Student t interval of the mean over seeds. Proportions (accuracies,
+shares of queries) use the t interval clipped to their range [0, 1] (written ``m [low, high]`` when the clip
+binds). A Δ is paired: for each seed, the run's value minus the baseline's on the same seed, then the mean
+and t interval of those differences. Numbers are rounded to the interval's precision (two significant
+digits of its half width). With fewer than 3 seeds no difference is starred or called a finding.
+
+Sections: a summary computed from the numbers; the runs and what each changes; the researchers' table
+(oracle accuracy at shots 1–4 on synthetic data, expected reward on real data) with the reference
+selections; final and best-epoch test metrics; a comparison at equal GRPO epochs on val; plots (a forest
+plot of the headline Δ, overviews by GRPO epoch, per-run curves; matplotlib); metric definitions;
+provenance; failed runs.
 """
 from __future__ import annotations
 
@@ -23,25 +31,39 @@ import math
 import os
 import re
 import sys
-import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from leverjax import stats
 from leverjax.fileio import write_text_atomic
 
 PHASE_ORDER = ("sft", "rce", "grpo_positive", "grpo")
-CURVE_METRICS = (("val_expected_reward", "val expected reward"), ("train_kl", "KL"), ("train_beta", "β"),
-                 ("train_adv_std", "advantage std"), ("train_zero_var_frac", "zero-variance share"),
-                 ("val_changed_vs_ref", "greedy picks changed vs ref"))
-_TABLE_METRICS = (("loss", "loss", 1.0), ("expected_reward", "E[r]", 1.0), ("top1_reward", "top-1 r", 1.0),
-                  ("greedy_labelled", "labelled", 1.0), ("changed_vs_ref", "changed", 1.0),
-                  ("redundancy", "redund.", 1.0), ("oracle_acc_1", "acc@1 %", 100.0),
-                  ("oracle_acc_2", "acc@2 %", 100.0), ("oracle_acc_3", "acc@3 %", 100.0),
-                  ("oracle_acc_4", "acc@4 %", 100.0))
+ORACLE_MEAN = "val_oracle_acc_mean"  # a derived metric: the mean of the logged shots' oracle accuracies
+_PROPORTIONS = ("greedy_labelled", "changed_vs_ref", "zero_var_frac", "oracle_acc")
+_NONNEGATIVE = ("kl", "beta", "adv_std")
+# (metric, label, scale, bounds of the scaled value or None, digits without a CI)
+_TABLE_METRICS = (("loss", "loss", 1.0, None, 3), ("expected_reward", "E[r]", 1.0, None, 3),
+                  ("top1_reward", "top-1 r", 1.0, None, 3), ("greedy_labelled", "labelled", 1.0, (0, 1), 3),
+                  ("greedy_labelled_reward", "labelled r", 1.0, None, 3),
+                  ("changed_vs_ref", "changed", 1.0, (0, 1), 3), ("redundancy", "redund.", 1.0, (-1, 1), 3),
+                  ("oracle_acc_1", "acc@1 %", 100.0, (0, 100), 2), ("oracle_acc_2", "acc@2 %", 100.0, (0, 100), 2),
+                  ("oracle_acc_3", "acc@3 %", 100.0, (0, 100), 2), ("oracle_acc_4", "acc@4 %", 100.0, (0, 100), 2))
+REFERENCE_NAMES = {"random": "random selection", "similarity": "similarity retrieval",
+                   "best_labelled": "best labelled trajectory", "oracle_greedy": "oracle greedy (ceiling)"}
 
 
 def is_grpo(phase: str) -> bool:
     return phase.startswith("grpo")
+
+
+def bounds_of(metric: str, scale: float = 1.0) -> tuple[float, float] | None:
+    """The range of a metric after ``scale``: [0, scale] for proportions, [0, ∞) for KL, β and advantage
+    std, None for unbounded metrics."""
+    base = re.sub(r"^(best_test_|test_|val_|train_)", "", metric)
+    if base.startswith(_PROPORTIONS) or metric == ORACLE_MEAN:
+        return (0.0, scale)
+    if base in _NONNEGATIVE:
+        return (0.0, math.inf)
+    return None
 
 
 @dataclasses.dataclass
@@ -60,22 +82,33 @@ class Run:
         rank = {p: i for i, p in enumerate(PHASE_ORDER)}
         return sorted(self.epochs, key=lambda pe: (rank.get(pe[0], len(rank)), pe[0], pe[1]))
 
+    def value(self, pe: tuple[str, int], metric: str) -> float | None:
+        rec = self.epochs[pe]
+        if metric == ORACLE_MEAN:
+            return _mean([v for k, v in rec.items() if k.startswith("val_oracle_acc_")])
+        return rec.get(metric)
+
     def series(self, metric: str) -> list[tuple[int, str, float]]:
         """``(global epoch, phase, value)`` of ``metric`` over every epoch that has it."""
-        return [(i + 1, pe[0], self.epochs[pe][metric]) for i, pe in enumerate(self.ordered_epochs())
-                if metric in self.epochs[pe]]
+        out = []
+        for i, pe in enumerate(self.ordered_epochs()):
+            v = self.value(pe, metric)
+            if v is not None:
+                out.append((i + 1, pe[0], v))
+        return out
 
     def grpo_curve(self, metric: str) -> dict[int, float]:
         """``metric`` by GRPO epoch: 0 is the last epoch before GRPO, then 1, 2, ... across GRPO phases."""
         out, n = {}, 0
         for pe in self.ordered_epochs():
-            if metric not in self.epochs[pe]:
+            v = self.value(pe, metric)
+            if v is None:
                 continue
             if is_grpo(pe[0]):
                 n += 1
-                out[n] = self.epochs[pe][metric]
+                out[n] = v
             elif n == 0:
-                out[0] = self.epochs[pe][metric]
+                out[0] = v
         return out
 
 
@@ -97,78 +130,165 @@ def load_runs(csv_path: str) -> dict[str, dict[int, Run]]:
     return runs
 
 
+def _read_json(path: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 REWARD_FIELDS = ("reward_mode", "w_hard", "w_soft", "w_rel")
+
+
+def variant_configs(grid: dict | None) -> dict[str, dict]:
+    """variant -> the config of its first run, from ``grid.json``."""
+    out: dict[str, dict] = {}
+    for run in (grid or {}).get("runs", []):
+        if run.get("config"):
+            out.setdefault(run["variant"], run["config"])
+    return out
 
 
 def load_reward_definitions(directory: str) -> dict[str, tuple]:
     """variant -> its reward definition (mode and weights), from ``grid.json`` when it is there."""
-    try:
-        with open(os.path.join(directory, "grid.json")) as f:
-            grid = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    out = {}
-    for run in grid.get("runs", []):
-        if run.get("config"):
-            out.setdefault(run["variant"], tuple(run["config"].get(k) for k in REWARD_FIELDS))
-    return out
+    configs = variant_configs(_read_json(os.path.join(directory, "grid.json")))
+    return {v: tuple(c.get(k) for k in REWARD_FIELDS) for v, c in configs.items()}
 
 
 def load_failures(directory: str) -> list[dict]:
     out = []
     for path in sorted(glob.glob(os.path.join(directory, "status", "*.json"))):
-        try:
-            with open(path) as f:
-                st = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if st.get("state") == "failed":
+        st = _read_json(path)
+        if isinstance(st, dict) and st.get("state") == "failed":
             out.append(st)
-    grid_path = os.path.join(directory, "grid.json")
-    if out and os.path.exists(grid_path):  # only the current grid's runs
+    grid = _read_json(os.path.join(directory, "grid.json"))
+    if out and isinstance(grid, dict):  # only the current grid's runs
         try:
-            with open(grid_path) as f:
-                names = {r["name"]: r["config_hash"] for r in json.load(f)["runs"]}
+            names = {r["name"]: r["config_hash"] for r in grid["runs"]}
             out = [s for s in out if names.get(s.get("run")) == s.get("config_hash")]
-        except (OSError, ValueError, KeyError):
+        except (KeyError, TypeError):
             pass
     return out
+
+
+def load_references(directory: str, baseline: str | None) -> dict | None:
+    """The entry of ``baselines.json`` for the data set the baseline was trained on (else the first)."""
+    data = _read_json(os.path.join(directory, "baselines.json"))
+    sets = (data or {}).get("sets") or []
+    if not sets:
+        return None
+    return next((s for s in sets if baseline in s.get("variants", [])), sets[0])
 
 
 # -- numbers ---------------------------------------------------------------------------------------
 
 
-def ci(values: Sequence[float], scale: float = 1.0) -> tuple[float, float, int]:
-    """``(mean, half width, n)`` of the finite values, scaled."""
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """A mean over seeds with its 95% t interval (half width ``half``), clipped to ``bounds`` if any."""
+
+    mean: float
+    half: float
+    n: int
+    bounds: tuple[float, float] | None = None
+
+    @property
+    def lo(self) -> float:
+        return max(self.bounds[0], self.mean - self.half) if self.bounds else self.mean - self.half
+
+    @property
+    def hi(self) -> float:
+        return min(self.bounds[1], self.mean + self.half) if self.bounds else self.mean + self.half
+
+    @property
+    def has_ci(self) -> bool:
+        return math.isfinite(self.half)
+
+    @property
+    def clipped(self) -> bool:
+        return bool(self.bounds) and self.has_ci and (self.mean - self.half < self.bounds[0]
+                                                      or self.mean + self.half > self.bounds[1])
+
+    @property
+    def conclusive(self) -> bool:
+        """Enough seeds to call a difference (:data:`stats.MIN_SEEDS_FOR_CLAIMS`)."""
+        return self.has_ci and self.n >= stats.MIN_SEEDS_FOR_CLAIMS
+
+    @property
+    def direction(self) -> int:
+        """+1 / −1 when the interval lies above / below 0 (with enough seeds), else 0."""
+        if not self.conclusive:
+            return 0
+        return 1 if self.lo > 0 else -1 if self.hi < 0 else 0
+
+    def decimals(self, default: int) -> int:
+        """Two significant digits of the half width, at most two places finer than ``default`` (a tiny or
+        zero interval does not print a wall of zeros)."""
+        return min(stats.decimals(self.half, default), default + 2)
+
+    def text(self, default: int = 3, signed: bool = False, star: bool = False) -> str:
+        """``m ± h`` (``m [lo, hi]`` when clipped; ``m`` with one seed; ``—`` with none); ``star`` adds
+        `` *`` to a Δ whose interval excludes 0, when there are enough seeds."""
+        if math.isnan(self.mean):
+            return "—"
+        d = self.decimals(default)
+        sign = "+" if signed else ""
+        out = f"{_unsigned_zero(self.mean, d):{sign}.{d}f}"
+        if self.clipped:
+            out += f" [{self.lo:{sign}.{d}f}, {self.hi:{sign}.{d}f}]"
+        elif self.has_ci:
+            out += f" ± {self.half:.{d}f}"
+        if star and self.direction:
+            out += " *"
+        return out
+
+    def interval_text(self, default: int = 3, unit: str = "") -> str:
+        d = self.decimals(default)
+        if not self.has_ci:
+            return "no CI (one seed)"
+        return f"95% CI {_unsigned_zero(self.lo, d):+.{d}f} to {_unsigned_zero(self.hi, d):+.{d}f}{unit}"
+
+
+def _unsigned_zero(x: float, digits: int) -> float:
+    """``x``, or +0.0 when it rounds to zero at ``digits`` places (no "−0.00")."""
+    return 0.0 if round(x, digits) == 0 else x
+
+
+def estimate(values: Sequence[float | None], scale: float = 1.0, bounds=None) -> Estimate:
     xs = [v * scale for v in values if v is not None and math.isfinite(v)]
     mean, half = stats.mean_ci(xs)
-    return mean, half, len(xs)
+    return Estimate(mean, half, len(xs), bounds)
 
 
-def fmt_ci(mean: float, half: float, digits: int = 4, signed: bool = False) -> str:
-    """``"m ± h"`` (``"m"`` for one seed, ``"—"`` for none); ``signed`` adds a ``+`` and a ``*`` when the
-    CI excludes 0."""
-    if math.isnan(mean):
-        return "—"
-    sign = "+" if signed else ""
-    text = f"{mean:{sign}.{digits}f}"
-    if not math.isnan(half):
-        text += f" ± {half:.{digits}f}"
-        if signed and abs(mean) > half:
-            text += " *"
-    return text
+def ci(values: Sequence[float], scale: float = 1.0) -> tuple[float, float, int]:
+    """``(mean, half width, n)`` of the finite values, scaled."""
+    e = estimate(values, scale)
+    return e.mean, e.half, e.n
 
 
-def paired(runs: dict[int, Run], base: dict[int, Run], get: Callable[[Run], float | None],
-           scale: float = 1.0) -> tuple[float, float, int]:
-    """Mean and CI over the seeds both have of ``get(run) − get(baseline run)``."""
+def paired_diffs(runs: dict[int, Run], base: dict[int, Run], get: Callable[[Run], float | None],
+                 scale: float = 1.0) -> list[float]:
+    """Per seed both have: ``(get(run) − get(baseline run)) · scale``."""
     diffs = []
     for seed in sorted(set(runs) & set(base)):
         a, b = get(runs[seed]), get(base[seed])
         if a is not None and b is not None and math.isfinite(a) and math.isfinite(b):
             diffs.append((a - b) * scale)
+    return diffs
+
+
+def paired(runs: dict[int, Run], base: dict[int, Run], get: Callable[[Run], float | None], scale: float = 1.0,
+           bounds=None) -> Estimate:
+    """The paired Δ over the seeds both have (``bounds``: the range of the metric, so Δ ∈ [−hi, hi])."""
+    diffs = paired_diffs(runs, base, get, scale)
     mean, half = stats.mean_ci(diffs)
-    return mean, half, len(diffs)
+    return Estimate(mean, half, len(diffs), (-bounds[1], bounds[1]) if bounds else None)
+
+
+def _mean(values) -> float | None:
+    xs = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(xs) / len(xs) if xs else None
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
@@ -186,6 +306,7 @@ def _safe(name: str) -> str:
 def choose_baseline(runs: dict[str, dict[int, Run]], requested: str | None) -> str | None:
     if not runs:
         return None
+
     def of_experiment(name: str) -> list[str]:
         return [v for v in runs if next(iter(runs[v].values())).experiment == name]
 
@@ -196,6 +317,57 @@ def choose_baseline(runs: dict[str, dict[int, Run]], requested: str | None) -> s
             return of_experiment(requested)[0]
         raise ValueError(f"baseline {requested!r} is not a run of this grid; runs: {', '.join(runs)}")
     return (of_experiment("rce_only") or list(runs))[0]
+
+
+# -- what the report compares --------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Context:
+    """Everything the sections share."""
+
+    directory: str
+    runs: dict[str, dict[int, Run]]
+    base: str
+    oracle: bool  # synthetic data: oracle accuracies were logged
+    shots: list[int]  # shots with a test oracle accuracy
+    other_reward: set  # variants whose reward definition differs from the baseline's
+    grid: dict | None
+    references: dict | None
+
+    def finished(self, variant: str) -> dict[int, Run]:
+        return {s: r for s, r in self.runs[variant].items() if r.final}
+
+    @property
+    def base_runs(self) -> dict[int, Run]:
+        return self.finished(self.base)
+
+    def headline(self) -> tuple[str, str, float, tuple | None, Callable[[Run], float | None], str]:
+        """(key, label, scale, bounds, getter, unit) of the one number each run is judged by."""
+        if self.oracle:
+            keys = [f"test_oracle_acc_{n}" for n in self.shots]
+            return ("acc_mean", f"test oracle accuracy (mean over shots {self.shots[0]}–{self.shots[-1]})", 100.0,
+                    (0.0, 100.0), lambda r: _mean([r.final.get(k) for k in keys]), " pts")
+        return ("test_expected_reward", "test expected reward", 1.0, None,
+                lambda r: r.final.get("test_expected_reward"), "")
+
+    def delta(self, variant: str, get: Callable[[Run], float | None], scale: float = 1.0, bounds=None) -> Estimate:
+        return paired(self.finished(variant), self.base_runs, get, scale, bounds)
+
+    def seeds(self, variant: str) -> int:
+        return len(self.finished(variant))
+
+
+def _context(directory: str, baseline: str | None) -> Context:
+    runs = load_runs(os.path.join(directory, "metrics.csv"))
+    base = choose_baseline(runs, baseline)
+    finals = {m for seeds in runs.values() for r in seeds.values() for m in r.final}
+    shots = sorted(int(m.rsplit("_", 1)[1]) for m in finals if re.fullmatch(r"test_oracle_acc_\d+", m))
+    grid = _read_json(os.path.join(directory, "grid.json"))
+    rewards = load_reward_definitions(directory)
+    other = {v for v in runs if base in rewards and v in rewards and rewards[v] != rewards[base]}
+    return Context(directory, runs, base, bool(shots), shots, other, grid if isinstance(grid, dict) else None,
+                   load_references(directory, base))
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -217,21 +389,16 @@ def final_splits(directory: str) -> set:
 def build_report(directory: str, baseline: str | None = None, plots: bool = True,
                  printer: Callable[[str], None] | None = None) -> tuple[str, list[str]]:
     """The Markdown text of the report of ``directory`` and the plot files written (relative paths)."""
-    runs = load_runs(os.path.join(directory, "metrics.csv"))
+    ctx = _context(directory, baseline)
+    runs, base = ctx.runs, ctx.base
     failures = load_failures(directory)
-    base = choose_baseline(runs, baseline)
-    finals = {m for seeds in runs.values() for r in seeds.values() for m in r.final}
-    oracle = any(m.startswith("test_oracle_acc_") for m in finals)
     seeds_all = sorted({s for seeds in runs.values() for s in seeds})
     out = [f"# Grid report: `{os.path.basename(os.path.abspath(directory))}`", ""]
     out.append(f"{len(runs)} run(s) × seeds {_seed_text(seeds_all)} = "
                f"{sum(len(s) for s in runs.values())} trained run(s)"
                + (f", {len(failures)} failed (see the end)" if failures else "")
-               + f". Generated {time.strftime('%Y-%m-%d %H:%M')} from `metrics.csv` by `python -m leverjax.report`.")
-    out.append("")
-    out.append("Every ± is a 95% confidence interval over seeds (Student's t). A Δ is the paired difference to "
-               f"the baseline **{base}** on the same seeds (mean ± 95% CI of the per-seed differences); `*` marks "
-               "a Δ whose interval excludes 0. Test split unless a section says otherwise.")
+               + f"; baseline **{base}**. Regenerate with `python -m leverjax.report "
+               f"{os.path.basename(os.path.abspath(directory))}`.")
     out.append("")
     splits = final_splits(directory)
     if splits - {"test"}:
@@ -241,30 +408,53 @@ def build_report(directory: str, baseline: str | None = None, plots: bool = True
     if not runs:
         out.append("No finished run yet.")
         return "\n".join(out) + "\n", []
-
-    rewards = load_reward_definitions(directory)
-    other = {v for v in runs if base in rewards and v in rewards and rewards[v] != rewards[base]}
-    if other:
+    out += summary(ctx, failures)
+    out += _legend(ctx)
+    out += ["Every ± is a 95% confidence interval over seeds (Student's t); proportions (accuracies, shares) use "
+            "the t interval clipped to their range, written `m [low, high]` when the clip binds. A Δ is paired: "
+            f"per seed, the run minus the baseline **{base}** on the same seed, then the mean ± 95% CI of those "
+            "differences; `*` marks a Δ whose interval excludes 0 (only with 3 or more seeds). Numbers are "
+            "rounded to two significant digits of their interval. Test split unless a section says otherwise.", ""]
+    if ctx.other_reward:
         out += [f"† marks runs whose reward (mode or weights) differs from **{base}**'s: their expected and "
                 "top-1 rewards are on another scale and their Δ in reward is not a comparison of policies "
                 "(accuracies are comparable).", ""]
-    out += _headline(runs, base, oracle, other)
-    out += _final_tables(runs, other)
-    out += _equal_epochs(runs, base, oracle, other)
-    written: list[str] = []
+    written: list[tuple[str, str]] = []
+    message = ""
     if plots:
-        written, message = write_plots(directory, runs, base)
+        from leverjax.plots import write_plots
+
+        written, message = write_plots(ctx)
+    forest = [w for w in written if w[1].endswith("forest.png")]
+    out += _headline(ctx)
+    for title, path in forest:
+        out += [f"![{title}]({path})", "", _forest_caption(ctx), ""]
+    out += _final_tables(ctx)
+    out += _equal_epochs(ctx)
+    if plots:
         out += ["## Training curves", ""]
         if message:
             out += [message, ""]
         for title, path in written:
+            if path.endswith("forest.png"):
+                continue
             out += [f"### {title}", "", f"![{title}]({path})", ""]
+    out += definitions(ctx)
+    prov = (ctx.grid or {}).get("provenance")
+    out += ["## Provenance", ""]
+    if prov:
+        from leverjax.provenance import markdown
+
+        out += markdown(prov) + ["", "The same record is in `grid.json` (`provenance`); each group's "
+                                 "`runs/<group>/results.json` holds the provenance of the launch that trained it.", ""]
+    else:
+        out += ["No provenance recorded (`grid.json` has none: a results directory from an older version).", ""]
     if failures:
         out += ["## Failed runs", ""]
         rows = [[s.get("variant", s.get("run")), s.get("seed", ""), s.get("kind", ""),
                  (s.get("reason") or "").replace("|", "/").replace("\n", " ")[:300]] for s in failures]
         out += [_md_table(["run", "seed", "kind", "reason"], rows, left=4), ""]
-    return "\n".join(out) + "\n", written
+    return "\n".join(out) + "\n", [p for _, p in written]
 
 
 def _seed_text(seeds: list[int]) -> str:
@@ -279,68 +469,389 @@ def _name(variant: str, other: set, dagger: bool = True) -> str:
     return f"{variant} †" if dagger and variant in other else variant
 
 
-def _headline(runs, base, oracle, other=frozenset()) -> list[str]:
-    if oracle:
-        metrics = [(f"test_oracle_acc_{n}", f"acc@{n}") for n in range(1, 5)]
-        metrics = [m for m in metrics if any(m[0] in r.final for s in runs.values() for r in s.values())]
-        scale, digits = 100.0, 2
-        title = ("## The researchers' table: oracle accuracy (%) of the greedy 1–4-shot selections "
-                 "(test split, final parameters)")
-        note = ("Exact expected VQA accuracy under the synthetic ground truth. Δ mean: per seed, the run's "
-                "mean over shots minus the baseline's, then the CI.")
+# -- the summary ------------------------------------------------------------------------------------
+
+
+def _ref_mean(refs: dict | None, split: str, name: str, shots: Sequence[int]) -> float | None:
+    """A reference selection's oracle accuracy (fraction) averaged over ``shots`` (None if any is missing)."""
+    acc = (((refs or {}).get("splits") or {}).get(split, {}).get("oracle") or {}).get(name, {}).get("acc") or {}
+    values = [acc.get(str(n)) for n in shots]
+    return sum(values) / len(values) if values and all(v is not None for v in values) else None
+
+
+def _ref_acc(refs: dict | None, split: str, name: str, n: int) -> float | None:
+    acc = (((refs or {}).get("splits") or {}).get(split, {}).get("oracle") or {}).get(name, {}).get("acc") or {}
+    return acc.get(str(n))
+
+
+def summary(ctx: Context, failures: Sequence[dict] = ()) -> list[str]:
+    """The summary's Markdown lines: every claim is computed from the numbers here."""
+    key, label, scale, bounds, get, unit = ctx.headline()
+    others = [v for v in ctx.runs if v != ctx.base]
+    counts = {v: ctx.seeds(v) for v in ctx.runs if ctx.seeds(v)}  # runs with a finished seed
+    n_min = min(counts.values()) if counts else 0
+    n_max = max(counts.values()) if counts else 0
+    seed_text = f"{n_min}" if n_min == n_max else f"{n_min}–{n_max}"
+    out = ["## Summary", ""]
+    out.append(f"- **Seeds:** {seed_text} per run; each run is compared with the baseline **{ctx.base}** on "
+               f"{label}, paired by seed.")
+    if n_min < stats.MIN_SEEDS_FOR_CLAIMS:
+        why = ("there is no confidence interval" if n_min < 2 else
+               f"the 95% intervals are too wide (t = {stats.t_critical(n_min - 1):.1f}) to tell the runs apart")
+        out.append(f"- **Too few seeds to conclude:** with {n_min} seed{'s' if n_min != 1 else ''} per run {why}; "
+                   "no Δ is starred and the differences below are point estimates, not findings. Train with "
+                   "`--seeds=5` or more.")
+    digits = 2 if ctx.oracle else 3
+    deltas = {v: ctx.delta(v, get, scale, bounds) for v in others}
+    conclusive = n_min >= stats.MIN_SEEDS_FOR_CLAIMS
+    rank = {1: 0, -1: 1, 0: 2}  # findings first (higher, then lower), then the rest; by Δ within each
+    order = sorted(others, key=lambda v: (rank[deltas[v].direction] if conclusive else 0,
+                                          -(deltas[v].mean if math.isfinite(deltas[v].mean) else -1e9)))
+    for v in order:
+        d = deltas[v]
+        name = f"**{v}**"
+        if d.n == 0:
+            why = ("no finished seed (see the failed runs)" if not ctx.seeds(v) else
+                   f"the baseline **{ctx.base}** has no finished seed" if not ctx.base_runs else
+                   "no seed in common with the baseline")
+            out.append(f"- {name}: {why}; nothing to compare.")
+            continue
+        value = f"{_unsigned_zero(d.mean, d.decimals(digits)):+.{d.decimals(digits)}f}{unit}"
+        if not d.conclusive:
+            out.append(f"- {name}: {value} vs **{ctx.base}** ({d.interval_text(digits, unit)}, {d.n} seed"
+                       f"{'s' if d.n != 1 else ''}; too few seeds to conclude).")
+        elif d.direction > 0:
+            out.append(f"- {name} is **higher** than **{ctx.base}** beyond its CI: {value} "
+                       f"({d.interval_text(digits, unit)}, {d.n} seeds).")
+        elif d.direction < 0:
+            out.append(f"- {name} is **lower** than **{ctx.base}** beyond its CI: {value} "
+                       f"({d.interval_text(digits, unit)}, {d.n} seeds).")
+        else:
+            out.append(f"- {name}: no difference from **{ctx.base}** beyond the CI: {value} "
+                       f"({d.interval_text(digits, unit)}, {d.n} seeds).")
+    if ctx.oracle:
+        out += _disagreements(ctx, deltas)
+        out += _reference_sentence(ctx, get)
+    else:
+        out += _offline_reference_sentence(ctx)
+    if failures:
+        out.append(f"- **{len(failures)} run(s) failed** (listed at the end).")
+    out.append("")
+    return out
+
+
+def _last_epoch_delta(ctx: Context, variant: str, metric: str, scale: float = 1.0) -> tuple[int, Estimate]:
+    """The paired Δ of a val metric after the run's last GRPO epoch (the baseline held at its last epoch)."""
+    curves = {s: metric_curve(r, metric) for s, r in ctx.runs[variant].items()}
+    last = max((max(c) for c in curves.values() if c), default=0)
+    base = {s: metric_curve(r, metric) for s, r in ctx.runs[ctx.base].items()}
+    diffs = paired_at(curves, base, last, scale)
+    mean, half = stats.mean_ci(diffs)
+    return last, Estimate(mean, half, len(diffs))
+
+
+def _signals(ctx: Context, variant: str, acc: Estimate) -> tuple[list, list]:
+    """(offline, accuracy) signals of a run: (where, Δ, unit, digits) on test, then on val after its last GRPO
+    epoch (when it has GRPO epochs)."""
+    offline = [("test expected reward", ctx.delta(variant, lambda r: r.final.get("test_expected_reward")), "", 3)]
+    accuracy = [("test oracle accuracy", acc, " pts", 2)]
+    last, er_val = _last_epoch_delta(ctx, variant, "val_expected_reward")
+    if last > 0:
+        offline.append((f"val expected reward after {last} GRPO epochs", er_val, "", 3))
+        _, acc_val = _last_epoch_delta(ctx, variant, ORACLE_MEAN, 100.0)
+        accuracy.append((f"val oracle accuracy after {last} GRPO epochs", acc_val, " pts", 2))
+    return [x for x in offline if x[1].n], [x for x in accuracy if x[1].n]
+
+
+def _disagreements(ctx: Context, acc_deltas: dict[str, Estimate]) -> list[str]:
+    """Where the offline expected reward and the oracle accuracy point in different directions, on test or on
+    val after the last GRPO epoch."""
+    def text(sig) -> str:
+        where, d, unit, digits = sig
+        return f"{where} {_unsigned_zero(d.mean, d.decimals(digits)):+.{d.decimals(digits)}f}{unit} " \
+               f"({d.interval_text(digits, unit)})"
+
+    lines = []
+    for v, acc in acc_deltas.items():
+        if v in ctx.other_reward or not acc.n:
+            continue
+        offline, accuracy = _signals(ctx, v, acc)
+        moved = [o for o in offline if o[1].direction]
+        against = [(o, a) for o in moved for a in accuracy if a[1].direction and a[1].direction != o[1].direction]
+        if against:
+            o, a = against[0]
+            lines.append(f"- **Offline metric and accuracy disagree** for **{v}**: {text(o)}, but {text(a)}. The "
+                         "expected reward is measured on the labelled trajectories, not on what the policy picks.")
+        elif moved and not any(a[1].direction for a in accuracy):
+            lines.append(f"- **{v}**: the {text(moved[0])} moves beyond its CI while the {text(accuracy[0])} "
+                         "shows no change beyond its CI: the offline gain is not confirmed by accuracy.")
+        elif not acc.conclusive:
+            loose = [(o, a) for o in offline for a in accuracy if o[1].has_ci and a[1].has_ci
+                     and o[1].mean * a[1].mean < 0 and (o[1].lo > 0 or o[1].hi < 0 or a[1].lo > 0 or a[1].hi < 0)]
+            if loose:  # opposite ways, one interval off 0, too few seeds to call it
+                lines.append(f"- **{v}**: point estimates point different ways ({text(loose[0][0])}; "
+                             f"{text(loose[0][1])}); too few seeds to conclude.")
+    return lines
+
+
+def _reference_sentence(ctx: Context, get: Callable[[Run], float | None]) -> list[str]:
+    refs = ctx.references
+    shots = ctx.shots
+    if not refs or not shots:
+        return ["- **References:** none recorded (`baselines.json` is missing: re-run the launcher to compute "
+                "random, similarity and oracle selections)."] if ctx.oracle else []
+    span = f"{shots[0]}–{shots[-1]}"
+    parts = []
+    for name in ("random", "similarity", "oracle_greedy"):
+        m = _ref_mean(refs, "test", name, shots)
+        if m is not None:
+            parts.append(f"{REFERENCE_NAMES[name]} {100 * m:.1f}%")
+    steps = refs.get("num_steps")
+    best = _ref_acc(refs, "test", "best_labelled", steps) if steps else None
+    text = (f"- **References** (same test queries, mean over shots {span}): " + ", ".join(parts)
+            + (f"; the best labelled trajectory reaches {100 * best:.1f}% at {steps} shots" if best is not None else "")
+            + ".")
+    means = {v: estimate([get(r) for r in ctx.finished(v).values()], 100.0) for v in ctx.runs}
+    means = {v: e for v, e in means.items() if e.n}
+    lo = _ref_mean(refs, "test", "random", shots)
+    hi = _ref_mean(refs, "test", "oracle_greedy", shots)
+    sim = _ref_mean(refs, "test", "similarity", shots)
+    if means and lo is not None and hi is not None and hi > lo:
+        best_v = max(means, key=lambda v: means[v].mean)
+        pieces = []
+        for v in dict.fromkeys([ctx.base, best_v]):
+            e = means[v] if v in means else None
+            if e is None:
+                continue
+            gap = (e.mean / 100 - lo) / (hi - lo)
+            rel = ("above" if e.mean / 100 > sim else "below") if sim is not None else ""
+            role = "the baseline" if v == ctx.base else "the highest mean"
+            pieces.append(f"{role} **{v}** {e.text(2)}% ({100 * gap:.0f}% of the way from random to the ceiling"
+                          + (f", {rel} similarity retrieval" if rel else "") + ")")
+        text += " Policies: " + "; ".join(pieces) + "."
+    return [text]
+
+
+def _offline_reference_sentence(ctx: Context) -> list[str]:
+    offline = _offline_refs(ctx)
+    rand, sim = offline.get("random", {}), offline.get("similarity", {})
+    if not rand and not sim:
+        return []
+    parts = []
+    if rand.get("expected_reward") is not None:
+        parts.append(f"a uniform random policy over the labelled trajectories has expected reward "
+                     f"{rand['expected_reward']:.3f}")
+    if sim.get("top1_reward") is not None:
+        parts.append(f"ranking them by similarity to the query gives a top-1 reward of {sim['top1_reward']:.3f}")
+    base = estimate([r.final.get("test_expected_reward") for r in ctx.base_runs.values()])
+    text = "- **References** (test): " + "; ".join(parts)
+    if base.n:
+        text += f"; the baseline **{ctx.base}** reaches {base.text(3)}"
+    return [text + ". No ground truth here: these metrics score the labelled trajectories only."]
+
+
+# -- the legend -------------------------------------------------------------------------------------
+
+_IGNORED = ("seed", "seeds", "workdir", "checkpoint_every", "eval_chunk")
+_CHOICE_WORDS = {
+    "advantage": {"zscore": "z-score advantages", "rank": "rank advantages", "mean": "mean-centred advantages",
+                  "rloo": "RLOO advantages", "none": "raw rewards as advantages"},
+    "adaptive_beta": {True: "adaptive β", False: "fixed β"},
+    "clip_only": {True: "PPO clip only (no KL term)", False: "PPO clip with KL"},
+    "clip_only_ignores_beta": {False: "β·KL applied in clip-only mode", True: "clip-only ignores β"},
+    "freeze_backbone": {True: "frozen backbone in GRPO", False: "backbone trained in GRPO"},
+    "grpo_top_k": {True: "top-k curriculum", False: "no top-k curriculum"},
+    "reference_policy": {"sft": "SFT reference policy", "post_rce": "post-RCE reference policy",
+                         "refresh_each_epoch": "reference policy refreshed each epoch"},
+    "ratio_dropout": {True: "dropout in the ratio", False: "no dropout in the ratio"},
+    "gated": {True: "gated selector", False: "static (v2) selector"},
+    "require_positive_query": {True: "only queries with a positive", False: "all queries"},
+    "rce_top1_only": {True: "RCE on the first trajectory only", False: "RCE on all trajectories"},
+}
+_FIELD_WORDS = {
+    "grpo_lr": "GRPO lr {}", "rce_lr": "RCE lr {}", "sft_lr": "SFT lr {}", "grpo_epochs": "{} GRPO epochs",
+    "rce_epochs": "{} RCE epochs", "sft_epochs": "{} SFT epochs",
+    "grpo_positive_only_epochs": "{} GRPO epochs on queries with a positive first", "kl_beta": "β {}",
+    "adv_min_std": "advantage std floor {}", "adv_clip": "advantage clip {}", "clip_eps": "PPO ε {}",
+    "clip_eps_high": "upper PPO ε {}", "kl_estimator": "KL estimator {}", "reward_mode": "reward {}",
+    "reward_normalization": "reward normalisation {}", "w_hard": "w_hard {}", "w_soft": "w_soft {}",
+    "w_rel": "w_rel {}", "rce_tau_start": "RCE τ from {}", "rce_tau_end": "RCE τ to {}",
+    "rce_rewards": "RCE on {} rewards", "grpo_batch_size": "GRPO batch {}", "rce_batch_size": "RCE batch {}",
+    "sft_batch_size": "SFT batch {}", "top_k_first": "top-k {} in the first GRPO epoch",
+    "top_k_after": "top-k {} afterwards", "hidden": "hidden size {}", "data": "data {}",
+    "grpo_weight_decay": "GRPO weight decay {}", "rce_weight_decay": "RCE weight decay {}",
+    "sft_weight_decay": "SFT weight decay {}", "beta_kl_high": "β raised above KL {}",
+    "beta_kl_low": "β lowered below KL {}", "sft_target": "SFT target: {} trajectory",
+    "best_metric": "best epoch by {}", "eval_shots": "{} evaluation shots",
+}
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, float):
+        text = f"{v:g}"
+        if "e" in text:
+            mant, exp = text.split("e")
+            text = f"{mant}e{int(exp)}"
+        return text
+    return str(v)
+
+
+def describe_changes(config: dict, base: dict) -> list[str]:
+    """What ``config`` changes relative to ``base``, in a researcher's words (``grpo_lr`` → "GRPO lr 5e-5")."""
+    out = []
+    for k, v in config.items():
+        if k in _IGNORED or base.get(k) == v:
+            continue
+        if k in _CHOICE_WORDS and v in _CHOICE_WORDS[k]:
+            out.append(_CHOICE_WORDS[k][v])
+        elif k in _FIELD_WORDS:
+            out.append(_FIELD_WORDS[k].format(_num(v) if v != "" else "built-in synthetic"))
+        else:
+            out.append(f"{k} = {_num(v)}")
+    return out
+
+
+def _legend(ctx: Context) -> list[str]:
+    configs = variant_configs(ctx.grid)
+    descriptions = (ctx.grid or {}).get("descriptions") or {}
+    base_cfg = configs.get(ctx.base)
+    rows = []
+    experiment_of = {r["variant"]: r.get("experiment") for r in (ctx.grid or {}).get("runs", []) if "variant" in r}
+    for v, seeds in ctx.runs.items():
+        exp = experiment_of.get(v) or next(iter(seeds.values())).experiment
+        if v == ctx.base:
+            change = "the baseline"
+        elif base_cfg is None or v not in configs:
+            change = "(no config recorded)"
+        else:
+            change = ", ".join(describe_changes(configs[v], base_cfg)) or "the baseline's config (another seed set)"
+        rows.append([f"**{v}**" if v == ctx.base else _name(v, ctx.other_reward), str(len(seeds)),
+                     descriptions.get(exp, "").replace("|", "/"), change.replace("|", "/")])
+    return ["## Runs", "", _md_table(["run", "seeds", "what it is", f"differs from **{ctx.base}** in"], rows, left=4),
+            ""]
+
+
+# -- tables -----------------------------------------------------------------------------------------
+
+
+def _reference_rows_acc(ctx: Context, n_cols: int) -> list[list[str]]:
+    """Reference rows of the researchers' table (synthetic data): accuracy at each shot, the Δ cells empty."""
+    refs = ctx.references
+    if not refs or "test" not in (refs.get("splits") or {}) or "oracle" not in refs["splits"]["test"]:
+        return []
+    rows = []
+    oracle = refs["splits"]["test"]["oracle"]
+    for name in ("random", "similarity", "best_labelled", "oracle_greedy"):
+        entry = oracle.get(name) or {}
+        cells = []
+        for n in ctx.shots:
+            v = (entry.get("acc") or {}).get(str(n))
+            if v is None:
+                cells.append("n/a")
+                continue
+            se = (entry.get("stderr") or {}).get(str(n))
+            cells.append(f"{100 * v:.2f}" + (f" (MC ± {100 * 1.96 * se:.2f})" if se else ""))
+        rows.append([f"*{REFERENCE_NAMES[name]}*", "ref"] + cells + [""] * (n_cols - len(cells) - 2))
+    return rows
+
+
+def _headline(ctx: Context) -> list[str]:
+    runs, base = ctx.runs, ctx.base
+    if ctx.oracle:
+        metrics = [(f"test_oracle_acc_{n}", f"acc@{n}") for n in ctx.shots]
+        scale, digits, bounds = 100.0, 2, (0.0, 100.0)
+        title = (f"## The researchers' table: oracle accuracy (%) of the greedy {ctx.shots[0]}–{ctx.shots[-1]}-shot "
+                 "selections (test split, final parameters)")
+        note = (f"Exact expected VQA accuracy under the synthetic ground truth, in %. Δ columns: the run minus "
+                f"**{base}** on the same seed, in percentage points (pts), mean ± 95% CI over seeds; Δ mean: the "
+                "same for the mean over shots. Reference rows (*italic*) are fixed selections scored on the same "
+                "queries (no seeds): see the metric definitions.")
+        delta_unit = " (pts)"
     else:
         metrics = [("test_expected_reward", "E[r]"), ("test_top1_reward", "top-1 reward")]
-        scale, digits = 1.0, 4
+        scale, digits, bounds = 1.0, 3, None
         title = "## The researchers' table: expected reward (test split, final parameters)"
         note = ("Real data: expected reward of the policy over the labelled trajectories, and the reward of "
-                "the trajectory it ranks first.")
-    header = ["run", "n"] + [label for _, label in metrics] + [f"Δ {label}" for _, label in metrics] + ["Δ mean"]
+                f"the trajectory it ranks first. Δ columns: the run minus **{base}** on the same seed, mean ± 95% "
+                "CI over seeds. These metrics score the labelled trajectories only: they do not measure the "
+                "demonstrations the policy would pick from the whole pool.")
+        delta_unit = ""
+    header = (["run", "n"] + [label for _, label in metrics]
+              + [f"Δ {label} vs {base}{delta_unit}" for _, label in metrics] + [f"Δ mean vs {base}{delta_unit}"])
     rows = []
-    base_runs = runs.get(base, {})
-    for variant, seeds in runs.items():
-        finished = {s: r for s, r in seeds.items() if r.final}
-        row = [f"**{variant}**" if variant == base else _name(variant, other, not oracle), str(len(finished))]
+    for variant in runs:
+        finished = ctx.finished(variant)
+        row = [f"**{variant}**" if variant == base else _name(variant, ctx.other_reward, not ctx.oracle),
+               str(len(finished))]
         for m, _ in metrics:
-            mean, half, _ = ci([r.final.get(m) for r in finished.values()], scale)
-            row.append(fmt_ci(mean, half, digits))
-        for m, _ in metrics:
-            if variant == base:
-                row.append("—")
-                continue
-            mean, half, _ = paired(finished, base_runs, lambda r, m=m: r.final.get(m), scale)
-            row.append(fmt_ci(mean, half, digits, signed=True))
+            row.append(estimate([r.final.get(m) for r in finished.values()], scale, bounds).text(digits))
         if variant == base:
-            row.append("—")
+            row += ["—"] * (len(metrics) + 1)
         else:
+            for m, _ in metrics:
+                row.append(ctx.delta(variant, lambda r, m=m: r.final.get(m), scale, bounds).text(
+                    digits, signed=True, star=True))
             avg = lambda r: _mean([r.final.get(m) for m, _ in metrics])  # noqa: E731
-            mean, half, _ = paired(finished, base_runs, avg, scale)
-            row.append(fmt_ci(mean, half, digits, signed=True))
+            row.append(ctx.delta(variant, avg, scale, bounds).text(digits, signed=True, star=True))
         rows.append(row)
+    if ctx.oracle:
+        rows += _reference_rows_acc(ctx, len(header))
+    else:
+        rows += _reference_rows_offline(ctx, [m for m, _ in metrics], len(header))
     return [title, "", note, "", _md_table(header, rows), ""]
 
 
-def _mean(values) -> float | None:
-    xs = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(xs) / len(xs) if xs else None
+def _offline_refs(ctx: Context, split: str = "test") -> dict:
+    refs = ctx.references or {}
+    return ((refs.get("splits") or {}).get(split) or {}).get("offline") or {}
 
 
-def _final_tables(runs, other=frozenset()) -> list[str]:
+def _reference_rows_offline(ctx: Context, metrics: Sequence[str], n_cols: int, prefix: str = "test_",
+                            digits: int = 3) -> list[list[str]]:
+    """Reference rows for offline metrics (``prefix + name``): a value where the metric applies, else n/a."""
+    offline = _offline_refs(ctx)
+    rows = []
+    for name in ("random", "similarity"):
+        if name not in offline:
+            continue
+        cells = []
+        for m in metrics:
+            v = offline[name].get(m[len(prefix):] if m.startswith(prefix) else m)
+            cells.append(f"{v:.{digits}f}" if isinstance(v, (int, float)) else "n/a")
+        rows.append([f"*{REFERENCE_NAMES[name]}*", "ref"] + cells + [""] * (n_cols - 2 - len(cells)))
+    return rows
+
+
+def _final_tables(ctx: Context) -> list[str]:
     out = []
-    present = {m for s in runs.values() for r in s.values() for m in r.final}
+    present = {m for s in ctx.runs.values() for r in s.values() for m in r.final}
     for prefix, title in (("test_", "final parameters"),
                           ("best_test_", "best-epoch parameters (by the config's best_metric on val)")):
-        metrics = [(m, label, scale) for m, label, scale in _TABLE_METRICS if prefix + m in present]
+        metrics = [t for t in _TABLE_METRICS if prefix + t[0] in present]
         if not metrics:
             continue
         rows = []
-        for variant, seeds in runs.items():
-            finished = [r for r in seeds.values() if r.final]
-            row = [_name(variant, other), str(len(finished))]
-            for m, _, scale in metrics:
-                mean, half, _ = ci([r.final.get(prefix + m) for r in finished], scale)
-                row.append(fmt_ci(mean, half, 2 if scale != 1.0 else 4))
+        for variant in ctx.runs:
+            finished = list(ctx.finished(variant).values())
+            row = [_name(variant, ctx.other_reward), str(len(finished))]
+            for m, _, scale, bounds, digits in metrics:
+                row.append(estimate([r.final.get(prefix + m) for r in finished], scale, bounds).text(digits))
             rows.append(row)
-        out += [f"## Test metrics, {title}", "", _md_table(["run", "n"] + [label for _, label, _ in metrics], rows), ""]
+        if prefix == "test_":
+            offline = _offline_refs(ctx)
+            oracle = ((ctx.references or {}).get("splits") or {}).get("test", {}).get("oracle") or {}
+            for name in ("random", "similarity"):
+                if name not in offline:
+                    continue
+                row = [f"*{REFERENCE_NAMES[name]}*", "ref"]
+                for m, _, scale, _, digits in metrics:
+                    if m.startswith("oracle_acc_"):
+                        v = (oracle.get(name, {}).get("acc") or {}).get(m.rsplit("_", 1)[1])
+                    else:
+                        v = offline[name].get(m)
+                    row.append(f"{v * scale:.{digits}f}" if v is not None else "n/a")
+                rows.append(row)
+        out += [f"## Test metrics, {title}", "", _md_table(["run", "n"] + [label for _, label, *_ in metrics], rows), ""]
     return out
 
 
@@ -358,50 +869,58 @@ def equal_epoch_columns(max_epochs: Sequence[int]) -> list[int]:
     return sorted(cols)
 
 
-def _equal_epochs(runs, base, oracle, other=frozenset()) -> list[str]:
-    metrics = [("val_expected_reward", "val expected reward", 1.0, 4)]
-    shots = sorted(int(m.rsplit("_", 1)[1]) for seeds in runs.values() for r in seeds.values()
-                   for pe in r.epochs.values() for m in pe if m.startswith("val_oracle_acc_"))
-    if oracle and shots:
-        metrics.append(("val_oracle_acc_mean", f"val oracle accuracy (%), mean over shots 1–{shots[-1]}", 100.0, 2))
+def _equal_epochs(ctx: Context) -> list[str]:
+    runs, base = ctx.runs, ctx.base
+    metrics = [("val_expected_reward", "val expected reward", 1.0, None, 3)]
+    shots = sorted({int(m.rsplit("_", 1)[1]) for seeds in runs.values() for r in seeds.values()
+                    for pe in r.epochs.values() for m in pe if m.startswith("val_oracle_acc_")})
+    if ctx.oracle and shots:
+        metrics.append((ORACLE_MEAN, f"val oracle accuracy (%), mean over shots 1–{shots[-1]}", 100.0,
+                        (0.0, 100.0), 2))
     out = ["## Comparison at equal epochs (validation split)", "",
            "Each run's validation metric after the same number of GRPO epochs (0 = the last epoch before "
            "GRPO; `grpo_positive` epochs count first). The Δ table compares with the baseline at the same "
-           "epoch; a baseline with fewer GRPO epochs is held at its last one.", ""]
+           "epoch, paired by seed; a baseline with fewer GRPO epochs is held at its last one.", ""]
 
-    for metric, label, scale, digits in metrics:
+    for metric, label, scale, bounds, digits in metrics:
         curves = {v: {s: metric_curve(r, metric) for s, r in seeds.items()} for v, seeds in runs.items()}
         last = {v: max((max(c) for c in cs.values() if c), default=0) for v, cs in curves.items()}
         cols = equal_epoch_columns(list(last.values()))
         rows, deltas = [], []
         base_curves = curves.get(base, {})
         for variant, cs in curves.items():
-            name = _name(variant, other, metric != "val_oracle_acc_mean")
+            name = _name(variant, ctx.other_reward, metric != ORACLE_MEAN)
             row, drow = [name], [name]
             for e in cols:
                 vals = [c.get(e) for c in cs.values() if e in c]
-                mean, half, _ = ci(vals, scale)
-                row.append(fmt_ci(mean, half, digits) if vals else "")
+                row.append(estimate(vals, scale, bounds).text(digits) if vals else "")
                 if variant == base or e > last[variant]:
                     drow.append("—" if variant == base else "")
                     continue
                 diffs = paired_at(cs, base_curves, e, scale)
                 mean, half = stats.mean_ci(diffs)
-                drow.append(fmt_ci(mean, half, digits, signed=True) if diffs else "")
+                est = Estimate(mean, half, len(diffs), (-bounds[1], bounds[1]) if bounds else None)
+                drow.append(est.text(digits, signed=True, star=True) if diffs else "")
             rows.append(row)
             deltas.append(drow)
         header = ["run"] + [("before GRPO" if e == 0 else f"GRPO {e}") for e in cols]
+        unit = " (pts)" if scale == 100.0 else ""
         out += [f"### {label}", "", _md_table(header, rows), "",
-                f"Δ to **{base}**:", "", _md_table(header, deltas), ""]
+                f"Δ to **{base}**{unit}, paired by seed:", "", _md_table(header, deltas), ""]
+        if metric == ORACLE_MEAN and ctx.references:
+            parts = []
+            for name in ("random", "similarity", "oracle_greedy"):
+                m = _ref_mean(ctx.references, "val", name, shots)
+                if m is not None:
+                    parts.append(f"{REFERENCE_NAMES[name]} {100 * m:.2f}%")
+            if parts:
+                out += [f"References on the same val queries (mean over shots 1–{shots[-1]}): " + ", ".join(parts)
+                        + ".", ""]
     return out
 
 
 def metric_curve(run: Run, metric: str) -> dict[int, float]:
-    """``run.grpo_curve(metric)``; ``val_oracle_acc_mean`` is the mean over the logged shots."""
-    if metric == "val_oracle_acc_mean":
-        curves = [c for c in (run.grpo_curve(f"val_oracle_acc_{n}") for n in range(1, 5)) if c]
-        keys = set().union(*curves) if curves else set()
-        return {e: _mean([c.get(e) for c in curves]) for e in keys}
+    """``run.grpo_curve(metric)`` (``val_oracle_acc_mean``: the mean over the logged shots)."""
     return run.grpo_curve(metric)
 
 
@@ -423,154 +942,77 @@ def paired_at(curves: dict[int, dict], base_curves: dict[int, dict], epoch: int,
     return diffs
 
 
-# -- plots -----------------------------------------------------------------------------------------
+# -- metric definitions ---------------------------------------------------------------------------
 
 
-def _band(series_by_seed: list[list[tuple[int, str, float]]]):
-    """x, mean, lower, upper over the seeds' series (aligned by global epoch)."""
-    by_x: dict[int, list[float]] = {}
-    for series in series_by_seed:
-        for x, _, v in series:
-            if math.isfinite(v):
-                by_x.setdefault(x, []).append(v)
-    xs = sorted(by_x)
-    means, lo, hi = [], [], []
-    for x in xs:
-        mean, half = stats.mean_ci(by_x[x])
-        half = 0.0 if math.isnan(half) else half
-        means.append(mean)
-        lo.append(mean - half)
-        hi.append(mean + half)
-    return xs, means, lo, hi
+def definitions(ctx: Context) -> list[str]:
+    lines = ["## What the metrics measure", ""]
+    if ctx.oracle:
+        lines += [
+            "- **oracle accuracy (acc@n)**: the exact expected VQA accuracy, under the synthetic data's hidden "
+            "ground truth, of prompting with the policy's greedy n-shot selection from the query's whole pool "
+            "(its first n picks, in pick order). The one metric that scores what the policy would actually pick.",
+        ]
+    lines += [
+        "- **expected reward (E[r])**: Σ π(m)·r_m over the query's *labelled* trajectories, with the policy "
+        "renormalised over them. It measures how the policy ranks the labelled set, not the demonstrations it "
+        "would pick from the pool (those are almost never labelled: see *labelled*).",
+        "- **top-1 reward**: the reward of the labelled trajectory the policy ranks first; the same caveat.",
+        "- **labelled**: share of queries whose greedy S-step selection is one of the labelled trajectories; "
+        "**labelled r**: the mean reward of those selections. When *labelled* is small, E[r] and top-1 reward "
+        "say little about the policy's actual picks.",
+        "- **changed**: share of queries whose greedy selection differs from the reference policy's (how far "
+        "GRPO moved the picks).",
+        "- **redund.**: mean pairwise cosine of the embeddings of the greedy picks (higher: more similar "
+        "demonstrations).",
+        "- **loss**: the validation loss (RCE on raw rewards at τ = 1) — comparable across phases.",
+        "- **KL, β, advantage std, zero-variance share** (curves): the GRPO training signals — the KL estimate "
+        "to the reference policy, the (adaptive) KL weight, the std of the advantages, and the share of "
+        "query groups whose rewards are all equal (they carry no gradient).",
+        "- Reference selections (fixed, no training, no seeds), scored on the same queries:",
+        "  - *random selection*: n distinct pool candidates drawn uniformly; its expectation, exact for n ≤ 2, "
+        "else from seeded Monte Carlo draws (the researchers' table shows ±1.96 standard errors). Its E[r] and "
+        "top-1 reward are those of a uniform policy (the mean labelled reward).",
+        "  - *similarity retrieval*: the n pool candidates nearest to the query by embedding cosine, most "
+        "similar first. E[r] does not apply (it is no distribution over the labelled trajectories); its top-1 "
+        "reward is that of the labelled trajectory whose demonstrations are on average most similar.",
+    ]
+    if ctx.oracle:
+        lines += [
+            "  - *best labelled trajectory*: the query's labelled trajectory with the highest oracle accuracy "
+            "(its first n steps); labelled trajectories have S steps, so there is no value (n/a) for n > S.",
+            "  - *oracle greedy (ceiling)*: demonstrations appended one at a time, each the pool candidate that "
+            "maximises the oracle accuracy so far (exact best for n = 1, greedy beyond).",
+        ]
+    lines.append("")
+    return lines
 
 
-def write_plots(directory: str, runs: dict[str, dict[int, Run]], base: str | None
-                ) -> tuple[list[tuple[str, str]], str]:
-    """PNG training curves: one figure per run (six panels, mean and 95% CI band over seeds) and an
-    overview of every run's val expected reward by GRPO epoch and its paired Δ to the baseline.
-    Returns ([(title, path relative to ``directory``)], a message when matplotlib is missing)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return [], ("*Plots skipped: matplotlib is not installed (`pip install matplotlib`, then "
-                    "`python -m leverjax.report DIR`).*")
-    plot_dir = os.path.join(directory, "plots")
-    os.makedirs(plot_dir, exist_ok=True)
-    written = []
-    oracle = any(m.startswith("val_oracle_acc_") for s in runs.values() for r in s.values()
-                 for pe in r.epochs.values() for m in pe)
-    if oracle:
-        written.append(("all runs: val oracle accuracy by GRPO epoch, and Δ to the baseline",
-                        _overview(plt, plot_dir, runs, base, "val_oracle_acc_mean",
-                                  "val oracle accuracy (%), mean over shots", 100.0)))
-    written.append(("all runs: val expected reward by GRPO epoch, and Δ to the baseline",
-                    _overview(plt, plot_dir, runs, base, "val_expected_reward", "val expected reward", 1.0)))
-    for variant, seeds in runs.items():
-        written.append((variant, _curves(plt, plot_dir, variant, seeds)))
-    return [(title, os.path.relpath(p, directory)) for title, p in written], ""
+# -- the forest plot's panels (shared with leverjax.plots) ---------------------------------------
 
 
-def _phase_spans(run: Run) -> list[tuple[str, int, int]]:
-    spans: list[tuple[str, int, int]] = []
-    for i, (phase, _) in enumerate(run.ordered_epochs(), 1):
-        if spans and spans[-1][0] == phase:
-            spans[-1] = (phase, spans[-1][1], i)
-        else:
-            spans.append((phase, i, i))
-    return spans
+def _forest_panels(ctx: Context) -> list[tuple[str, Callable[[Run], float | None], float, tuple | None, int]]:
+    """(x label, getter, scale, bounds, digits) of each panel of the forest plot."""
+    key, label, scale, bounds, get, unit = ctx.headline()
+    panels = [(f"Δ {label}" + (" (percentage points)" if ctx.oracle else ""), get, scale, bounds,
+               2 if ctx.oracle else 3)]
+    second = "test_expected_reward" if ctx.oracle else "test_top1_reward"
+    if any(second in r.final for s in ctx.runs.values() for r in s.values()):
+        panels.append((f"Δ test {'expected' if ctx.oracle else 'top-1'} reward", lambda r: r.final.get(second),
+                       1.0, None, 3))
+    return panels
 
 
-def _curves(plt, plot_dir: str, variant: str, seeds: dict[int, Run]) -> str:
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), constrained_layout=True)
-    longest = max(seeds.values(), key=lambda r: len(r.epochs))
-    spans = _phase_spans(longest)
-    for ax, (metric, title) in zip(axes.flat, CURVE_METRICS):
-        xs, mean, lo, hi = _band([r.series(metric) for r in seeds.values()])
-        if xs:
-            ax.plot(xs, mean, color="C0", lw=1.6, marker="o" if len(xs) < 12 else None, ms=3)
-            if len(seeds) > 1:
-                ax.fill_between(xs, lo, hi, color="C0", alpha=0.25, lw=0)
-            x_lo, x_hi = min(xs), max(xs)
-        else:
-            ax.text(0.5, 0.5, "not logged in these phases", ha="center", va="center", transform=ax.transAxes,
-                    color="0.5")
-            x_lo, x_hi = 1, max(2, spans[-1][2] if spans else 2)
-        for phase, start, end in spans:
-            if end < x_lo or start > x_hi:
-                continue
-            ax.axvline(start - 0.5, color="0.7", lw=0.8, ls=":")
-            ax.text((max(start, x_lo) + min(end, x_hi)) / 2, 1.0, phase, transform=ax.get_xaxis_transform(),
-                    ha="center", va="bottom", fontsize=8, color="0.4")
-        ax.set_title(title, fontsize=10, pad=14)
-        ax.set_xlabel("epoch (all phases)", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3)
-    n = len(seeds)
-    fig.suptitle(f"{variant} — mean over {n} seed{'s' if n != 1 else ''}"
-                 + (", band: 95% CI" if n > 1 else ""), fontsize=11)
-    path = os.path.join(plot_dir, f"curves_{_safe(variant)}.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def _colors(plt, n: int) -> list:
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
-    order = list(range(10)) if n <= 10 else list(range(0, 20, 2)) + list(range(1, 20, 2))
-    return [cmap(order[i % len(order)]) for i in range(n)]
-
-
-def _overview(plt, plot_dir: str, runs: dict[str, dict[int, Run]], base: str | None, metric: str, label: str,
-              scale: float) -> str:
-    from matplotlib.ticker import MaxNLocator
-
-    many = len(runs) > 6  # the seed bands of many runs hide each other: only the paired Δ keeps them
-    fig, (ax, dax) = plt.subplots(1, 2, figsize=(14, 6.5 if many else 5.5), layout="constrained")
-    colors = _colors(plt, len(runs))
-    curves = {v: {s: {e: x * scale for e, x in metric_curve(r, metric).items() if x is not None}
-                  for s, r in seeds.items()} for v, seeds in runs.items()}
-    base_curves = curves.get(base, {})
-    for i, (variant, cs) in enumerate(curves.items()):
-        xs, mean, lo, hi = _band([[(e, "", v) for e, v in sorted(c.items())] for c in cs.values()])
-        if not xs:
-            continue
-        style = dict(color="black", lw=2.2, ls="--") if variant == base else dict(color=colors[i], lw=1.4)
-        if len(xs) == 1:  # no GRPO: a horizontal line at its last value
-            ax.axhline(mean[0], label=f"{variant} (no GRPO)", **style)
-        else:
-            ax.plot(xs, mean, label=variant, marker="o" if len(xs) < 12 else None, ms=3, **style)
-            if len(cs) > 1 and not many:
-                ax.fill_between(xs, lo, hi, color=style["color"], alpha=0.12, lw=0)
-        if variant == base or len(xs) == 1:
-            continue
-        dx, dm, dlo, dhi = [], [], [], []
-        for e in xs:
-            diffs = paired_at(cs, base_curves, e)
-            if diffs:
-                m, h = stats.mean_ci(diffs)
-                h = 0.0 if math.isnan(h) else h
-                dx.append(e), dm.append(m), dlo.append(m - h), dhi.append(m + h)
-        if dx:
-            dax.plot(dx, dm, marker="o" if len(dx) < 12 else None, ms=3, **style)
-            dax.fill_between(dx, dlo, dhi, color=style["color"], alpha=0.07 if many else 0.15, lw=0)
-    dax.axhline(0.0, color="black", lw=1.0, ls="--")
-    ax.set_title(f"{label} (mean" + (")" if many else ", band: 95% CI over seeds)"), fontsize=11)
-    dax.set_title(f"Δ to {base} on the same seeds (band: paired 95% CI)", fontsize=11)
-    for a in (ax, dax):
-        a.set_xlabel("GRPO epoch (0 = before GRPO)")
-        a.xaxis.set_major_locator(MaxNLocator(integer=True))
-        a.grid(alpha=0.3)
-    ax.set_ylabel(label)
-    fig.legend(loc="outside lower center", ncol=min(5, max(1, len(runs))), fontsize=8, frameon=False)
-    path = os.path.join(plot_dir, f"overview_{metric}.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+def _forest_caption(ctx: Context) -> str:
+    panels = _forest_panels(ctx)
+    n_min = min((ctx.seeds(v) for v in ctx.runs if ctx.seeds(v)), default=0)
+    text = (f"Forest plot: each row is a run, the dot its mean Δ to **{ctx.base}** over seeds (paired) and the bar "
+            f"its 95% CI; green/red: the interval lies above/below 0, grey: it contains 0"
+            + (" or there are fewer than 3 seeds" if n_min < stats.MIN_SEEDS_FOR_CLAIMS else "") + ".")
+    if len(panels) > 1:
+        text += (" Left: " + panels[0][0] + "; right: " + panels[1][0]
+                 + " — where they point different ways, the offline metric and accuracy disagree.")
+    return text
 
 
 def write_report(directory: str, baseline: str | None = None, plots: bool = True,
@@ -584,7 +1026,7 @@ def write_report(directory: str, baseline: str | None = None, plots: bool = True
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leverjax.report",
-                                     description="Regenerate report.md and plots/ from a grid's metrics.csv.")
+                                     description="Regenerate report.md and plots/ from a grid's results directory.")
     parser.add_argument("directory", help="a results directory written by the launcher (run.py --experiment=a,b)")
     parser.add_argument("--baseline", default=None, help="run (or experiment) the Δ columns compare with "
                         "(default: rce_only if present, else the first run)")

@@ -143,7 +143,8 @@ class Runner:
     loss; ``"record"`` notes the run's failure (``Results.failures``) and lets the other runs go on.
     ``devices``: with more than one, the run axis is sharded over a mesh of them (runs padded with copies
     of the last run to a multiple of the device count; the copies never reach the results).
-    ``on_epoch``: called after every epoch with a progress record (phase, epoch, epochs done/total, seconds).
+    ``on_epoch``: called after every epoch with a progress record (phase, epoch, epochs done/total, seconds) and
+    the epoch's metric records of every run (``records``).
     ``prefix_cache``: a folder where each run's state after the phases before GRPO (SFT, RCE) is kept,
     keyed by everything that determines it (the config without its GRPO-only fields, the seed, the data,
     ``init_from``); a later runner whose runs all find their key there starts at GRPO instead of
@@ -312,7 +313,7 @@ class Runner:
                 if self.on_epoch:
                     self.on_epoch({"phase_index": i, "phase": phase.name, "epoch": e + 1, "phase_epochs": phase.epochs,
                                    "epochs_done": global_epoch, "epochs_total": total_epochs,
-                                   "seconds": time.perf_counter() - t0})
+                                   "seconds": time.perf_counter() - t0, "records": records})
                 if self.store and ((e + 1) % self.cfg.checkpoint_every == 0 or e + 1 == phase.epochs):
                     self._save(global_epoch, state, i, e + 1, history)
             if i + 1 == prefix_end:
@@ -373,8 +374,9 @@ class Runner:
         self.out(f"{len(self.runs)} runs share {len(first)} distinct {names} prefix(es): training each once")
         child = Runner(self.cfg, self._dataset, [self.runs[j] for j in first], name="shared_prefix",
                        workdir=self.directory, restart=self._restart, out=self.out, init_from=self._init_from,
-                       on_nonfinite=self.on_nonfinite, devices=self._devices, prefix_cache=self.prefix_cache,
-                       stop_at_prefix=True)
+                       on_nonfinite=self.on_nonfinite, devices=self._devices, on_epoch=self.on_epoch,
+                       prefix_cache=self.prefix_cache, stop_at_prefix=True)
+        child.name = f"{self.name}/shared_prefix"  # in messages (its folder is <group>/shared_prefix)
         child.run()
         distributed.barrier("shared-prefix-done")
         if child.directory and distributed.is_primary():

@@ -161,7 +161,9 @@ def sft_loss(step_logps, labels, valids, label_smoothing):
 
 
 def rce_temperature(step, total, tau0=2.0, tau1=0.5):
-    frac = min(max(step / max(total - 1, 1), 0.0), 1.0)
+    if total <= 1:  # a one-step phase uses the end temperature, as the reference's schedule does
+        return tau1
+    frac = min(max(step / (total - 1), 0.0), 1.0)
     return tau0 + (tau1 - tau0) * frac
 
 

@@ -162,7 +162,7 @@ def test_two_processes_give_the_single_process_numbers(two_process_grid):
     for key, value in want.items():
         np.testing.assert_allclose(got[key], value, rtol=2e-5, atol=2e-6, err_msg=str(key))
     group, (p0, p1) = two_process_grid["group"], two_process_grid["pair"]
-    assert "on 4 device(s)" in group.text(p0) and "report in" in group.text(p0)
+    assert "on 4 device(s)" in group.text(p0) and "report.md)" in group.text(p0)
     assert "on 2 device(s)" in group.text(two_process_grid["single_proc"])
     assert "process 0 prints the progress" in group.text(p1) and "»» grid" not in group.text(p1)
 

@@ -5,8 +5,11 @@ Compilation dominates the cost, so every trained grid here uses one static confi
 tiny scheme5_6, so the persistent compilation cache shares programs with tests/test_train.py) with
 1 or 2 runs per program."""
 import csv
+import hashlib
 import json
 import os
+import re
+import struct
 import subprocess
 import sys
 import textwrap
@@ -131,6 +134,41 @@ def test_grid_writes_its_results_directory(grid_a):
         assert not os.path.exists(os.path.join(d, st["directory"], "ckpt"))  # only needed to resume
     report = open(os.path.join(d, "report.md")).read()
     assert "baseline **rce_only**" in report and "scheme5_6" in report
+    for section in ("## Summary", "## Runs", "*random selection*", "*oracle greedy (ceiling)*", "## Provenance",
+                    "## What the metrics measure"):
+        assert section in report, section
+    assert "GRPO lr 5e-5" in report  # the legend says what scheme5_6 changes
+    pngs = re.findall(r"!\[[^\]]*\]\((plots/[^)]+\.png)\)", report)  # plots by default, one per figure type
+    assert {"plots/forest.png", "plots/overview_val_oracle_acc_mean.png", "plots/curves_scheme5_6.png"} <= set(pngs)
+    for rel in pngs:
+        with open(os.path.join(d, rel), "rb") as f:
+            head = f.read(24)
+        assert head[:8] == b"\x89PNG\r\n\x1a\n" and min(struct.unpack(">II", head[16:24])) >= 200
+    # provenance in the results' JSON: the command, the code, versions, devices, the data, the date
+    with open(os.path.join(d, "grid.json")) as f:
+        prov = json.load(f)["provenance"]
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert prov["git"]["commit"] == head and isinstance(prov["git"]["dirty"], bool)
+    assert prov["versions"]["jax"] and prov["versions"]["flax"] and prov["versions"]["orbax-checkpoint"]
+    assert prov["devices"]["count"] >= 1 and prov["command"] and prov["date"]
+    # the reference selections, computed from the data set once
+    with open(os.path.join(d, "baselines.json")) as f:
+        refs = json.load(f)["sets"]
+    assert len(refs) == 1 and set(refs[0]["splits"]) == {"val", "test"}
+    assert set(refs[0]["splits"]["test"]["oracle"]) == {"random", "similarity", "best_labelled", "oracle_greedy"}
+    # TensorBoard: every run's per-epoch metrics, tagged by phase, equal to the CSV's
+    from leverjax import tracking
+
+    for run in ("rce_only", "scheme5", "scheme5_6"):
+        events = tracking.read_scalars(os.path.join(d, "tb", run, "seed=0"))
+        csv_vals = [(r["phase"], float(r["value"])) for r in rows  # the CSV lists epochs in training order
+                    if r["run"] == run and r["metric"] == "val_expected_reward"]
+        tb_vals = sorted((step, tag.split("/")[0], v) for tag, pts in events.items()
+                         if tag.endswith("/val_expected_reward") for step, v in pts)
+        assert [s for s, _, _ in tb_vals] == list(range(1, len(csv_vals) + 1))  # step = epoch over all phases
+        assert [p for _, p, _ in tb_vals] == [p for p, _ in csv_vals]
+        assert [v for _, _, v in tb_vals] == pytest.approx([v for _, v in csv_vals], rel=1e-6)
+        assert "final/test_loss" in events
     assert any("group g02" in line and "2 run(s) in one program" in line for line in lines)
     assert any(line.startswith("»» grid: group 2/2") and "runs done 1/3" in line for line in lines)
     assert not [f for _, _, fs in os.walk(d) for f in fs if f.endswith(".tmp")]
@@ -215,7 +253,7 @@ def test_resume_after_interrupting_the_launcher(grid_a, tiny, tmp_path, monkeypa
     result = launch.run_grid(["rce_only", "scheme5", "scheme5_6"], TINY, seeds=1, out=out, dataset=tiny,
                              experiment_overrides=NO_GRPO, printer=lines.append)
     assert any("1 of 3 runs already finished" in line for line in lines)
-    assert any(line.startswith("resuming g02") for line in lines)
+    assert any(line.startswith("resuming g02") for line in lines)  # its shared SFT/RCE prefix, interrupted
     assert [g["state"] for g in result.groups] == ["skipped", "done"]
     assert open(result.csv).read() == open(reference.csv).read()
 
@@ -257,10 +295,20 @@ def test_command_line_runs_a_grid(tmp_path, tiny):
     flags = [f"--{k}={v}" for k, v in TINY.items()]
     cmd = [sys.executable, os.path.join(ROOT, "run.py"), "--experiment=scheme5,scheme5_6", f"--data={data}",
            "--seeds=1", f"--out={out}", "--baseline=scheme5", *flags]
-    proc = subprocess.run(cmd, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
-                          timeout=600, cwd=str(tmp_path))
+    try:  # W&B in its offline mode when it is installed (an optional dependency)
+        import wandb  # noqa: F401
+        wandb_flags = ["--wandb_project=leverjax-test"]
+    except ImportError:
+        wandb_flags = []
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run(cmd + wandb_flags, env=env, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
-    assert "report in" in proc.stdout
+    assert "report.md)" in proc.stdout
+    if wandb_flags:
+        assert len([f for f in os.listdir(out / "wandb") if f.startswith("offline-run-")]) == 2
+    prov = json.loads((out / "grid.json").read_text())["provenance"]
+    assert "run.py --experiment=scheme5,scheme5_6" in prov["command"]
+    assert prov["data"] == [{"path": str(data), "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}]
     assert "baseline **scheme5**" in (out / "report.md").read_text()
     assert {r["run"] for r in read_csv(out / "metrics.csv")} == {"scheme5", "scheme5_6"}
     bad = subprocess.run([*cmd[:-len(flags)], "--baseline=nope"], env={**os.environ, "JAX_PLATFORMS": "cpu"},
