@@ -27,13 +27,16 @@ from leverjax.fileio import strict_json
 class CheckpointStore:
     """Per-epoch checkpoints of one run directory (``keep`` most recent are kept).
 
-    Saves are asynchronous: orbax copies the state to the host and writes it in the background while the
-    next epoch trains (a save waits for the one before it); :meth:`close` waits for the last one.
+    Saves are asynchronous in a single process: orbax copies the state to the host and writes it in the
+    background while the next epoch trains (a save waits for the one before it); :meth:`close` waits for the
+    last one. With several processes they are synchronous, so a process that dies cannot leave the others
+    waiting in a background save.
     """
 
     def __init__(self, directory: str, keep: int = 2):
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=jax.process_count() == 1)
         self.manager = ocp.CheckpointManager(os.path.join(self.directory, "ckpt"), options=options)
 
     def latest_step(self) -> int | None:
