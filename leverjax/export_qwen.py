@@ -73,7 +73,7 @@ import numpy as np
 
 from leverjax import __version__
 from leverjax.errors import ConfigError, DataError, LeverjaxError, exit_on_error
-from leverjax.fileio import atomic_path, dumps_strict
+from leverjax.fileio import atomic_path, dumps_strict, file_sha256
 
 POOLINGS = ("mean", "last", "image_mean")
 DEVICES = ("auto", "cpu", "cuda")
@@ -598,15 +598,6 @@ def save_json(path: str, obj: Any) -> None:
     _atomic_write(path, lambda f: f.write(dumps_strict(obj, indent=1).encode("utf-8")))
 
 
-def _file_sha256(path: str) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclasses.dataclass
 class Shard:
     """The rows of one shard, the examples they belong to, and the examples it skipped."""
@@ -888,7 +879,7 @@ def export(options: ExportOptions, make_encoder: Callable[[], Encoder],
         "leverjax_version": __version__,
         "created_at": _utc_now(),
         "examples": os.path.abspath(options.examples),
-        "examples_file_sha256": _file_sha256(options.examples),
+        "examples_file_sha256": file_sha256(options.examples),
         "n_examples": len(examples),
         "n_rows": int(table.shape[0]),
         "normalization": "l2",

@@ -4,7 +4,6 @@ stored with the results, so a number in a report can be traced back to what prod
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import platform
 import shlex
@@ -14,6 +13,7 @@ from importlib import metadata
 from typing import Any, Sequence
 
 import leverjax
+from leverjax.fileio import file_sha256
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "matplotlib", "tensorboardX")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,14 +57,6 @@ def devices() -> dict[str, Any]:
     kinds = sorted({d.device_kind for d in devs})
     return {"platform": devs[0].platform if devs else None, "kind": ", ".join(kinds), "count": len(devs),
             "processes": jax.process_count()}
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def data_record(path: str | None) -> dict[str, Any]:
