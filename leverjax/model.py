@@ -224,37 +224,6 @@ class Dropout(nn.Module):
         return jnp.where(keep, x * (65536.0 / threshold), 0.0).astype(x.dtype)
 
 
-class CrossAttention(nn.Module):
-    """``torch.nn.MultiheadAttention`` with one query token attending over the candidates.
-
-    Parameters are laid out like torch: ``in_proj_weight [3H, H]`` (rows: q, k, v), ``in_proj_bias [3H]``,
-    ``out_proj`` (a Dense with bias). Padded candidates are excluded from the softmax.
-    """
-
-    hidden: int
-    num_heads: int
-    attn_dropout: float
-
-    @nn.compact
-    def __call__(self, query, keys, key_mask, *, deterministic: bool):
-        h, nh = self.hidden, self.num_heads
-        dh = h // nh
-        w = self.param("in_proj_weight", nn.initializers.xavier_uniform(), (3 * h, h))
-        b = self.param("in_proj_bias", nn.initializers.zeros, (3 * h,))
-        q = query @ w[:h].T + b[:h]  # [B, H]
-        k = keys @ w[h:2 * h].T + b[h:2 * h]  # [B, K, H]
-        v = keys @ w[2 * h:].T + b[2 * h:]
-        q = q.reshape(q.shape[:-1] + (nh, dh))
-        k = k.reshape(k.shape[:-1] + (nh, dh))
-        v = v.reshape(v.shape[:-1] + (nh, dh))
-        scores = jnp.einsum("bnd,bknd->bnk", q, k) / math.sqrt(dh)
-        scores = jnp.where(key_mask[:, None, :], scores, PAD_LOGIT)
-        attn = jax.nn.softmax(scores, axis=-1)
-        attn = Dropout(self.attn_dropout)(attn, deterministic=deterministic)
-        out = jnp.einsum("bnk,bknd->bnd", attn, v).reshape(query.shape[:-1] + (h,))
-        return nn.Dense(h, kernel_init=_torch_linear_kernel_init, name="out_proj")(out)
-
-
 def _torch_linear_bias_init(fan_in: int):
     """``torch.nn.Linear``'s default bias init: U(-1/sqrt(in), 1/sqrt(in))."""
     bound = 1.0 / math.sqrt(fan_in)
@@ -277,8 +246,10 @@ def _torch_linear(features: int, fan_in: int, name: str, use_bias: bool = True) 
 
 class MultiheadAttention(nn.Module):
     """``torch.nn.MultiheadAttention`` (batch first) for any number of query tokens ``[..., Q, H]``
-    over keys = values ``[..., K, H]``; same parameters and init as :class:`CrossAttention`.
-    ``key_mask [..., K]`` (or None) excludes keys; ``dropout`` acts on the attention weights."""
+    over keys = values ``[..., K, H]``. Parameters are laid out like torch: ``in_proj_weight [3H, H]``
+    (rows: q, k, v), ``in_proj_bias [3H]``, ``out_proj`` (a Dense with bias).
+    ``key_mask [..., K]`` (or None) excludes keys (padded candidates); ``dropout`` acts on the
+    attention weights."""
 
     hidden: int
     num_heads: int
@@ -381,7 +352,7 @@ class PointerSelector(nn.Module):
         if cfg.cand_encoder == "self_attn":
             self.cand_encoder = CandidateEncoder(h, cfg.num_heads, cfg.dropout)
         self.cross_attn_layers = [
-            CrossAttention(h, cfg.num_heads, cfg.attn_dropout, name=f"cross_attn_layers_{i}")
+            MultiheadAttention(h, cfg.num_heads, cfg.attn_dropout, name=f"cross_attn_layers_{i}")
             for i in range(cfg.num_layers)
         ]
         self.attn_norms = [nn.LayerNorm(epsilon=1e-5, name=f"attn_norms_{i}") for i in range(cfg.num_layers)]
@@ -445,7 +416,7 @@ class PointerSelector(nn.Module):
         if self.config.cand_encoder == "self_attn":
             c = self.cand_encoder(c, cand_mask, deterministic=deterministic)
         for attn, norm in zip(self.cross_attn_layers, self.attn_norms):
-            q = norm(q + attn(q, c, cand_mask, deterministic=deterministic))
+            q = norm(q + attn(q[:, None], c, cand_mask, deterministic=deterministic)[:, 0])  # one query token
         q = self.dropout(q, deterministic=deterministic)
         c = self.dropout(c, deterministic=deterministic)
         return l2_normalize(self.query_proj(q)), l2_normalize(self.cand_proj(c))
