@@ -121,7 +121,3 @@ def resolve_params_folder(path: str, run_index: int = 0) -> tuple[str, int]:
         listing = "; ".join(f"{i}: {name}" for i, (name, _, _) in enumerate(found)) or "none"
         raise LeverjaxError(f"--run={run_index}: {path} has {len(found)} finished run(s) ({listing})")
     return found[run_index][1], found[run_index][2]
-
-
-def tree_to_host(tree: Any) -> Any:
-    return jax.tree_util.tree_map(lambda x: jax.device_get(x), tree)

@@ -294,10 +294,6 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(values: Mapping[str, Any]) -> Config:
-    return replace(Config(), dict(values))
-
-
 def static_signature(cfg: Config) -> str:
     """A key equal for two configs exactly when they can share one compiled program."""
     return json.dumps({k: v for k, v in to_dict(cfg).items() if meta(k)["kind"] == "static"}, sort_keys=True)

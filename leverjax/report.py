@@ -261,12 +261,6 @@ def estimate(values: Sequence[float | None], scale: float = 1.0, bounds=None) ->
     return Estimate(mean, half, len(xs), bounds)
 
 
-def ci(values: Sequence[float], scale: float = 1.0) -> tuple[float, float, int]:
-    """``(mean, half width, n)`` of the finite values, scaled."""
-    e = estimate(values, scale)
-    return e.mean, e.half, e.n
-
-
 def paired_diffs(runs: dict[int, Run], base: dict[int, Run], get: Callable[[Run], float | None],
                  scale: float = 1.0) -> list[float]:
     """Per seed both have: ``(get(run) − get(baseline run)) · scale``."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +31,6 @@ from leverjax.config import Config, hyperparameters, selector_config, validate
 from leverjax.data.device import Batch, DeviceData, gather, padded_batches
 from leverjax.errors import DataError
 from leverjax.model import Selector, init_params
-
-PyTree = Any
 
 
 @dataclasses.dataclass(frozen=True)
