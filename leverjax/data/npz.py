@@ -176,8 +176,11 @@ def _fmt_value(value: Any) -> str:
     return str(value)
 
 
-def _dtype_name(a: np.ndarray) -> str:
-    return str(a.dtype)
+def _reject(bad: np.ndarray, source: str, key: str, a: np.ndarray, why: str) -> None:
+    """Raises :class:`DataError` at the first entry of ``a`` where ``bad`` holds: its index, value and ``why``."""
+    if bad.any():
+        i = _first(bad)
+        raise DataError(f"{source}: {key}{_fmt_index(i)} = {_fmt_value(a[i])} {why}")
 
 
 def _check_rank(key: str, a: np.ndarray, ndim: int, shape_doc: str, source: str) -> None:
@@ -196,16 +199,12 @@ def _int_array(
     a = np.asarray(arrays[key])
     if a.dtype.kind not in "iu":
         raise DataError(
-            f"{source}: {key} has dtype {_dtype_name(a)} but must hold integers "
+            f"{source}: {key} has dtype {a.dtype} but must hold integers "
             f"({np.dtype(dtype).name}); id and index arrays may not be floats or other types"
         )
     _check_rank(key, a, ndim, shape_doc, source)
     info = np.iinfo(dtype)
-    if a.size and (a.min() < info.min or a.max() > info.max):
-        bad = _first((a < info.min) | (a > info.max))
-        raise DataError(
-            f"{source}: {key}{_fmt_index(bad)} = {a[bad]} does not fit {np.dtype(dtype).name}"
-        )
+    _reject((a < info.min) | (a > info.max), source, key, a, f"does not fit {np.dtype(dtype).name}")
     return a.astype(dtype, copy=False)
 
 
@@ -218,7 +217,7 @@ def _float_array(
     if a.dtype.kind not in kinds:
         want = "floats" if kinds == "f" else "numbers"
         raise DataError(
-            f"{source}: {key} has dtype {_dtype_name(a)} but must hold {want} (float32)"
+            f"{source}: {key} has dtype {a.dtype} but must hold {want} (float32)"
         )
     _check_rank(key, a, ndim, shape_doc, source)
     return a.astype(np.float32, copy=False)
@@ -227,7 +226,7 @@ def _float_array(
 def _str_value(arrays: Mapping[str, np.ndarray], key: str, ndim: int, source: str) -> np.ndarray:
     a = np.asarray(arrays[key])
     if a.dtype.kind not in "US":
-        raise DataError(f"{source}: {key} has dtype {_dtype_name(a)} but must hold strings")
+        raise DataError(f"{source}: {key} has dtype {a.dtype} but must hold strings")
     if a.ndim != ndim:
         what = "a single string" if ndim == 0 else "a 1-d array of strings"
         raise DataError(f"{source}: {key} has shape {tuple(a.shape)} but must be {what}")
@@ -271,7 +270,7 @@ def _checked_arrays(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, 
     if version.dtype.kind not in "iu" or version.ndim != 0:
         raise DataError(
             f"{source}: schema_version must be an integer scalar, got dtype "
-            f"{_dtype_name(version)} with shape {tuple(version.shape)}"
+            f"{version.dtype} with shape {tuple(version.shape)}"
         )
     if int(version) != SCHEMA_VERSION:
         raise DataError(
@@ -323,43 +322,16 @@ def _checked_arrays(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, 
         raise DataError(f"{source}: gen_methods is empty; it must name at least one method")
 
     # values
-    if not np.isfinite(emb).all():
-        bad = _first(~np.isfinite(emb))
-        raise DataError(
-            f"{source}: emb{_fmt_index(bad)} = {_fmt_value(emb[bad])} is not finite "
-            f"(NaN and inf are not allowed in embeddings)"
-        )
-    bad_q = (query_ids < 0) | (query_ids >= n)
-    if bad_q.any():
-        i = _first(bad_q)
-        raise DataError(f"{source}: query_ids{_fmt_index(i)} = {query_ids[i]} is outside emb (N = {n} rows)")
-    if (pool_ids < -1).any():
-        i = _first(pool_ids < -1)
-        raise DataError(
-            f"{source}: pool_ids{_fmt_index(i)} = {pool_ids[i]} is invalid (pool ids are rows of "
-            f"emb, or -1 for padding)"
-        )
-    if (pool_ids >= n).any():
-        i = _first(pool_ids >= n)
-        raise DataError(f"{source}: pool_ids{_fmt_index(i)} = {pool_ids[i]} is outside emb (N = {n} rows)")
+    _reject(~np.isfinite(emb), source, "emb", emb, "is not finite (NaN and inf are not allowed in embeddings)")
+    _reject((query_ids < 0) | (query_ids >= n), source, "query_ids", query_ids, f"is outside emb (N = {n} rows)")
+    _reject(pool_ids < -1, source, "pool_ids", pool_ids, "is invalid (pool ids are rows of emb, or -1 for padding)")
+    _reject(pool_ids >= n, source, "pool_ids", pool_ids, f"is outside emb (N = {n} rows)")
 
-    if (traj < -1).any():
-        i = _first(traj < -1)
-        raise DataError(
-            f"{source}: traj{_fmt_index(i)} = {traj[i]} is invalid (positions are 0..K-1, or -1 "
-            f"for padding)"
-        )
-    if (traj >= k).any():
-        i = _first(traj >= k)
-        raise DataError(f"{source}: traj{_fmt_index(i)} = {traj[i]} is outside the pool (K = {k})")
+    _reject(traj < -1, source, "traj", traj, "is invalid (positions are 0..K-1, or -1 for padding)")
+    _reject(traj >= k, source, "traj", traj, f"is outside the pool (K = {k})")
     padded = traj < 0
-    partial = padded.any(axis=2) & ~padded.all(axis=2)
-    if partial.any():
-        i = _first(partial)
-        raise DataError(
-            f"{source}: traj{_fmt_index(i)} = {_fmt_value(traj[i])} is partially padded (a "
-            f"trajectory is either all -1 or has no -1)"
-        )
+    _reject(padded.any(axis=2) & ~padded.all(axis=2), source, "traj", traj,
+            "is partially padded (a trajectory is either all -1 or has no -1)")
     tmask = ~padded[..., 0]
     safe = np.where(padded, 0, traj)
     slot = np.take_along_axis(pool_ids, safe.reshape(q, m * s), axis=1).reshape(q, m, s)
@@ -382,37 +354,14 @@ def _checked_arrays(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, 
                 f"{vals[counts > 1][0]} (a trajectory never picks a position twice)"
             )
 
-    bad_acc = tmask & ~((acc >= 0.0) & (acc <= 1.0))
-    if bad_acc.any():
-        i = _first(bad_acc)
-        raise DataError(f"{source}: acc{_fmt_index(i)} = {_fmt_value(acc[i])} is outside [0, 1]")
-    bad_c = tmask & ~((correct == 0.0) | (correct == 1.0))
-    if bad_c.any():
-        i = _first(bad_c)
-        raise DataError(f"{source}: correct{_fmt_index(i)} = {_fmt_value(correct[i])} is not 0 or 1")
+    _reject(tmask & ~((acc >= 0.0) & (acc <= 1.0)), source, "acc", acc, "is outside [0, 1]")
+    _reject(tmask & ~((correct == 0.0) | (correct == 1.0)), source, "correct", correct, "is not 0 or 1")
     for key, a in (("gt_prob", gt_prob), ("rel", rel)):
-        bad = tmask & np.isinf(a)
-        if bad.any():
-            i = _first(bad)
-            raise DataError(
-                f"{source}: {key}{_fmt_index(i)} = {_fmt_value(a[i])} is infinite (use NaN for "
-                f"an unknown value)"
-            )
+        _reject(tmask & np.isinf(a), source, key, a, "is infinite (use NaN for an unknown value)")
     g = gen_methods.shape[0]
-    bad_g = tmask & ((gen_method < 0) | (gen_method >= g))
-    if bad_g.any():
-        i = _first(bad_g)
-        raise DataError(
-            f"{source}: gen_method{_fmt_index(i)} = {gen_method[i]} is outside gen_methods "
-            f"(G = {g} names)"
-        )
-    bad_s = ~np.isin(split, list(SPLITS))
-    if bad_s.any():
-        i = _first(bad_s)
-        raise DataError(
-            f"{source}: split{_fmt_index(i)} = {split[i]} is not a known split (0 train, 1 val, "
-            f"2 test)"
-        )
+    _reject(tmask & ((gen_method < 0) | (gen_method >= g)), source, "gen_method", gen_method,
+            f"is outside gen_methods (G = {g} names)")
+    _reject(~np.isin(split, list(SPLITS)), source, "split", split, "is not a known split (0 train, 1 val, 2 test)")
     if not (split == 0).any():
         raise DataError(f"{source}: split has no train query (value 0); training needs at least one")
 
@@ -428,7 +377,7 @@ def _checked_arrays(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, 
         if key.startswith(ORACLE_PREFIX):
             a = np.asarray(arrays[key])
             if a.dtype.kind not in "fiub":
-                raise DataError(f"{source}: {key} has dtype {_dtype_name(a)} but must be numeric")
+                raise DataError(f"{source}: {key} has dtype {a.dtype} but must be numeric")
             oracle[key[len(ORACLE_PREFIX):]] = a
 
     return dict(
