@@ -105,36 +105,6 @@ def require_torch(what: str = "this command"):
 # ---------------------------------------------------------------------------------------------
 # Names
 # ---------------------------------------------------------------------------------------------
-def torch_param_names(num_layers: int, gated: bool, *, input_proj: bool = True) -> list[str]:
-    """The torch keys of the selector in module order (``input_proj`` omitted when it is nn.Identity)."""
-    names = ["input_proj.weight"] if input_proj else []
-    for i in range(num_layers):
-        names += [f"cross_attn_layers.{i}.{n}" for n in ("in_proj_weight", "in_proj_bias", "out_proj.weight",
-                                                          "out_proj.bias")]
-    for i in range(num_layers):
-        names += [f"attn_norms.{i}.weight", f"attn_norms.{i}.bias"]
-    names += ["query_proj.weight", "cand_proj.weight"]
-    if gated:
-        names += ["query_update_gate.weight", "query_update_gate.bias"]
-    return names
-
-
-def torch_shapes(dim: int, hidden: int, num_layers: int, gated: bool, *, input_proj: bool = True) -> dict:
-    """``{torch key: shape}`` of a selector with these sizes."""
-    h = hidden
-    shapes = {"input_proj.weight": (h, dim)} if input_proj else {}
-    for i in range(num_layers):
-        p = f"cross_attn_layers.{i}."
-        shapes.update({p + "in_proj_weight": (3 * h, h), p + "in_proj_bias": (3 * h,),
-                       p + "out_proj.weight": (h, h), p + "out_proj.bias": (h,)})
-    for i in range(num_layers):
-        shapes.update({f"attn_norms.{i}.weight": (h,), f"attn_norms.{i}.bias": (h,)})
-    shapes.update({"query_proj.weight": (h, h), "cand_proj.weight": (h, h)})
-    if gated:
-        shapes.update({"query_update_gate.weight": (h, 2 * h), "query_update_gate.bias": (h,)})
-    return shapes
-
-
 # Module names (a ModuleList index stripped) whose class decides how a ``weight`` is stored.
 _LINEAR = {"input_proj", "query_proj", "cand_proj", "query_update_gate", "out_proj", "linear1", "linear2",
            "attn_Wq", "attn_Wc", "attn_v", "query_topic_head", "dpp_proj", "refine_score", "refine_mlp"}
@@ -506,11 +476,8 @@ def params_to_numpy_state_dict(params: Mapping[str, Any], *, square_input_proj: 
                 f"square input projection with nn.Identity and cannot hold this one; train with hidden != the "
                 f"embedding width, or export with square_input_proj='keep' for a module that has the Linear")
         keep_input = False
-    if cfg["preset"] in ("v4_1", "v2"):
-        names = torch_param_names(cfg["num_layers"], cfg["gated"], input_proj=keep_input)
-    else:
-        sc = _variant_config(cfg["dim"], cfg["hidden"], max(cfg["num_layers"], 1), 1, cfg)
-        names = list(expected_torch_shapes(sc, cfg["dim"], input_proj=keep_input))
+    sc = _variant_config(cfg["dim"], cfg["hidden"], max(cfg["num_layers"], 1), 1, cfg)
+    names = list(expected_torch_shapes(sc, cfg["dim"], input_proj=keep_input))
     wanted = {flax_name(k) for k in names} | {"input_proj/kernel"}
     extra = sorted(set(flat) - wanted)
     if extra:

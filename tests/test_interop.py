@@ -72,10 +72,11 @@ def test_import_does_not_import_torch():
 @pytest.mark.parametrize("d, layers, gated", [(24, 2, True), (16, 1, False)])
 def test_torch_names_are_the_reference_module_names(d, layers, gated):
     module = _module(d=d, h=16, layers=layers, gated=gated)
-    names = interop.torch_param_names(layers, gated, input_proj=d != 16)
+    sc = SelectorConfig(hidden=16, num_layers=layers, update="gate" if gated else "none")
+    shapes = interop.expected_torch_shapes(sc, d, input_proj=d != 16)
+    names = list(shapes)
     assert list(module.state_dict()) == names
-    assert interop.torch_shapes(d, 16, layers, gated, input_proj=d != 16) == {
-        k: tuple(v.shape) for k, v in module.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in module.state_dict().items()}
     for k in names:
         assert interop.torch_name(interop.flax_name(k)) == k
 
