@@ -82,6 +82,16 @@ def records_from_json(records: list[dict]) -> list[dict]:
     return [{k: (math.nan if v is None else v) for k, v in rec.items()} for rec in records]
 
 
+def read_json(path: str) -> Any:
+    """The JSON in ``path``, or None when it is missing or not JSON (a torn file from a crash before
+    atomic writes counts as missing)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def write_json_atomic(path: str, obj: Any) -> None:
     """Writes ``obj`` as strict JSON (see :func:`strict_json`) to ``path``, atomically."""
     write_text_atomic(path, dumps_strict(obj, indent=1))

@@ -62,7 +62,7 @@ import experiments
 from leverjax import config as config_lib
 from leverjax import distributed, provenance, stats, tracking
 from leverjax.checkpoint import status_file_name
-from leverjax.fileio import records_from_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from leverjax.fileio import read_json, records_from_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from leverjax.data import filter_queries, load_npz
 from leverjax.data.synth import load_or_make_default
 from leverjax.errors import ConfigError, LeverjaxError
@@ -277,14 +277,6 @@ class _Paths:
 
     def status_file(self, run: GridRun) -> str:
         return os.path.join(self.status, run.file_name)
-
-
-def read_status(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None  # missing, or a torn file from a crash before atomic writes: treated as pending
 
 
 def _finished(status: dict | None, run: GridRun, root: str) -> bool:
@@ -591,9 +583,8 @@ def _baselines(root: str, sets: Sequence[dict], printer: Callable[[str], None]) 
     from leverjax import baselines, rewards
 
     try:
-        with open(os.path.join(root, "baselines.json")) as f:
-            previous = {e.get("fingerprint"): e for e in json.load(f).get("sets", [])}
-    except (OSError, ValueError, AttributeError):
+        previous = {e.get("fingerprint"): e for e in read_json(os.path.join(root, "baselines.json")).get("sets", [])}
+    except AttributeError:  # no previous file (or not the expected shape)
         previous = {}
     out = []
     for entry in sets:
@@ -621,20 +612,8 @@ def _baselines(root: str, sets: Sequence[dict], printer: Callable[[str], None]) 
 
 def _backfill_events(root: str, grid: Grid, statuses: Mapping[str, dict | None], tb) -> None:
     """TensorBoard events of finished runs that have none (e.g. trained before event files were written)."""
-    cache: dict[str, dict] = {}
-    for run in grid.runs:
-        st = statuses.get(run.name)
-        if not st or st.get("state") != "done" or st.get("config_hash") != run.config_hash or tb.has_events(run.name):
-            continue
-        path = os.path.join(root, st.get("directory", ""), "results.json")
-        if path not in cache:
-            try:
-                with open(path) as f:
-                    cache[path] = {r["name"]: r for r in json.load(f)["runs"]}
-            except (OSError, ValueError, KeyError):
-                cache[path] = {}
-        rec = cache[path].get(run.name)
-        if rec is not None and rec.get("config_hash") == run.config_hash:
+    for run, st, rec in finished_results(root, grid, statuses):
+        if st.get("state") == "done" and not tb.has_events(run.name):
             tb.finish(run.name, rec["history"], rec.get("final"))
 
 
@@ -701,7 +680,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
 
     # With several processes, process 0's view of the finished runs decides for all of them.
     statuses: dict[str, dict | None] = distributed.broadcast(
-        "grid-statuses", {r.name: read_status(paths.status_file(r)) for r in grid.runs})
+        "grid-statuses", {r.name: read_json(paths.status_file(r)) for r in grid.runs})
     for run in grid.runs:
         if run.config is None:
             statuses[run.name] = _write_status(paths, run, "failed", kind="config", reason=run.error)

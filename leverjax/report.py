@@ -26,7 +26,6 @@ import argparse
 import csv
 import dataclasses
 import glob
-import json
 import math
 import os
 import re
@@ -34,7 +33,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from leverjax import stats
-from leverjax.fileio import write_text_atomic
+from leverjax.fileio import read_json, write_text_atomic
 
 PHASE_ORDER = ("sft", "rce", "grpo_positive", "grpo")
 ORACLE_MEAN = "val_oracle_acc_mean"  # a derived metric: the mean of the logged shots' oracle accuracies
@@ -130,14 +129,6 @@ def load_runs(csv_path: str) -> dict[str, dict[int, Run]]:
     return runs
 
 
-def _read_json(path: str) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 REWARD_FIELDS = ("reward_mode", "w_hard", "w_soft", "w_rel")
 
 
@@ -152,17 +143,17 @@ def variant_configs(grid: dict | None) -> dict[str, dict]:
 
 def load_reward_definitions(directory: str) -> dict[str, tuple]:
     """variant -> its reward definition (mode and weights), from ``grid.json`` when it is there."""
-    configs = variant_configs(_read_json(os.path.join(directory, "grid.json")))
+    configs = variant_configs(read_json(os.path.join(directory, "grid.json")))
     return {v: tuple(c.get(k) for k in REWARD_FIELDS) for v, c in configs.items()}
 
 
 def load_failures(directory: str) -> list[dict]:
     out = []
     for path in sorted(glob.glob(os.path.join(directory, "status", "*.json"))):
-        st = _read_json(path)
+        st = read_json(path)
         if isinstance(st, dict) and st.get("state") == "failed":
             out.append(st)
-    grid = _read_json(os.path.join(directory, "grid.json"))
+    grid = read_json(os.path.join(directory, "grid.json"))
     if out and isinstance(grid, dict):  # only the current grid's runs
         try:
             names = {r["name"]: r["config_hash"] for r in grid["runs"]}
@@ -174,7 +165,7 @@ def load_failures(directory: str) -> list[dict]:
 
 def load_references(directory: str, baseline: str | None) -> dict | None:
     """The entry of ``baselines.json`` for the data set the baseline was trained on (else the first)."""
-    data = _read_json(os.path.join(directory, "baselines.json"))
+    data = read_json(os.path.join(directory, "baselines.json"))
     sets = (data or {}).get("sets") or []
     if not sets:
         return None
@@ -357,7 +348,7 @@ def _context(directory: str, baseline: str | None) -> Context:
     base = choose_baseline(runs, baseline)
     finals = {m for seeds in runs.values() for r in seeds.values() for m in r.final}
     shots = sorted(int(m.rsplit("_", 1)[1]) for m in finals if re.fullmatch(r"test_oracle_acc_\d+", m))
-    grid = _read_json(os.path.join(directory, "grid.json"))
+    grid = read_json(os.path.join(directory, "grid.json"))
     rewards = load_reward_definitions(directory)
     other = {v for v in runs if base in rewards and v in rewards and rewards[v] != rewards[base]}
     return Context(directory, runs, base, bool(shots), shots, other, grid if isinstance(grid, dict) else None,
@@ -372,11 +363,9 @@ def final_splits(directory: str) -> set:
     out = set()
     runs_dir = os.path.join(directory, "runs")
     for group in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
-        try:
-            with open(os.path.join(runs_dir, group, "results.json")) as f:
-                out.add(json.load(f).get("final_split", "test"))
-        except (OSError, ValueError):
-            continue
+        content = read_json(os.path.join(runs_dir, group, "results.json"))
+        if content is not None:
+            out.add(content.get("final_split", "test"))
     return out
 
 
