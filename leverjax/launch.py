@@ -289,16 +289,11 @@ def _finished(status: dict | None, run: GridRun, root: str) -> bool:
     return status.get("state") == "failed" and status.get("kind") in ("diverged", "config")
 
 
-def _primary() -> bool:
-    """Whether this process writes the launcher's files (process 0 of a multi-process run)."""
-    return distributed.is_primary()
-
-
 def _write_status(paths: _Paths, run: GridRun, state: str, **extra) -> dict:
     record = {"run": run.name, "experiment": run.experiment, "variant": run.variant, "seed": run.seed,
               "overrides": run.overrides, "config_hash": run.config_hash, "state": state,
               "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
-    if _primary():
+    if distributed.is_primary():
         write_json_atomic(paths.status_file(run), record)
     return record
 
@@ -398,7 +393,7 @@ def write_metrics(root: str, grid: Grid, statuses: Mapping[str, dict | None]) ->
     by_variant = stats.summarize(finals, "variant")
     summary = {**final_split_record(split), "final": finals, "summary": by_variant,
                **undefined_record(finals, by_variant)}
-    if _primary():
+    if distributed.is_primary():
         write_text_atomic(os.path.join(root, "metrics.csv"), buf.getvalue())
         write_jsonl_atomic(os.path.join(root, "metrics.jsonl"), records)
         write_json_atomic(os.path.join(root, "summary.json"), summary)
@@ -638,7 +633,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     ``wandb_project``: also log every run to this Weights & Biases project (needs ``wandb``).
     ``command``: the command line recorded in the provenance (default: this process's).
     """
-    printer = printer or ((lambda s: print(s, flush=True)) if _primary() else (lambda s: None))
+    printer = printer or ((lambda s: print(s, flush=True)) if distributed.is_primary() else (lambda s: None))
     t_start = time.perf_counter()
     grid = expand_grid(names, overrides, sweep, seeds=seeds, experiment_overrides=experiment_overrides)
     if baseline and baseline not in grid.experiments and baseline not in {r.variant for r in grid.runs}:
@@ -651,7 +646,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     paths = _Paths(out)
     prefix_cache = prefix_cache or os.path.join(os.path.dirname(os.path.abspath(out)), "prefix_cache")
     wandb_logs = tracking.WandbLogs(wandb_project, out) if wandb_project else None  # fails early without wandb
-    if restart and _primary():
+    if restart and distributed.is_primary():
         for path in (paths.runs, paths.status, paths.plots):
             shutil.rmtree(path, ignore_errors=True)
         for path in (paths.csv, paths.report, paths.summary, paths.jsonl):
@@ -673,7 +668,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     reference = _reference_sets(grid, baseline, dataset_for)  # loads the data sets (the default one is made)
     prov = provenance.collect(command=command, data_paths=[None] if dataset is not None else
                               list(dict.fromkeys(_data_path(r.config) for r in grid.runs if r.config is not None)))
-    if _primary():
+    if distributed.is_primary():
         write_json_atomic(paths.grid, {**grid.to_json(), "provenance": prov})
         write_json_atomic(os.path.join(out, "baselines.json"), _baselines(out, reference, printer))
     devices = list(devices) if devices is not None else jax.devices()
@@ -726,7 +721,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
 
                 def on_epoch(info, names=names):
                     progress.epoch(info)
-                    if _primary():
+                    if distributed.is_primary():
                         for rec in info.get("records", ()):
                             tb.epoch(names[rec["run"]], info["epochs_done"], rec["phase"], rec)
 
@@ -754,7 +749,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
                 continue
         seconds = time.perf_counter() - t0
         records = _write_group_results(out, rel, todo, specs, results, prov)
-        if _primary():
+        if distributed.is_primary():
             for run, rec in zip(todo, records):
                 tb.finish(run.name, rec["history"], rec["final"])
                 if wandb_logs is not None:
@@ -770,7 +765,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
             else:
                 statuses[run.name] = _write_status(paths, run, "done", group=group.id, directory=rel)
         distributed.barrier("group-done")  # no process still reads the group's checkpoints
-        if not keep_checkpoints and _primary():
+        if not keep_checkpoints and distributed.is_primary():
             shutil.rmtree(os.path.join(out, rel, "ckpt"), ignore_errors=True)
         progress.end(len(todo), timer.seconds)
         group_log.append({"id": group.id, "experiments": group.experiments, "runs": len(todo), "seconds": seconds,
@@ -780,11 +775,11 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
             printer(f"»» group {group.id} done in {_fmt_seconds(seconds)} (compile {timer.seconds:.1f}s)")
 
     summary = write_metrics(out, grid, statuses)
-    if _primary():
+    if distributed.is_primary():
         _backfill_events(out, grid, statuses, tb)
     tb.close()
     report_path = None
-    if report and _primary():
+    if report and distributed.is_primary():
         from leverjax import report as report_lib
 
         report_path = report_lib.write_report(out, baseline=baseline, printer=printer)
@@ -817,7 +812,7 @@ def _write_group_results(root: str, rel: str, runs: Sequence[GridRun], specs, re
         out.append({"name": run.name, "config_hash": run.config_hash, "experiment": run.experiment,
                     "variant": run.variant, "seed": run.seed, "history": records, "final": final,
                     "failure": failure})
-    if _primary():
+    if distributed.is_primary():
         write_json_atomic(os.path.join(root, rel, "results.json"),
                           {**final_split_record(results.final_split), "runs": out, "provenance": prov})
     return out

@@ -206,9 +206,8 @@ class Runner:
         ``path`` is a leverjax parameter folder (e.g. ``checkpoints/<experiment>/best``; with a run axis,
         run ``run_index`` is taken) or a Lever-Plus ``.pt``/``.ckpt`` file.
         """
-        params = load_selector_params(path, self.pipe.selector.config, dim=self.data.emb.shape[-1],
-                                              run_index=run_index)
-        self._init_params = params
+        self._init_params = load_selector_params(path, self.pipe.selector.config, dim=self.data.emb.shape[-1],
+                                                 run_index=run_index)
 
     @property
     def run_sharding(self):
@@ -243,7 +242,7 @@ class Runner:
             write_json_atomic(path, record)
 
     def _records(self, phase_index: int, epoch: int, metrics: dict) -> list[dict]:
-        host = _to_host(metrics)
+        host = distributed.to_host(metrics)
         phase = self.pipe.phases[phase_index]
         return [{"phase": phase.name, "epoch": epoch + 1, "run": r.label, "group": r.group, "seed": r.seed,
                  **{k: float(v[j]) for k, v in host.items()}} for j, r in enumerate(self.runs)]
@@ -320,7 +319,7 @@ class Runner:
                 self._save_prefix(state, history)
                 if self.stop_at_prefix:
                     return Results(self.runs, history, [], {}, None, self.directory, dict(self.failures))
-        final = _to_host(self.vp.final(state, self.data, self.hp))
+        final = distributed.to_host(self.vp.final(state, self.data, self.hp))
         final_records = [{"run": r.label, "group": r.group, "seed": r.seed, **{k: float(v[j]) for k, v in final.items()}}
                          for j, r in enumerate(self.runs)]
         summary = stats.summarize(final_records, "group")
@@ -413,7 +412,7 @@ class Runner:
         """Stores every run's state and records at the end of the prefix, for :meth:`_load_prefix`."""
         if not self.prefix_cache:
             return
-        host = _to_host({k: state[k] for k in self._PREFIX_KEYS})
+        host = distributed.to_host({k: state[k] for k in self._PREFIX_KEYS})
         keys = self._prefix_keys()
         todo = []
         for j, key in enumerate(keys[:len(self.runs)]):
@@ -472,11 +471,6 @@ class Runner:
         self.store.save(step, state, meta)  # every process: orbax writes each process's shards
         if distributed.is_primary():
             write_jsonl_atomic(os.path.join(self.directory, "metrics.jsonl"), history)
-
-
-def _to_host(tree):
-    """``tree`` as NumPy arrays; arrays spread over several processes are gathered first."""
-    return distributed.to_host(tree)
 
 
 def _with_params(state: dict, params, pipe: Pipeline, data) -> dict:
