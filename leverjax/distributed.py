@@ -144,9 +144,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         _wait_for_port(coordinator_address, timeout, who)
     # JAX aborts the process (a C++ stack trace) when not every process has connected in time; say it first.
     count = f"all {num_processes}" if num_processes else "all"
-    timer = threading.Timer(timeout, _die, (f"{who}: not {count} processes connected to the coordinator{where} within "
-                                            f"{timeout:g} s; start every process with the same --num_processes and "
-                                            f"--coordinator_address, or raise --distributed_timeout",))
+    timer = threading.Timer(timeout, abort, (f"{who}: not {count} processes connected to the coordinator{where} within "
+                                              f"{timeout:g} s; start every process with the same --num_processes and "
+                                              f"--coordinator_address, or raise --distributed_timeout",))
     timer.daemon = True
     timer.start()
     try:
@@ -190,7 +190,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         def excepthook(kind, value, tb):  # an uncaught exception: stop now rather than in JAX's exit barrier
             settle()  # when a lost process caused it, the watchdog names that process instead
             previous(kind, value, tb)
-            _die(f"process {_STATE.process_id} stopped on an unexpected {kind.__name__}", 1)
+            abort(f"process {_STATE.process_id} stopped on an unexpected {kind.__name__}", 1)
 
         sys.excepthook = excepthook
 
@@ -371,14 +371,10 @@ def finish() -> None:
 
 
 def abort(message: str, status: int = 2) -> None:
-    """Ends this process of a multi-process run at once with ``error: message`` on stderr: the others see
-    it stop and exit naming it, instead of waiting for it at their next synchronisation point."""
-    _die(message, status)
-
-
-def _die(message: str, status: int = 2) -> None:
-    """One line on stderr, exit status 2, without JAX's exit handlers (whose shutdown barrier would wait
-    for the lost process and then abort)."""
+    """Ends this process at once with one line, ``error: message``, on stderr and exit ``status``, without
+    JAX's exit handlers (whose shutdown barrier would wait for a lost process and then abort): in a
+    multi-process run the others see it stop and exit naming it, instead of waiting for it at their next
+    synchronisation point."""
     try:
         sys.stdout.flush()
     except Exception:  # noqa: BLE001
@@ -414,7 +410,6 @@ class _Watchdog(threading.Thread):
         self.timeout = timeout
         self.interval = min(max(timeout / 10, 0.2), 5.0)
         self._stop_event = threading.Event()
-        self.lost: str | None = None
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -443,10 +438,10 @@ class _Watchdog(threading.Thread):
                     return
                 if self.process_id != 0 and now - coordinator_ok > self.timeout:
                     where = f" at {_STATE.coordinator}" if _STATE.coordinator else ""
-                    _die(f"process {self.process_id} lost the coordinator (process 0{where}) for "
-                         f"{self.timeout:g} s ({_first_line(e)}); process 0 stopped or its host is unreachable. "
-                         f"Finished runs are kept; start all {self.num_processes} processes again with the same "
-                         f"command to resume")
+                    abort(f"process {self.process_id} lost the coordinator (process 0{where}) for "
+                           f"{self.timeout:g} s ({_first_line(e)}); process 0 stopped or its host is unreachable. "
+                           f"Finished runs are kept; start all {self.num_processes} processes again with the same "
+                           f"command to resume")
                 continue
             stale = []
             for pid, (value, since) in seen.items():
@@ -459,6 +454,6 @@ class _Watchdog(threading.Thread):
                     stale.append(pid)
             if stale and not self._stop_event.is_set():
                 names = ", ".join(f"process {pid}" for pid in stale)
-                _die(f"{names} stopped (no sign of life for {self.timeout:g} s: killed, crashed or its host is "
-                     f"unreachable); process {self.process_id} stops too. Finished runs are kept; start all "
-                     f"{self.num_processes} processes again with the same command to resume")
+                abort(f"{names} stopped (no sign of life for {self.timeout:g} s: killed, crashed or its host is "
+                       f"unreachable); process {self.process_id} stops too. Finished runs are kept; start all "
+                       f"{self.num_processes} processes again with the same command to resume")
