@@ -8,8 +8,7 @@ import os
 
 from leverjax import stats
 from leverjax.report import (
-    ORACLE_MEAN, REFERENCE_NAMES, Context, Run, _forest_panels, _ref_mean, _safe, bounds_of, estimate, metric_curve,
-    paired_at,
+    ORACLE_MEAN, REFERENCE_NAMES, Context, Run, _forest_panels, _ref_mean, _safe, bounds_of, estimate, paired_at,
 )
 
 
@@ -189,13 +188,13 @@ def _overview(plt, plot_dir: str, ctx: Context, metric: str, label: str, scale: 
     from matplotlib.ticker import MaxNLocator
 
     runs, base = ctx.runs, ctx.base
-    if not any(metric_curve(r, metric) for seeds in runs.values() for r in seeds.values()):
+    if not any(r.grpo_curve(metric) for seeds in runs.values() for r in seeds.values()):
         return None  # not logged in this grid
     bounds = bounds_of(metric, scale)
     many = len(runs) > 6  # the seed bands of many runs hide each other: only the paired Δ keeps them
     fig, (ax, dax) = plt.subplots(1, 2, figsize=(14, 6.5 if many else 5.5), layout="constrained")
     colors = _colors(plt, len(runs))
-    curves = {v: {s: {e: x * scale for e, x in metric_curve(r, metric).items() if x is not None}
+    curves = {v: {s: {e: x * scale for e, x in r.grpo_curve(metric).items() if x is not None}
                   for s, r in seeds.items()} for v, seeds in runs.items()}
     base_curves = curves.get(base, {})
     for i, (variant, cs) in enumerate(curves.items()):

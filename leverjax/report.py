@@ -97,7 +97,8 @@ class Run:
         return out
 
     def grpo_curve(self, metric: str) -> dict[int, float]:
-        """``metric`` by GRPO epoch: 0 is the last epoch before GRPO, then 1, 2, ... across GRPO phases."""
+        """``metric`` by GRPO epoch: 0 is the last epoch before GRPO, then 1, 2, ... across GRPO phases
+        (``val_oracle_acc_mean``: the mean over the logged shots)."""
         out, n = {}, 0
         for pe in self.ordered_epochs():
             v = self.value(pe, metric)
@@ -252,12 +253,12 @@ def estimate(values: Sequence[float | None], scale: float = 1.0, bounds=None) ->
     return Estimate(mean, half, len(xs), bounds)
 
 
-def paired_diffs(runs: dict[int, Run], base: dict[int, Run], get: Callable[[Run], float | None],
-                 scale: float = 1.0) -> list[float]:
-    """Per seed both have: ``(get(run) − get(baseline run)) · scale``."""
+def paired_diffs(runs: dict[int, Any], base: dict[int, Any], get: Callable[[Any], float | None],
+                 scale: float = 1.0, base_get: Callable[[Any], float | None] | None = None) -> list[float]:
+    """Per seed both have: ``(get(run) − base_get(baseline run)) · scale`` (``base_get`` defaults to ``get``)."""
     diffs = []
     for seed in sorted(set(runs) & set(base)):
-        a, b = get(runs[seed]), get(base[seed])
+        a, b = get(runs[seed]), (base_get or get)(base[seed])
         if a is not None and b is not None and math.isfinite(a) and math.isfinite(b):
             diffs.append((a - b) * scale)
     return diffs
@@ -455,16 +456,16 @@ def _name(variant: str, other: set, dagger: bool = True) -> str:
 # -- the summary ------------------------------------------------------------------------------------
 
 
-def _ref_mean(refs: dict | None, split: str, name: str, shots: Sequence[int]) -> float | None:
-    """A reference selection's oracle accuracy (fraction) averaged over ``shots`` (None if any is missing)."""
-    acc = (((refs or {}).get("splits") or {}).get(split, {}).get("oracle") or {}).get(name, {}).get("acc") or {}
-    values = [acc.get(str(n)) for n in shots]
-    return sum(values) / len(values) if values and all(v is not None for v in values) else None
-
-
 def _ref_acc(refs: dict | None, split: str, name: str, n: int) -> float | None:
+    """A reference selection's oracle accuracy (fraction) at ``n`` shots (None if it is missing)."""
     acc = (((refs or {}).get("splits") or {}).get(split, {}).get("oracle") or {}).get(name, {}).get("acc") or {}
     return acc.get(str(n))
+
+
+def _ref_mean(refs: dict | None, split: str, name: str, shots: Sequence[int]) -> float | None:
+    """A reference selection's oracle accuracy averaged over ``shots`` (None if any is missing)."""
+    values = [_ref_acc(refs, split, name, n) for n in shots]
+    return sum(values) / len(values) if values and all(v is not None for v in values) else None
 
 
 def summary(ctx: Context, failures: Sequence[dict] = ()) -> list[str]:
@@ -525,9 +526,9 @@ def summary(ctx: Context, failures: Sequence[dict] = ()) -> list[str]:
 
 def _last_epoch_delta(ctx: Context, variant: str, metric: str, scale: float = 1.0) -> tuple[int, Estimate]:
     """The paired Δ of a val metric after the run's last GRPO epoch (the baseline held at its last epoch)."""
-    curves = {s: metric_curve(r, metric) for s, r in ctx.runs[variant].items()}
+    curves = {s: r.grpo_curve(metric) for s, r in ctx.runs[variant].items()}
     last = max((max(c) for c in curves.values() if c), default=0)
-    base = {s: metric_curve(r, metric) for s, r in ctx.runs[ctx.base].items()}
+    base = {s: r.grpo_curve(metric) for s, r in ctx.runs[ctx.base].items()}
     diffs = paired_at(curves, base, last, scale)
     mean, half = stats.mean_ci(diffs)
     return last, Estimate(mean, half, len(diffs))
@@ -866,7 +867,7 @@ def _equal_epochs(ctx: Context) -> list[str]:
            "epoch, paired by seed; a baseline with fewer GRPO epochs is held at its last one.", ""]
 
     for metric, label, scale, bounds, digits in metrics:
-        curves = {v: {s: metric_curve(r, metric) for s, r in seeds.items()} for v, seeds in runs.items()}
+        curves = {v: {s: r.grpo_curve(metric) for s, r in seeds.items()} for v, seeds in runs.items()}
         last = {v: max((max(c) for c in cs.values() if c), default=0) for v, cs in curves.items()}
         cols = equal_epoch_columns(list(last.values()))
         rows, deltas = [], []
@@ -902,11 +903,6 @@ def _equal_epochs(ctx: Context) -> list[str]:
     return out
 
 
-def metric_curve(run: Run, metric: str) -> dict[int, float]:
-    """``run.grpo_curve(metric)`` (``val_oracle_acc_mean``: the mean over the logged shots)."""
-    return run.grpo_curve(metric)
-
-
 def held(curve: dict[int, float], epoch: int) -> float | None:
     """``curve`` at ``epoch``, or at its last epoch before it (a shorter run is held at its last value)."""
     if epoch in curve:
@@ -917,12 +913,7 @@ def held(curve: dict[int, float], epoch: int) -> float | None:
 
 def paired_at(curves: dict[int, dict], base_curves: dict[int, dict], epoch: int, scale: float = 1.0) -> list[float]:
     """Per seed (both have), the run's value at GRPO ``epoch`` minus the baseline's (held at its last epoch)."""
-    diffs = []
-    for seed in sorted(set(curves) & set(base_curves)):
-        a, b = curves[seed].get(epoch), held(base_curves[seed], epoch)
-        if a is not None and b is not None and math.isfinite(a) and math.isfinite(b):
-            diffs.append((a - b) * scale)
-    return diffs
+    return paired_diffs(curves, base_curves, lambda c: c.get(epoch), scale, lambda c: held(c, epoch))
 
 
 # -- metric definitions ---------------------------------------------------------------------------
