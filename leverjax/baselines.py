@@ -32,6 +32,7 @@ reward does not apply to similarity retrieval (it puts no distribution on the la
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Any, Mapping
 
@@ -86,13 +87,8 @@ def _oracle(ds: Dataset, q: int, demo_rows: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _ordered_tuples(k: int, n: int) -> np.ndarray:
-    """Every ordered n-tuple of distinct values in range(k), [k!/(k−n)!, n]."""
-    grids = np.stack(np.meshgrid(*[np.arange(k)] * n, indexing="ij"), -1).reshape(-1, n)
-    distinct = np.ones(len(grids), bool)
-    for i in range(n):
-        for j in range(i + 1, n):
-            distinct &= grids[:, i] != grids[:, j]
-    return grids[distinct]
+    """Every ordered n-tuple of distinct values in range(k), [k!/(k−n)!, n], in lexicographic order."""
+    return np.array(list(itertools.permutations(range(k), n)), np.int64).reshape(-1, n)
 
 
 def _random_draws(rng: np.random.Generator, k: int, n: int, samples: int) -> np.ndarray:
