@@ -20,51 +20,41 @@ from leverjax.errors import ConfigError, LeverjaxError, exit_on_error
 
 FLAGS = flags.FLAGS
 
-# The main flags besides the config fields among them (seeds, data), in the order --help shows them.
-_MAIN_HELP = {
-    "experiment": "Named experiment(s) to train: one name, a comma-separated list (a grid), or 'all' (the whole "
-                  "registry); see --list_experiments. [default 'scheme5_6']",
-    "sweep": "field=v1,v2,...: train every value of any config field; repeat the flag for a grid of values. "
-             "Values of a sweepable field are vmapped in one compiled program; each value of a static field "
-             "(selector, num_layers, ...) gets a program of its own, in the same results directory.",
-    "out": "Results directory [default <workdir>/<experiment> for one experiment, results/<experiments> for several]",
-    "init_from": "Start every run from these parameters (a leverjax parameter folder or a Lever-Plus .pt/.ckpt) "
-                 "instead of a fresh initialisation.",
-    "baseline": "The run the report compares the others with [default rce_only if in the grid, else the first]",
-    "restart": "Start over: discard the results directory's runs and recompute cached SFT/RCE prefixes instead of "
-               "resuming. [default false]",
-    "list_experiments": "List the registered experiments and exit.",
-    "wandb_project": "Also log every run to this Weights & Biases project (needs `pip install wandb`; "
-                     "WANDB_MODE=offline keeps the logs on disk).",
-    "distributed": "Run as one of several cooperating processes (jax.distributed): the cluster (SLURM, Open MPI, "
-                   "...) is detected from the environment unless --coordinator_address, --num_processes and "
-                   "--process_id are given (which imply --distributed). Start every process with the same command.",
-    "coordinator_address": "HOST:PORT where process 0 listens and the others connect.",
-    "num_processes": "Number of processes of a multi-process run.",
-    "process_id": "This process's index, 0..num_processes-1 (0 writes the results).",
-    "distributed_timeout": "Seconds to wait for every process to connect, and at most for another process at any "
-                           "later synchronisation point. [default 300]",
-    "heartbeat_timeout": "Seconds without a sign of life after which a process counts as lost; the others then stop "
-                         "with a message naming it. [default 60]",
+# The main flags besides the config fields: name -> (flag type, default, help), in the order --help shows them.
+_MAIN = {
+    "experiment": (flags.DEFINE_string, "scheme5_6", "Named experiment(s) to train: one name, a comma-separated "
+                   "list (a grid), or 'all' (the whole registry); see --list_experiments. [default 'scheme5_6']"),
+    "sweep": (flags.DEFINE_multi_string, [], "field=v1,v2,...: train every value of any config field; repeat the "
+              "flag for a grid of values. Values of a sweepable field are vmapped in one compiled program; each "
+              "value of a static field (selector, num_layers, ...) gets a program of its own, in the same results "
+              "directory."),
+    "out": (flags.DEFINE_string, None, "Results directory [default <workdir>/<experiment> for one experiment, "
+            "results/<experiments> for several]"),
+    "init_from": (flags.DEFINE_string, None, "Start every run from these parameters (a leverjax parameter folder "
+                  "or a Lever-Plus .pt/.ckpt) instead of a fresh initialisation."),
+    "baseline": (flags.DEFINE_string, None, "The run the report compares the others with [default rce_only if in "
+                 "the grid, else the first]"),
+    "restart": (flags.DEFINE_bool, False, "Start over: discard the results directory's runs and recompute cached "
+                "SFT/RCE prefixes instead of resuming. [default false]"),
+    "list_experiments": (flags.DEFINE_bool, False, "List the registered experiments and exit."),
+    "wandb_project": (flags.DEFINE_string, None, "Also log every run to this Weights & Biases project (needs "
+                      "`pip install wandb`; WANDB_MODE=offline keeps the logs on disk)."),
+    "distributed": (flags.DEFINE_bool, False, "Run as one of several cooperating processes (jax.distributed): the "
+                    "cluster (SLURM, Open MPI, ...) is detected from the environment unless --coordinator_address, "
+                    "--num_processes and --process_id are given (which imply --distributed). Start every process "
+                    "with the same command."),
+    "coordinator_address": (flags.DEFINE_string, None, "HOST:PORT where process 0 listens and the others connect."),
+    "num_processes": (flags.DEFINE_integer, None, "Number of processes of a multi-process run."),
+    "process_id": (flags.DEFINE_integer, None, "This process's index, 0..num_processes-1 (0 writes the results)."),
+    "distributed_timeout": (flags.DEFINE_float, 300.0, "Seconds to wait for every process to connect, and at most "
+                            "for another process at any later synchronisation point. [default 300]"),
+    "heartbeat_timeout": (flags.DEFINE_float, 60.0, "Seconds without a sign of life after which a process counts "
+                          "as lost; the others then stop with a message naming it. [default 60]"),
 }
-flags.DEFINE_string("experiment", "scheme5_6", _MAIN_HELP["experiment"])
-flags.DEFINE_multi_string("sweep", [], _MAIN_HELP["sweep"])
-flags.DEFINE_string("out", None, _MAIN_HELP["out"])
-flags.DEFINE_string("init_from", None, _MAIN_HELP["init_from"])
-flags.DEFINE_string("baseline", None, _MAIN_HELP["baseline"])
-flags.DEFINE_bool("restart", False, _MAIN_HELP["restart"])
-flags.DEFINE_bool("list_experiments", False, _MAIN_HELP["list_experiments"])
-flags.DEFINE_string("wandb_project", None, _MAIN_HELP["wandb_project"])
-flags.DEFINE_bool("distributed", False, _MAIN_HELP["distributed"])
-flags.DEFINE_string("coordinator_address", None, _MAIN_HELP["coordinator_address"])
-flags.DEFINE_integer("num_processes", None, _MAIN_HELP["num_processes"])
-flags.DEFINE_integer("process_id", None, _MAIN_HELP["process_id"])
-flags.DEFINE_float("distributed_timeout", 300.0, _MAIN_HELP["distributed_timeout"])
-flags.DEFINE_float("heartbeat_timeout", 60.0, _MAIN_HELP["heartbeat_timeout"])
-MAIN_FLAGS = ("experiment", "seeds", "sweep", "data", "out", "init_from", "baseline", "restart",
-              "list_experiments", "wandb_project", "distributed", "coordinator_address", "num_processes",
-              "process_id",
-              "distributed_timeout", "heartbeat_timeout")
+for _name, (_define, _default, _help) in _MAIN.items():
+    _define(_name, _default, _help)
+# The flags --help shows first: the main ones, with the config fields seeds and data among them.
+MAIN_FLAGS = ("experiment", "seeds", "sweep", "data", *list(_MAIN)[2:])
 
 for _name, _field in config_lib.FIELDS.items():
     _meta = _field.metadata
@@ -76,8 +66,6 @@ for _name, _field in config_lib.FIELDS.items():
          str: flags.DEFINE_string}[type(_field.default)](_name, None, _help)
 
 _OWN_FLAGS = set(config_lib.FIELDS) | set(MAIN_FLAGS)
-
-
 def config_overrides() -> dict:
     """The config fields given on the command line."""
     return {name: FLAGS[name].value for name in config_lib.FIELDS if FLAGS[name].present}
@@ -108,7 +96,7 @@ def help_text() -> str:
              "usage: python run.py --experiment=NAME[,NAME...] [--seeds=N] [--sweep=field=v1,v2] [--field=value ...]",
              "", "main flags:"]
     for name in MAIN_FLAGS:
-        lines.append(entry(name, config_lib.describe(name) if name in config_lib.FIELDS else _MAIN_HELP[name]))
+        lines.append(entry(name, config_lib.describe(name) if name in config_lib.FIELDS else _MAIN[name][2]))
     for section in config_lib.SECTIONS:
         fields = [n for n in config_lib.names(section=section) if n not in MAIN_FLAGS]
         if fields:
