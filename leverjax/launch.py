@@ -64,16 +64,12 @@ from leverjax import distributed, provenance, stats, tracking
 from leverjax.checkpoint import status_file_name
 from leverjax.fileio import read_json, records_from_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from leverjax.data import filter_queries, load_npz
-from leverjax.data.synth import load_or_make_default
+from leverjax.data.synth import default_dataset_path, load_or_make_default
 from leverjax.errors import ConfigError, LeverjaxError
-from leverjax.runner import Runner, RunSpec
+from leverjax.runner import Runner, RunSpec, fmt_value
 
 CSV_COLUMNS = ("group", "experiment", "run", "seed", "phase", "epoch", "metric", "value", "overrides")
 _NOT_IN_RUN_NAME = config_lib.RUN_ONLY  # seeds and output places are no part of what a run is
-
-
-def _fmt_value(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _hash(obj: Any, n: int = 8) -> str:
@@ -96,15 +92,11 @@ class GridRun:
         """The run without its seed (seeds are replicates: the report averages over them)."""
         if not self.sweep:
             return self.experiment
-        return f"{self.experiment}[{','.join(f'{k}={_fmt_value(v)}' for k, v in self.sweep)}]"
+        return f"{self.experiment}[{','.join(f'{k}={fmt_value(v)}' for k, v in self.sweep)}]"
 
     @property
     def name(self) -> str:
         return f"{self.variant}/seed={self.seed}"
-
-    @property
-    def file_name(self) -> str:
-        return status_file_name(self.name)
 
     @property
     def config_hash(self) -> str:
@@ -193,7 +185,7 @@ def expand_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None
         own = experiments.overrides(name)
         for field, value in overrides.items():
             if field in own and own[field] != value and field not in _NOT_IN_RUN_NAME:
-                notes.append(f"--{field}={_fmt_value(value)} replaces {name}'s own {field}={_fmt_value(own[field])}")
+                notes.append(f"--{field}={fmt_value(value)} replaces {name}'s own {field}={fmt_value(own[field])}")
         these = {**overrides, **experiment_overrides.get(name, {})}
         shown = {k: v for k, v in these.items() if k not in _NOT_IN_RUN_NAME}
         merged = {**exp.sweep, **sweep}
@@ -229,7 +221,7 @@ def expand_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None
 
 def _overrides_text(overrides: Mapping[str, Any], sweep_values: Mapping[str, Any]) -> str:
     merged = {**overrides, **sweep_values}
-    return ";".join(f"{k}={_fmt_value(merged[k])}" for k in sorted(merged))
+    return ";".join(f"{k}={fmt_value(merged[k])}" for k in sorted(merged))
 
 
 def run_specs(base: config_lib.Config, runs: Sequence[GridRun]):
@@ -276,7 +268,7 @@ class _Paths:
         self.plots = os.path.join(root, "plots")
 
     def status_file(self, run: GridRun) -> str:
-        return os.path.join(self.status, run.file_name)
+        return os.path.join(self.status, status_file_name(run.name))
 
 
 def _finished(status: dict | None, run: GridRun, root: str) -> bool:
@@ -534,8 +526,6 @@ def _data_key(cfg: config_lib.Config) -> tuple:
 
 
 def _data_path(cfg: config_lib.Config) -> str:
-    from leverjax.data.synth import default_dataset_path
-
     return cfg.data or default_dataset_path()
 
 

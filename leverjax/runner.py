@@ -40,8 +40,9 @@ class TrainingDiverged(LeverjaxError):
     """A run produced a non-finite loss; the last good checkpoint is kept."""
 
 
-def _fmt(k: str, v: Any) -> str:
-    return f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+def fmt_value(v: Any) -> str:
+    """A config value as run names show it (floats in ``%g``)."""
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,7 @@ class RunSpec:
     def group(self) -> str:
         """The run's label without the seed (the seeds of one group are averaged in summaries)."""
         parts = [self.experiment] if self.experiment else []
-        parts += [_fmt(k, v) for k, v in self.overrides]
+        parts += [f"{k}={fmt_value(v)}" for k, v in self.overrides]
         return ",".join(parts) or "-"
 
     @property
