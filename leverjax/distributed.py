@@ -65,15 +65,11 @@ def is_multiprocess() -> bool:
     return _STATE.active and _STATE.num_processes > 1
 
 
-def process_index() -> int:
-    import jax
-
-    return jax.process_index()
-
-
 def is_primary() -> bool:
     """Whether this process writes the shared result files (process 0; always true in a single process)."""
-    return process_index() == 0
+    import jax
+
+    return jax.process_index() == 0
 
 
 def describe() -> str:
@@ -278,8 +274,7 @@ def barrier(name: str) -> None:
     try:
         _client().wait_at_barrier(key, int(_STATE.timeout * 1000))
     except Exception as e:  # noqa: BLE001
-        if _STATE.watchdog is not None:
-            _STATE.watchdog.settle()
+        settle()
         raise DistributedError(f"not every process reached {name!r} within {_STATE.timeout:g} s "
                                f"({_first_line(e)})") from None
 
