@@ -66,6 +66,8 @@ for _name, _field in config_lib.FIELDS.items():
          str: flags.DEFINE_string}[type(_field.default)](_name, None, _help)
 
 _OWN_FLAGS = set(config_lib.FIELDS) | set(MAIN_FLAGS)
+
+
 def config_overrides() -> dict:
     """The config fields given on the command line."""
     return {name: FLAGS[name].value for name in config_lib.FIELDS if FLAGS[name].present}
