@@ -213,7 +213,7 @@ def test_four_devices_equal_one_device(grid_a, tmp_path):
         print(json.dumps({{"padded": runner.num_padded, "devices": len(leaf.sharding.device_set),
                           "shard_rows": leaf.addressable_shards[0].data.shape[0]}}))
     """)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -129,7 +129,7 @@ def grpo_history(tiny, **overrides):
 
 
 def test_post_rce_reference_without_ratio_dropout_starts_at_ratio_one(tiny):
-    common = dict(grpo_lr=0.0, sft_epochs=1, rce_epochs=1, grpo_epochs=1)
+    common = dict(grpo_lr=0.0, sft_epochs=0, rce_epochs=1, grpo_epochs=1)  # without SFT the "sft" policy is the init
     fixed = grpo_history(tiny, reference_policy="post_rce", ratio_dropout=False, **common)
     assert np.all(fixed["train_mean_ratio"] == 1.0) and np.all(fixed["train_kl"] == 0.0)
     drift = grpo_history(tiny, reference_policy="sft", ratio_dropout=False, **common)  # defect 5.1: RCE drift
