@@ -1,7 +1,7 @@
 """leverjax against the original Lever-Plus trainer, side by side on identical data (prints a table).
 
-    python bench/bench_vs_original.py --original=PATH [--data=DATA.npz] [--rce_epochs=1]
-        [--grpo_epochs=2] [--batch_sizes=1,16] [--sft_epochs=2] [--caches=cold,warm] [--tiny]
+    python bench/bench_vs_original.py --original=PATH [--data=DATA.npz] [--rce_epochs=2]
+        [--grpo_epochs=3] [--batch_sizes=1,16] [--sft_epochs=2] [--caches=cold,warm] [--tiny]
 
 ``PATH`` is a local checkout of the public Lever-Plus repository (github.com/yunsoft2019/Lever-Plus);
 its trainer ``lever_lm/workflows/grpo_post_train.py`` is run unchanged, in a subprocess. PyTorch is
@@ -56,9 +56,16 @@ and annotating with them works, *calling* one raises ``RuntimeError`` naming the
 that the trainer did use would stop the run instead of changing it. Nothing is written into the
 checkout (``PYTHONDONTWRITEBYTECODE=1``, outputs go to the work folder).
 
+**Load.** Figures from a loaded machine are noise: the script prints the load average first. With
+other jobs on the cores, torch's OpenMP threads wait on each other at every one of the original's
+many small operations and its epochs slow down many times over; ``--threads=1`` caps both programs
+to one thread (torch: ``OMP_NUM_THREADS=1``; XLA: ``--xla_cpu_multi_thread_eigen=false``), the fair
+setting on a busy machine. By default each library keeps its own thread count.
+
 ``--tiny`` is a smoke run (40 train + 10 val queries, RCE 1 + GRPO 1 epoch, SFT 0, batches 1 and
-16, cold cache only). The defaults (800 queries, SFT 2, RCE 1, GRPO 2, batches 1 and 16, cold and
-warm) take about 5-10 minutes on a 2-core CPU, most of it the original's epochs.
+16, cold cache only). The defaults (800 queries, SFT 2, RCE 2, GRPO 3, batches 1 and 16, cold and
+warm) should take 5-8 minutes on the 2-core CPU: with RCE 1 + GRPO 2 it took 4 minutes there under a load
+of 7 with ``--threads=1`` (the original 44 s, each of the four leverjax runs 19-45 s, start-up included).
 """
 from __future__ import annotations
 
@@ -122,6 +129,17 @@ def write_stubs(folder: str) -> None:
         os.makedirs(path, exist_ok=True)
         with open(os.path.join(path, "__init__.py"), "w") as f:
             f.write(_STUB_SOURCE)
+
+
+def thread_env(threads: int, library: str) -> dict:
+    """Environment that caps a program's CPU threads (``--threads``; 0 leaves each library's default)."""
+    if threads <= 0:
+        return {}
+    if library == "torch":
+        return {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    if threads > 1:  # XLA has no flag for a thread count: only one thread or its default
+        return {}
+    return {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()}
 
 
 def tree_snapshot(root: str) -> dict:
@@ -290,7 +308,7 @@ def run_original(args, cfg, sft, rl_json, emb, work: str) -> dict:
     write_stubs(stubs)
     out_dir = os.path.join(work, "original_out")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([stubs, args.original]), "PYTHONUNBUFFERED": "1",
-           "PYTHONDONTWRITEBYTECODE": "1"}
+           "PYTHONDONTWRITEBYTECODE": "1", **thread_env(args.threads, "torch")}
     env.pop("PYTHONSTARTUP", None)
     cmd = original_command(args, cfg, sft, rl_json, emb, out_dir)
     before = tree_snapshot(args.original)
@@ -316,7 +334,7 @@ def run_original(args, cfg, sft, rl_json, emb, work: str) -> dict:
 
 def run_leverjax(args, batch: int, cache: str, sft: str, npz: str, work: str, label: str) -> dict:
     out = os.path.join(work, f"leverjax_{label}")
-    env = {**os.environ, "LEVERJAX_CACHE_DIR": cache, "PYTHONUNBUFFERED": "1",
+    env = {**os.environ, "LEVERJAX_CACHE_DIR": cache, "PYTHONUNBUFFERED": "1", **thread_env(args.threads, "jax"),
            "PYTHONPATH": os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     cmd = [sys.executable, "run.py", f"--experiment={args.experiment}", f"--data={npz}", f"--init_from={sft}",
            "--sft_epochs=0", f"--rce_epochs={args.rce_epochs}", f"--grpo_epochs={args.grpo_epochs}",
@@ -367,8 +385,8 @@ def main() -> None:
     parser.add_argument("--original", required=True, help="a local checkout of github.com/yunsoft2019/Lever-Plus")
     parser.add_argument("--data", default="", help="a leverjax .npz (default: the built-in synthetic set)")
     parser.add_argument("--experiment", default="scheme5_6", help="leverjax experiment whose config both run")
-    parser.add_argument("--rce_epochs", type=int, default=1)
-    parser.add_argument("--grpo_epochs", type=int, default=2)
+    parser.add_argument("--rce_epochs", type=int, default=2)
+    parser.add_argument("--grpo_epochs", type=int, default=3)
     parser.add_argument("--sft_epochs", type=int, default=2, help="leverjax SFT epochs of the common checkpoint "
                         "(0: the initialisation)")
     parser.add_argument("--batch_sizes", default="1,16", help="leverjax batch sizes (queries per RCE/GRPO step)")
@@ -376,6 +394,10 @@ def main() -> None:
                         "compilation cache), warm (the cache the cold run left), or both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="the original's --device")
+    parser.add_argument("--threads", type=int, default=0, help="cap the original's CPU threads (torch: "
+                        "OMP_NUM_THREADS); 1 also turns off XLA's multi-threaded Eigen; 0 = each library's default. On a loaded machine "
+                        "use 1: torch's OpenMP threads wait on each other at every small op when the cores are "
+                        "busy, which slows the original many times over")
     parser.add_argument("--workdir", default="", help="keep the files and logs here (default: a temporary folder)")
     parser.add_argument("--tiny", action="store_true", help="a smoke run: 50 queries, RCE 1 + GRPO 1, no SFT, cold")
     parser.add_argument("--verbose", action="store_true", help="echo both programs' output")
@@ -401,7 +423,7 @@ def main() -> None:
     cfg = experiments.get(args.experiment).config
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; jax {jax.__version__} on "
           f"{jax.devices()[0].platform}; experiment {args.experiment}; RCE {args.rce_epochs} + GRPO "
-          f"{args.grpo_epochs} epochs", flush=True)
+          f"{args.grpo_epochs} epochs; threads {args.threads or 'library default'}", flush=True)
     work = args.workdir or tempfile.mkdtemp(prefix="bench_vs_original_")
     os.makedirs(work, exist_ok=True)
     try:
