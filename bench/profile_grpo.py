@@ -12,7 +12,8 @@ batches (so inputs differ at every step, nothing is hoisted, no Python dispatch 
 divided by the number of steps. The parts are cumulative, so each row is the difference between two
 programs: (1) gather the batch from the projected table; (2) + group advantages and their statistics;
 (3) + forward: the loss and its metrics (log-probs with dropout, PPO ratio, KL) against the stored
-reference log-probs; (4) + backward (``value_and_grad``); (5) the full ``Pipeline._step``: adds the
+reference log-probs; (4) + backward (``value_and_grad``, the gradients applied as a plain SGD step so
+that they are computed); (5) the full ``Pipeline._step``: adds the
 logged gradient norm, AdamW with clipping (frozen leaves masked), the parameter update and the β
 adaptation. The optimizer alone (6, fixed gradients) and the epoch set-up (rewards, table projection,
 top-k sets, permutation: once per epoch, shown per step) are timed separately.
@@ -21,7 +22,10 @@ top-k sets, permutation: once per epoch, shown per step) are timed separately.
 without ``vmap``, the steps dispatched one by one from Python (``jit(_step)`` per batch: the dispatch
 cost the scan avoids), the validation after the epoch, and, once per phase, ``begin_phase`` (for
 ``scheme5_6``'s GRPO phase a fresh AdamW state: the reference log-probs are taken when RCE begins)
-and the reference log-probs of every query as a GRPO phase computes them.
+and the reference log-probs of every query (in evaluation chunks, as ``scheme5_6`` computes them once
+when RCE begins). The validation row is split once more: the greedy picks of the reference policy
+(for ``changed_vs_ref``), which the validation recomputes after every epoch although the reference
+policy does not change within a phase.
 
 Every figure is the best of ``--reps`` timings after a compile-and-warm-up call. ``--trace_dir``
 writes a ``jax.profiler`` trace of one runner epoch per batch size (open it in Perfetto or
@@ -46,19 +50,22 @@ import experiments  # noqa: E402
 from leverjax import advantages as adv_lib  # noqa: E402
 from leverjax import optim  # noqa: E402
 from leverjax import train as train_lib  # noqa: E402
-from leverjax.data.device import DeviceData, gather  # noqa: E402
+from leverjax.data.device import DeviceData, gather, padded_batches  # noqa: E402
+from leverjax.evaluate import _fixed_picks  # noqa: E402
 from leverjax.data.synth import load_or_make_default  # noqa: E402
 from leverjax.runner import VmappedPipeline  # noqa: E402
 from leverjax.train import Pipeline  # noqa: E402
 
 
-def best_time(fn, *args, reps: int) -> float:
+def best_time(fn, *args, reps: int, label: str = "") -> float:
     jax.block_until_ready(fn(*args))
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
         jax.block_until_ready(fn(*args))
         best = min(best, time.perf_counter() - t)
+    if label:
+        print(f"  {label}: {1e3 * best:.1f} ms", file=sys.stderr, flush=True)
     return best
 
 
@@ -115,10 +122,17 @@ def profile(cfg, ds, batch: int, reps: int, trace_dir: str | None) -> dict:
         loss, aux = loss_fn_of(state, ctx, index)(state["params"], state["rng"])
         return loss + _tree_sum(aux)
 
-    def backward(state, ctx, b, index):
-        (loss, aux), grads = jax.value_and_grad(loss_fn_of(state, ctx, index), has_aux=True)(
-            state["params"], state["rng"])
-        return loss + _tree_sum(aux) + _tree_sum(grads)
+    def backward_epoch(state):
+        """Forward + backward at every step, the gradients applied by a negligible SGD step (carried, so
+        that they are used; summing them into a scalar instead crashes XLA's CPU backend here)."""
+        state, ctx, batches = setup(state)
+
+        def step(params, index):
+            (loss, aux), grads = jax.value_and_grad(loss_fn_of({**state, "params": params}, ctx, index),
+                                                    has_aux=True)(params, state["rng"])
+            params = jax.tree_util.tree_map(lambda p, g: p - 1e-12 * g, params, grads)
+            return params, loss + _tree_sum(aux)
+        return jax.lax.scan(step, state["params"], batches)
 
     def full_epoch(state):
         state, ctx, batches = setup(state)
@@ -126,12 +140,12 @@ def profile(cfg, ds, batch: int, reps: int, trace_dir: str | None) -> dict:
         return jax.lax.scan(step, state, batches)
 
     t = {}
-    t["setup"] = best_time(jax.jit(lambda s: jax.tree_util.tree_leaves(setup(s))), state, reps=reps)
-    t["gather"] = best_time(scan_epoch(gather_only), state, reps=reps)
-    t["adv"] = best_time(scan_epoch(with_adv), state, reps=reps)
-    t["forward"] = best_time(scan_epoch(forward), state, reps=reps)
-    t["backward"] = best_time(scan_epoch(backward), state, reps=reps)
-    t["step"] = best_time(jax.jit(full_epoch), state, reps=reps)
+    t["setup"] = best_time(jax.jit(lambda s: jax.tree_util.tree_leaves(setup(s))), state, reps=reps, label="setup")
+    t["gather"] = best_time(scan_epoch(gather_only), state, reps=reps, label="gather")
+    t["adv"] = best_time(scan_epoch(with_adv), state, reps=reps, label="adv")
+    t["forward"] = best_time(scan_epoch(forward), state, reps=reps, label="forward")
+    t["backward"] = best_time(jax.jit(backward_epoch), state, reps=reps, label="backward")
+    t["step"] = best_time(jax.jit(full_epoch), state, reps=reps, label="step")
 
     # the optimizer alone: AdamW (+ clipping, frozen mask) and the update, with fixed gradients
     grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 1e-3), state["params"])
@@ -146,20 +160,29 @@ def profile(cfg, ds, batch: int, reps: int, trace_dir: str | None) -> dict:
             params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
             return (params, opt_state), norm
         return jax.lax.scan(body, (state["params"], state["opt_state"]), None, length=steps)
-    t["optimizer"] = best_time(jax.jit(opt_epoch), state, reps=reps)
+    t["optimizer"] = best_time(jax.jit(opt_epoch), state, reps=reps, label="optimizer")
 
     # per epoch: as the runner runs it, without vmap, steps dispatched from Python, validation, begin
     vp = VmappedPipeline(pipe)
     vstate = vp.begin[i](jax.vmap(pipe.init_state, in_axes=(None, None, 0))(data, hp, jax.random.PRNGKey(0)[None]),
                          data, jax.tree_util.tree_map(lambda x: x[None], hp))
     vhp = jax.tree_util.tree_map(lambda x: x[None], hp)
-    t["epoch_runner"] = best_time(vp.epoch[i], vstate, epoch, data, vhp, reps=reps)
-    t["epoch_plain"] = best_time(jax.jit(functools.partial(pipe.train_epoch, i)), state, epoch, data, hp, reps=reps)
+    t["epoch_runner"] = best_time(vp.epoch[i], vstate, epoch, data, vhp, reps=reps, label="epoch_runner")
+    t["epoch_plain"] = best_time(jax.jit(functools.partial(pipe.train_epoch, i)), state, epoch, data, hp, reps=reps, label="epoch_plain")
     tracked = {k: vstate[k] for k in ("params", "ref_params", "best_params", "best_value", "best_epoch")}
-    t["validate"] = best_time(vp.validate, tracked, epoch, data, vhp, reps=reps)
-    t["begin"] = best_time(begin, state0, data, hp, reps=reps)
-    ref_logp = jax.jit(lambda p: pipe.sequence_log_probs(p, data, phase))
-    t["ref_logp"] = best_time(ref_logp, state["params"], reps=reps)
+    t["validate"] = best_time(vp.validate, tracked, epoch, data, vhp, reps=reps, label="validate")
+    t["begin"] = best_time(begin, state0, data, hp, reps=reps, label="begin")
+    ref_logp = jax.jit(lambda p: pipe.sequence_log_probs(p, data))
+    t["ref_logp"] = best_time(ref_logp, state["params"], reps=reps, label="ref_logp")
+
+    # the part of the validation that only depends on the reference policy (fixed within the phase)
+    val_index = jnp.asarray(pipe.split_index["val"])
+
+    def ref_picks(ref_params):
+        def chunk(idx):
+            return _fixed_picks(pipe.selector, ref_params, gather(data, idx), pipe.num_steps, pipe.num_steps)
+        return jax.lax.map(chunk, padded_batches(val_index, min(cfg.eval_chunk, val_index.shape[0])))
+    t["val_ref_picks"] = best_time(jax.jit(ref_picks), state["ref_params"], reps=reps, label="val_ref_picks")
 
     jit_setup = jax.jit(setup)
     s1, ctx, batches = jit_setup(state)
@@ -172,7 +195,7 @@ def profile(cfg, ds, batch: int, reps: int, trace_dir: str | None) -> dict:
         for j in range(bs.shape[0]):
             st, _ = jit_step(st, c, bs[j])
         return st
-    t["python_loop"] = best_time(python_loop, state, reps=max(1, reps // 2))
+    t["python_loop"] = best_time(python_loop, state, reps=max(1, reps // 2), label="python_loop")
 
     if trace_dir:
         path = os.path.join(trace_dir, f"grpo_b{batch}")
@@ -191,8 +214,8 @@ def print_breakdown(results: list[dict]) -> None:
         ("gather the batch (projected table)", lambda r: r["gather"]),
         ("group advantages + their statistics", lambda r: r["adv"] - r["gather"]),
         ("forward: log-probs (dropout), PPO, KL", lambda r: r["forward"] - r["adv"]),
-        ("backward (value_and_grad - forward)", lambda r: r["backward"] - r["forward"]),
-        ("grad norm + AdamW + update + beta", lambda r: r["step"] - r["backward"]),
+        ("backward (value_and_grad + SGD - forward)", lambda r: r["backward"] - r["forward"]),
+        ("grad norm + AdamW + beta (- the SGD)", lambda r: r["step"] - r["backward"]),
         ("= the step (Pipeline._step in the scan)", lambda r: r["step"]),
         ("epoch set-up (rewards, table, top-k, perm)", lambda r: r["setup"]),
     ]
@@ -212,6 +235,7 @@ def print_breakdown(results: list[dict]) -> None:
         ("  set-up + steps timed apart", lambda r: f"{ms(r['setup'] + r['step']):>16}{'':>7}"),
         ("  steps dispatched one by one from Python", lambda r: f"{ms(r['python_loop']):>16}{'':>7}"),
         ("validation after the epoch", lambda r: f"{ms(r['validate']):>16}{'':>7}"),
+        ("  of which the reference policy's greedy picks", lambda r: f"{ms(r['val_ref_picks']):>16}{'':>7}"),
         ("begin_phase (fresh AdamW state; once per phase)", lambda r: f"{ms(r['begin']):>16}{'':>7}"),
         ("reference log-probs, all queries (once/run)", lambda r: f"{ms(r['ref_logp']):>16}{'':>7}"),
         ("query-steps/s (runner epoch)", lambda r: f"{r['queries'] / r['epoch_runner']:>16.0f}{'':>7}"),
