@@ -33,12 +33,13 @@ What it does:
    they do by default; leverjax also evaluates the final parameters and writes its report.
 
 **Timing.** Wall-clock, from the lines each subprocess prints, time-stamped as they arrive
-(``PYTHONUNBUFFERED=1``): a phase runs from the last line before its first header (the original's
-"阶段2：RCE预热"; leverjax's "== rce:") to its last epoch row for RCE, and from the last RCE epoch row
-to the last GRPO epoch row for GRPO (so GRPO includes the phase's set-up: leverjax's reference
-log-probs, the original's optimizer). ``total`` is the subprocess's whole wall time, start-up
-(imports, data loading, the original's old-log-prob pass, leverjax's reference selections and
-compile) and shut-down included. ``per epoch`` is the median gap between consecutive epoch rows
+(``PYTHONUNBUFFERED=1``): RCE runs from the phase's header (the original's "阶段2：RCE预热",
+printed after its pass over the SFT model's log-probs; leverjax's "== rce:", printed after the same
+pass in its ``begin_phase``) to its last epoch row; GRPO from the last RCE epoch row to the last GRPO
+epoch row (so it includes the last RCE checkpoint's write and the GRPO set-up: optimizer, and in
+leverjax a cold compile and the SFT/RCE prefix-cache write). ``total`` is the subprocess's whole
+wall time, start-up (imports, data loading, the reference log-prob pass, leverjax's reference
+selections and compile) and the end (leverjax's final evaluation and report) included. ``per epoch`` is the median gap between consecutive epoch rows
 after the first (steady state). Ratios are original ÷ leverjax.
 
 **Isolating the original's imports.** ``lever_lm.workflows.grpo_post_train`` imports
@@ -194,31 +195,29 @@ def _median_gap(times: list[float]) -> float | None:
 
 def phases_original(lines, wall: float) -> dict:
     """Phase times of the original's log (see the module docstring)."""
-    rce_rows, grpo_rows, t_rce, section, prev_t = [], [], None, None, 0.0
+    rce_rows, grpo_rows, t_rce, section = [], [], None, None
     for t, text in lines:
         if "阶段2" in text:
-            section, t_rce = "rce", prev_t
+            section, t_rce = "rce", t
         elif "阶段3" in text:
             section = "grpo"
         elif section == "rce" and re.match(r"^\s*\d+(\s+-?[\d.]+(e[-+]?\d+)?){3}\s*$", text):
             rce_rows.append(t)
         elif section == "grpo" and re.match(r"^\s*\d+(\s+(-?[\d.]+(e[-+]?\d+)?|nan|inf))+\s*$", text):
             grpo_rows.append(t)
-        prev_t = t
     return _phase_record(t_rce, rce_rows, grpo_rows, wall)
 
 
 def phases_leverjax(lines, wall: float) -> dict:
-    rce_rows, grpo_rows, t_rce, section, prev_t = [], [], None, None, 0.0
+    rce_rows, grpo_rows, t_rce, section = [], [], None, None
     for t, text in lines:
         m = re.match(r"^== (\w+):", text)
         if m:
             section = m.group(1)
             if section == "rce":
-                t_rce = prev_t
+                t_rce = t
         elif re.match(r"^\s*\d+/\d+\s+\[", text):
             (rce_rows if section == "rce" else grpo_rows if section == "grpo" else []).append(t)
-        prev_t = t
     return _phase_record(t_rce, rce_rows, grpo_rows, wall)
 
 
