@@ -295,6 +295,14 @@ class Pipeline:
         in ``order`` (query rows, a permutation of the phase's queries) when it is given: the same rng
         is consumed either way, so only the order differs.
         """
+        state, ctx, batches = self.epoch_setup(phase_index, state, epoch, data, hp, order)
+        step = functools.partial(self._step, phase_index, hp, data, ctx, epoch)
+        return jax.lax.scan(step, state, batches)
+
+    def epoch_setup(self, phase_index: int, state: dict, epoch, data: DeviceData, hp, order=None):
+        """The per-epoch work before the steps of :meth:`train_steps`: the state (its rng advanced), the
+        steps' shared context (rewards, SFT targets, projected table, top-k sets) and the batches
+        ``[steps, B]`` of query rows (−1 = padding)."""
         cfg, phase = self.cfg, self.phases[phase_index]
         raw, norm = self.rewards(data, hp)
         ctx = {"phase_index": phase_index,
@@ -320,8 +328,7 @@ class Pipeline:
         if order is None:
             order = jax.random.permutation(perm_rng, jnp.asarray(phase.query_index))
         batches = padded_batches(jnp.asarray(order, jnp.int32), phase.batch_size)
-        step = functools.partial(self._step, phase_index, hp, data, ctx, epoch)
-        return jax.lax.scan(step, state, batches)
+        return state, ctx, batches
 
 
 def _advantage_stats(advantages, rewards, mask) -> dict:

@@ -1,5 +1,6 @@
 """The Lever-Plus importer on small JSON fixtures of both layouts: every count, every malformed input."""
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -226,3 +227,98 @@ def test_command_line(tmp_path):
     bad = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith(f"error: {rl_path}: query '12': pointer_candidates[0]: pointer has 1 entries")
+
+
+# --------------------------------------------------------------------------------------------
+# Export: a data set back to the original's RL JSON (what bench/bench_vs_original.py feeds it)
+# --------------------------------------------------------------------------------------------
+
+
+def small_synthetic():
+    from leverjax.data.synth import make_synthetic
+
+    return make_synthetic(num_examples=300, num_queries=30, num_test_queries=5, pool_size=12, dim=8,
+                          latent_dim=4, num_clusters=3, max_trajectories=6, min_trajectories=3)
+
+
+def test_export_round_trips_through_the_importer(tmp_path):
+    from leverjax.data.leverplus import to_rl_data, write_rl_files
+
+    ds = small_synthetic()
+    sub = ds.subset(np.concatenate([ds.split_index("train"), ds.split_index("val")]))
+    rl = write_rl_files(ds, str(tmp_path / "rl.json"), str(tmp_path / "emb.npy"))
+    assert json.loads((tmp_path / "rl.json").read_text()) == json.loads(json.dumps(rl))
+    assert rl == to_rl_data(sub)  # the test queries are left out
+    back, counts = convert_rl_data(load_rl_json(str(tmp_path / "rl.json")), load_embeddings(str(tmp_path / "emb.npy")))
+    assert counts["queries_kept"] == sub.num_queries and counts["dropped_outside_pool"] == 0
+    assert np.array_equal(back.emb, ds.emb) and np.array_equal(back.query_ids, sub.query_ids)
+    assert np.array_equal(back.split, sub.split)
+    k, m = back.pool_size, back.max_trajectories
+    assert np.array_equal(back.pool_ids, sub.pool_ids[:, :k]) and (sub.pool_ids[:, k:] < 0).all()
+    assert np.array_equal(back.traj, sub.traj[:, :m]) and (sub.traj[:, m:] < 0).all()
+    mask = back.traj_mask
+    for f in ("acc", "correct", "gt_prob", "rel"):
+        assert np.array_equal(getattr(back, f)[mask], getattr(sub, f)[:, :m][mask], equal_nan=True), f
+    assert np.isnan(back.gt_prob[mask]).any()  # unknown values travel as null
+    names = lambda d: np.asarray(d.gen_methods)[d.gen_method[:, :m][mask]]
+    assert (names(back) == names(sub)).all()
+    first = rl[str(int(sub.query_ids[0]))]["pointer_candidates"][0]
+    assert first["pointer_global"] == [int(sub.pool_ids[0, p]) for p in first["pointer"]]
+
+
+def test_export_refuses_a_split_the_original_cannot_rederive():
+    from leverjax.data.leverplus import to_rl_data
+
+    ds = small_synthetic()
+    split = ds.split.copy()
+    train = ds.split_index("train")
+    split[train[0]] = 1  # the smallest train id becomes val: the original would train on it
+    with pytest.raises(DataError, match=r"re-derives the split from the ids .* query \d+ \(rank 0 of 30 by id\)"):
+        to_rl_data(dataclasses.replace(ds, split=split))
+    with pytest.raises(DataError, match="no query in the splits test, val"):
+        to_rl_data(ds.subset(train), splits=("test", "val"))
+
+
+ORIGINAL = os.environ.get("LEVERPLUS_ORIGINAL", "")
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(ORIGINAL, "lever_lm", "workflows", "grpo_post_train.py")),
+                    reason="set LEVERPLUS_ORIGINAL to a checkout of github.com/yunsoft2019/Lever-Plus")
+def test_export_is_read_by_the_original_loader(tmp_path):
+    """The original's own RL dataset (behind the bench's import stubs) reads our files: same queries,
+    pools and pointers."""
+    pytest.importorskip("torch")
+    import importlib.util
+
+    from leverjax.data.leverplus import write_rl_files
+
+    spec = importlib.util.spec_from_file_location("bench_vs_original", os.path.join(REPO, "bench", "bench_vs_original.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.write_stubs(str(tmp_path / "stubs"))
+    ds = small_synthetic()
+    write_rl_files(ds, str(tmp_path / "rl.json"), str(tmp_path / "emb.pt"))
+    code = """if True:
+        import json, sys, torch
+        from lever_lm.models.v3 import RLBeamDatasetWithEmbedding, load_beam_data, split_beam_data
+        data = load_beam_data(sys.argv[1]); emb = torch.load(sys.argv[2])
+        out = {}
+        for name, part in zip(("train", "val"), split_beam_data(data)):
+            d = RLBeamDatasetWithEmbedding(part, emb, emb, [], shot_num=2)
+            out[name] = {str(s["query_id"]): [d[i]["beam_labels"].tolist(), s["candidate_indices"]]
+                         for i, s in enumerate(d.samples)}
+        print("RESULT" + json.dumps(out))
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "stubs"), ORIGINAL]),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "rl.json"), str(tmp_path / "emb.pt")],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.split("RESULT", 1)[1])
+    for name in ("train", "val"):
+        rows = ds.split_index(name)
+        assert sorted(got[name], key=int) == [str(int(q)) for q in sorted(ds.query_ids[rows])]
+        for r in rows:
+            labels, pool = got[name][str(int(ds.query_ids[r]))]
+            assert pool == [int(g) for g in ds.pool_ids[r] if g >= 0]
+            assert labels == ds.traj[r][ds.traj_mask[r]].tolist()

@@ -24,6 +24,15 @@ carves a test split out of that val part: the last ``ceil(test_ratio · n)`` ids
 test (at most the val part), and train stays exactly the reference's.
 
 Embeddings: a ``torch.save``d float tensor [N, d] (needs PyTorch) or a ``.npy`` array.
+
+**Export** (:func:`to_rl_data`, :func:`write_rl_files`) is the inverse: a schema-v1 data set back to
+the original's RL JSON (pool layout: ``candidate_pool_ids``, ``pointer`` as pool positions and
+``pointer_global``; ``vqa_eval_mode`` "vqaEval"; unknown gt_prob / rel as ``null``) and its embedding
+table, which the original's ``lever_lm/workflows/grpo_post_train.py`` reads with ``--beam_data`` and
+``--img_emb``. The original has no split field: it re-derives the split from the ids, so the
+exported queries must be split the reference's way (checked). Importing an export gives back the
+same queries, pools, trajectories and labels (``bench/bench_vs_original.py`` feeds both programs this
+way).
 """
 from __future__ import annotations
 
@@ -38,7 +47,7 @@ import numpy as np
 import leverjax
 from leverjax.data.npz import Dataset, dataset_from_arrays, save_npz
 from leverjax.errors import ConfigError, DataError
-from leverjax.fileio import dumps_strict
+from leverjax.fileio import atomic_path, dumps_strict
 
 DEFAULT_POOL_CAP = 64
 TRAIN_FRACTION = 0.8
@@ -415,6 +424,92 @@ def report(counts: Mapping[str, int], ds: Dataset, *, keep_fallback: bool, pool_
         f"unknown values: vqa_gt_prob {counts['missing_gt_prob']}, vqa_rel_score "
         f"{counts['missing_rel']} (stored as NaN); vqa_correct derived from acc: {counts['derived_correct']}",
     ])
+
+
+# --------------------------------------------------------------------------------------------
+# Export (Dataset → the original's RL JSON + embedding table)
+# --------------------------------------------------------------------------------------------
+
+
+def _json_number(x: float) -> float | None:
+    """A float32 label as a JSON number (exact when read back as float32), NaN as null."""
+    return None if np.isnan(x) else float(x)
+
+
+def to_rl_data(ds: Dataset, *, splits: tuple[str, ...] = ("train", "val"),
+               train_fraction: float = TRAIN_FRACTION) -> dict:
+    """The RL JSON dict (keyed by query id, plus ``_meta``) of the queries of ``splits`` in ``ds``.
+
+    The original splits by sorted id (the first ``train_fraction`` train, the rest val), so the
+    train queries of ``ds`` must be exactly the first ones by id among those exported, else
+    :class:`DataError` says so (an exported test query becomes a val query there).
+    """
+    rows = np.concatenate([ds.split_index(name) for name in splits]) if splits else np.zeros(0, np.int64)
+    if rows.size == 0:
+        raise DataError(f"the data set has no query in the splits {', '.join(splits) or '(none)'}")
+    rows = rows[np.argsort(ds.query_ids[rows], kind="stable")]
+    ids = ds.query_ids[rows]
+    if np.unique(ids).size != ids.size:
+        dup = int(ids[np.flatnonzero(np.diff(ids) == 0)[0]])
+        raise DataError(f"query id {dup} appears twice among the exported queries; the RL JSON is keyed by id")
+    n_train = int(len(rows) * train_fraction)
+    want_train = np.arange(len(rows)) < n_train
+    is_train = ds.split[rows] == 0
+    if not np.array_equal(want_train, is_train):
+        bad = int(np.flatnonzero(want_train != is_train)[0])
+        raise DataError(
+            f"the original re-derives the split from the ids (the first {train_fraction:.0%} by id are train), "
+            f"but query {int(ids[bad])} (rank {bad} of {len(rows)} by id) is "
+            f"{'train' if is_train[bad] else 'not train'} here; export splits that follow that rule")
+    rl: dict[str, Any] = {"_meta": {
+        "source": "leverjax export", "tool_version": leverjax.__version__, "splits": list(splits),
+        "num_queries": int(len(rows)), "num_steps": ds.num_steps, "data_meta_source": ds.meta.get("source"),
+    }}
+    for r in rows:
+        qid = int(ds.query_ids[r])
+        pool = [int(g) for g in ds.pool_ids[r] if g >= 0]
+        cands = []
+        for t in np.flatnonzero(ds.traj_mask[r]):
+            pos = [int(p) for p in ds.traj[r, t]]
+            m = int(ds.gen_method[r, t])
+            cands.append({
+                "pointer": pos,
+                "pointer_global": [pool[p] for p in pos],
+                "gen_method": ds.gen_methods[m] if m >= 0 else "unknown",
+                "vqa_acc_score": float(ds.acc[r, t]),
+                "vqa_correct": int(ds.correct[r, t] > 0.5),
+                "vqa_gt_prob": _json_number(ds.gt_prob[r, t]),
+                "vqa_rel_score": _json_number(ds.rel[r, t]),
+                "vqa_eval_mode": "vqaEval",
+                "eval_failed": False,
+            })
+        rl[str(qid)] = {"query": {"query_id": qid}, "candidate_pool_ids": pool, "pointer_candidates": cands}
+    return rl
+
+
+def write_rl_files(ds: Dataset, json_path: str, emb_path: str, *,
+                   splits: tuple[str, ...] = ("train", "val")) -> dict:
+    """Writes :func:`to_rl_data` to ``json_path`` and the embedding table to ``emb_path``: a
+    ``torch.save``d float32 tensor (what the original's ``--img_emb`` loads; needs PyTorch) unless
+    the name ends in ``.npy``. Returns the RL dict."""
+    rl = to_rl_data(ds, splits=splits)
+    with atomic_path(json_path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(dumps_strict(rl))
+    emb = np.ascontiguousarray(ds.emb, np.float32)
+    if emb_path.endswith(".npy"):
+        with atomic_path(emb_path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, emb, allow_pickle=False)
+    else:
+        try:
+            import torch
+        except ImportError:
+            raise DataError(f"{emb_path}: writing a torch.save'd table needs PyTorch (pip install torch, the CPU "
+                            f"build is enough); or give a .npy path") from None
+        with atomic_path(emb_path) as tmp:
+            torch.save(torch.from_numpy(emb.copy()), tmp)
+    return rl
 
 
 # --------------------------------------------------------------------------------------------
