@@ -3,12 +3,15 @@
 The simulator mimics the pipeline that produced the reference's RL data:
 
 - **Examples** have latent skill vectors (unit vectors around a few cluster centres) and a
-  demonstration quality. The observed embedding is a noisy, mixed view: a random linear map of
-  the skills plus a nuisance factor (style, unrelated to usefulness) plus noise, L2-normalised.
+  demonstration quality (``quality_weight`` × the skills' projection on a hidden direction, one per
+  cluster group when ``quality_directions`` > 1, plus noise): what makes a demonstration useful
+  beyond its similarity. The observed embedding is a noisy, mixed view: a random linear map of the
+  skills plus a nuisance factor (style, unrelated to usefulness) plus noise, L2-normalised.
 - **A demonstration set** D = (j_1..j_n), in prompt order, helps query q by
-  ``total = Σ_t w_t·u_qj_t − redundancy(D) − shot_cost·(n − 1)`` where
+  ``total = Σ_t w_t·u_qj_t / (Σ_t w_t)^shot_norm − redundancy(D) − shot_cost·(n − 1)`` where
   ``u_qj = rel_scale·(cos(z_q, z_j) − rel_center) + quality_j`` (irrelevant demonstrations
-  hurt), ``w_t = position_decay^(n−1−t)`` (the demonstration next to the query weighs most),
+  hurt), ``w_t = position_decay^(n−1−t)`` (the demonstration next to the query weighs most; the
+  weighted sum is divided by ``(Σ_t w_t)^shot_norm``: 0 a sum, 1 a weighted mean),
   and ``redundancy = redundancy_scale·Σ_{i<j} max(cos(z_i, z_j) − redundancy_threshold, 0)``
   (similar demonstrations help less). The value saturates: ``value = cap·tanh(total/cap)``.
   So choosing a *set* matters, order matters, and more shots can hurt.
@@ -27,6 +30,11 @@ The simulator mimics the pipeline that produced the reference's RL data:
   positive.
 - **Splits**: ``num_queries`` queries get the reference split (sorted ids, first 80% train, the
   rest val); ``num_test_queries`` further queries form the test split.
+
+**Presets** (:data:`PRESETS`, ``--preset``) set the value model's parameters, the world's shape and
+the sizes. ``okvqa`` (the default) and ``vqav2`` are calibrated so that a trained selector shows what
+the reports saw on real data (``python -m leverjax.data.calibrate``); ``v1`` is generator version 1,
+on which a trained selector is no better than similarity retrieval.
 
 The ground truth is stored in ``oracle_*`` arrays (per example: latent, quality, difficulty,
 level_main, level_alt, alt_rate; and params) so that any selection can be scored exactly.
@@ -53,10 +61,10 @@ GEN_METHODS = ("beam", "sample", "retrieval", "random")
 ACC_LEVELS = (0.0, 0.3, 0.6, 0.9, 1.0)
 PARAM_NAMES = (
     "rel_scale", "rel_center", "position_decay", "redundancy_scale", "redundancy_threshold",
-    "value_cap", "shot_cost",
+    "value_cap", "shot_cost", "shot_norm",
 )
 WORLD_NAMES = (
-    "cluster_spread", "nuisance_weight", "noise_weight", "quality_weight", "quality_spread",
+    "cluster_spread", "nuisance_weight", "noise_weight", "quality_weight", "quality_spread", "quality_directions",
     "hopeless_share", "easy_share", "selector_noise",
 )
 SIZE_NAMES = (
@@ -67,7 +75,7 @@ SIZE_NAMES = (
 # Version 1 of the generator (before the presets): kept as the base every preset starts from.
 _V1_PARAMS = {
     "rel_scale": 2.5, "rel_center": 0.3, "position_decay": 0.8, "redundancy_scale": 2.0,
-    "redundancy_threshold": 0.55, "value_cap": 2.5, "shot_cost": 0.15,
+    "redundancy_threshold": 0.55, "value_cap": 2.5, "shot_cost": 0.15, "shot_norm": 0.0,
 }
 _V1_WORLD = {
     "cluster_spread": 0.8,     # norm of the within-cluster latent noise (before normalising)
@@ -75,6 +83,7 @@ _V1_WORLD = {
     "noise_weight": 0.6,       # weight of isotropic noise in the observed embedding
     "quality_weight": 1.0,     # weight of the latent quality direction in a demonstration's quality
     "quality_spread": 0.2,     # std of the quality's idiosyncratic part
+    "quality_directions": 1,   # 1: quality is one latent direction; k > 1: cluster c uses direction c mod k
     "hopeless_share": 0.08,    # share of hopeless queries (difficulty + 6)
     "easy_share": 0.08,        # share of easy queries (difficulty − 6)
     "selector_noise": 0.5,     # noise of the simulated selector's utility estimates (beam and samples)
@@ -105,11 +114,14 @@ def _preset(name: str, description: str, params=None, world=None, sizes=None) ->
 # Calibrated against the reports' phenomena (leverjax.data.calibrate; README "Calibration").
 PRESETS = {
     "okvqa": _preset(
-        "okvqa", "OKVQA-like: a trained selector beats retrieval; a flat 1→4-shot curve",
-        params={}, world={}, sizes={}),
+        "okvqa", "OKVQA-like: a trained selector beats similarity retrieval; a flat 1-4-shot curve",
+        params={"shot_norm": 0.65, "redundancy_scale": 0.3, "shot_cost": 0.0},
+        world={"quality_weight": 3.0, "nuisance_weight": 1.2}),
     "vqav2": _preset(
-        "vqav2", "VQAv2-like: higher accuracy, a 1→4-shot curve that falls, data-limited learning",
-        params={}, world={}, sizes={}),
+        "vqav2", "VQAv2-like: higher accuracy, a falling 1-4-shot curve, learning that more queries improve",
+        params={"shot_norm": 0.9, "redundancy_scale": 0.6, "shot_cost": 0.0},
+        world={"quality_weight": 3.0, "nuisance_weight": 1.2, "quality_directions": 4},
+        sizes={"positive_ratio": 0.65}),
     "v1": _preset("v1", "generator version 1 (before the presets): retrieval is as good as a trained selector"),
 }
 DEFAULT_PRESET = "okvqa"
@@ -147,10 +159,13 @@ def _set_total(xp, latent, quality, params, query_rows, demo_rows):
     rel = xp.einsum("bk,bnk->bn", zq, zd)
     util = params[0] * (rel - params[1]) + quality[demo_rows]
     weights = params[2] ** xp.arange(n - 1, -1, -1, dtype=zq.dtype)
+    # shot_norm α: Σ w·u / (Σ w)^α (0: a sum, generator version 1; 1: a weighted mean). Parameter vectors of
+    # version 1 have no α (the length is static, so this is a trace-time branch).
+    norm = xp.sum(weights) ** params[7] if params.shape[0] > 7 else 1.0
     sim = xp.einsum("bik,bjk->bij", zd, zd)
     upper = xp.triu(xp.ones((n, n), dtype=zq.dtype), 1)
     redundancy = params[3] * xp.sum(upper * xp.maximum(sim - params[4], 0.0), axis=(-2, -1))
-    return xp.sum(weights * util, axis=-1) - redundancy - params[6] * (n - 1)
+    return xp.sum(weights * util, axis=-1) / norm - redundancy - params[6] * (n - 1)
 
 
 def _saturate(xp, total, params):
@@ -220,8 +235,10 @@ def _make_world(rng: np.random.Generator, n: int, dim: int, latent_dim: int, clu
     cluster = rng.integers(clusters, size=n)
     noise = rng.standard_normal((n, latent_dim)) * (w["cluster_spread"] / math.sqrt(latent_dim))
     latent = _unit_rows(centers[cluster] + noise)
-    direction = _unit_rows(rng.standard_normal((1, latent_dim)))[0]
-    quality = w["quality_weight"] * (latent @ direction) + w["quality_spread"] * rng.standard_normal(n)
+    k = int(w["quality_directions"])
+    directions = _unit_rows(rng.standard_normal((max(k, 1), latent_dim)))
+    along = latent @ directions[0] if k <= 1 else np.einsum("nk,nk->n", latent, directions[cluster % k])
+    quality = w["quality_weight"] * along + w["quality_spread"] * rng.standard_normal(n)
     hopeless, easy = w["hopeless_share"], w["easy_share"]
     kind = rng.choice(3, size=n, p=[1.0 - hopeless - easy, hopeless, easy])
     difficulty = rng.standard_normal(n) + np.select([kind == 1, kind == 2], [_HARD_SHIFT, -_HARD_SHIFT], 0.0)
