@@ -120,7 +120,7 @@ PRESETS = {
     "vqav2": _preset(
         "vqav2", "VQAv2-like: higher accuracy, a falling 1-4-shot curve, learning that more queries improve",
         params={"shot_norm": 0.9, "redundancy_scale": 0.6, "shot_cost": 0.0},
-        world={"quality_weight": 3.0, "nuisance_weight": 1.2, "quality_directions": 4},
+        world={"quality_weight": 3.0, "nuisance_weight": 1.2, "quality_directions": 4, "noise_weight": 0.3},
         sizes={"positive_ratio": 0.65}),
     "v1": _preset("v1", "generator version 1 (before the presets): retrieval is as good as a trained selector"),
 }
