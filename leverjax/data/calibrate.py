@@ -230,6 +230,15 @@ def format_rows(preset: str, rows: list[Row], seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _compilation_cache() -> None:
+    """The persistent compilation cache ``run.py`` uses (``LEVERJAX_CACHE_DIR``)."""
+    import jax
+
+    path = os.environ.get("LEVERJAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "leverjax", "xla"))
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def _cli() -> None:
     from absl import app, flags
 
@@ -242,6 +251,10 @@ def _cli() -> None:
 
     @exit_on_error
     def main(argv: list[str]) -> None:
+        from absl import logging
+
+        logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+        _compilation_cache()
         if len(argv) > 1:
             raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
         if FLAGS.seeds < 2:
