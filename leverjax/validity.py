@@ -192,7 +192,7 @@ def format_validity(result: dict[str, Any]) -> str:
               "picks the oracle-best epoch | runs |", "|:---|---:|---:|---:|"]
     for m, s in result["best_epoch"].items():
         name = m if m == "last epoch" else f"val_{m} ({OFFLINE_METRICS[m]})"
-        ci = f"{_fmt(s['loss_pts'], 2, False)} ± {_fmt(s['half'], 2, False)}"
+        ci = f"{_fmt(s['loss_pts'], 3, False)} ± {_fmt(s['half'], 3, False)}"
         lines.append(f"| {name} | {ci} | {_fmt(100 * s['hit_share'], 0, False)}% | {s['runs']} |")
     if result["best_metric"]:
         lines += ["", f"Best predictor for best-epoch selection: `--best_metric={result['best_metric']} "
