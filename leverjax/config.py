@@ -171,9 +171,12 @@ class Config:
     eval_shots: int = EVALUATION(4, "Greedy selections of 1..eval_shots demonstrations are scored (1-16).",
                                  at_least=1)
     eval_chunk: int = EVALUATION(256, "Queries per evaluation chunk (memory, not results).", at_least=1)
-    best_metric: str = EVALUATION("val_loss", "Metric that picks the best epoch of the last phase.", prefix=False)
-    best_mode: str = EVALUATION("min", "Whether the best epoch minimises or maximises best_metric.",
-                                choices=("min", "max"), prefix=False)
+    best_metric: str = EVALUATION("val_expected_reward", "Metric that picks the best epoch of the last phase (the "
+                                  "default is the offline metric that lost the least oracle accuracy in the "
+                                  "metric-validity study, README).", prefix=False)
+    best_mode: str = EVALUATION("auto", "Whether the best epoch minimises or maximises best_metric; auto: minimise "
+                                "losses, KL and redundancy, maximise the others.", choices=("auto", "min", "max"),
+                                prefix=False)
 
     # -- seeds and output ---------------------------------------------------------------------------------
     seed: int = RUN(0, "First seed.", kind="run")
@@ -302,6 +305,16 @@ def static_signature(cfg: Config) -> str:
 def prefix_fields(cfg: Config) -> dict:
     """The fields that can change what happens before the first GRPO phase (part of the prefix-cache key)."""
     return {k: v for k, v in to_dict(cfg).items() if meta(k)["prefix"]}
+
+
+_MINIMISED = ("loss", "kl", "redundancy")
+
+
+def best_mode(cfg: Config) -> str:
+    """``cfg.best_mode`` with ``auto`` resolved from the metric's name: min for losses, KL and redundancy."""
+    if cfg.best_mode != "auto":
+        return cfg.best_mode
+    return "min" if cfg.best_metric.endswith(_MINIMISED) else "max"
 
 
 def hyperparameters(cfg: Config) -> dict:

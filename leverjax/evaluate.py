@@ -28,6 +28,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from leverjax import config as config_lib
 from leverjax import losses
 from leverjax.data.device import DeviceData, gather, padded_batches
 from leverjax.model import l2_normalize, trajectory_log_probs
@@ -145,7 +146,7 @@ class Evaluator:
         metrics = {f"val_{k}": v for k, v in self.evaluate(state["params"], state["ref_params"], data, hp,
                                                             "val").items()}
         value = metrics.get(self.best_metric_key, jnp.float32(jnp.nan))
-        score = value if cfg.best_mode == "min" else -value
+        score = value if config_lib.best_mode(cfg) == "min" else -value
         better = (score < state["best_value"]) & jnp.isfinite(score)
         state = {**state,
                  "best_value": jnp.where(better, score, state["best_value"]),

@@ -1000,12 +1000,24 @@ def write_report(directory: str, baseline: str | None = None, plots: bool = True
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leverjax.report",
-                                     description="Regenerate report.md and plots/ from a grid's results directory.")
-    parser.add_argument("directory", help="a results directory written by the launcher (run.py --experiment=a,b)")
+                                     description="Regenerate report.md and plots/ from a grid's results directory, "
+                                                 "or (--metric_validity) check the offline metrics against the "
+                                                 "oracle accuracy of a grid on synthetic data.")
+    parser.add_argument("directory", nargs="?", help="a results directory written by the launcher "
+                        "(run.py --experiment=a,b)")
     parser.add_argument("--baseline", default=None, help="run (or experiment) the Δ columns compare with "
                         "(default: rce_only if present, else the first run)")
     parser.add_argument("--no_plots", action="store_true", help="tables only")
+    parser.add_argument("--metric_validity", metavar="DIR", default=None,
+                        help="print how well each offline metric tracks the oracle accuracy in DIR (Spearman ρ per "
+                             "epoch and per run with bootstrap CIs, accuracy lost by best-epoch selection) and write "
+                             "DIR/metric_validity.md and .json (leverjax.validity)")
     args = parser.parse_args(argv)
+    if args.metric_validity is not None:
+        return _metric_validity_main(args.metric_validity)
+    if args.directory is None:
+        print("error: give a results directory (or --metric_validity DIR)", file=sys.stderr)
+        return 2
     csv_path = os.path.join(args.directory, "metrics.csv")
     if not os.path.exists(csv_path):
         print(f"error: {csv_path} does not exist (is {args.directory} a launcher results directory?)", file=sys.stderr)
@@ -1016,6 +1028,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
+    return 0
+
+
+def _metric_validity_main(directory: str) -> int:
+    from leverjax import validity
+    from leverjax.fileio import write_json_atomic
+
+    try:
+        result = validity.metric_validity(directory)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = validity.format_validity(result)
+    print(text, end="")
+    write_text_atomic(os.path.join(directory, "metric_validity.md"), text)
+    write_json_atomic(os.path.join(directory, "metric_validity.json"), result)
     return 0
 
 

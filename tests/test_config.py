@@ -33,7 +33,7 @@ def perturbed(name: str, value):
         return value + 1
     if isinstance(value, float):
         return 0.3 if value <= 0 else (value * 0.5 if m["unit"] else value * 1.5 + 0.01)
-    return {"best_metric": "val_expected_reward", "data": "other.npz", "workdir": "elsewhere"}[name]
+    return {"best_metric": "val_loss" if value != "val_loss" else "val_expected_reward", "data": "other.npz", "workdir": "elsewhere"}[name]
 
 
 def test_choice_lists_match_the_modules_that_implement_them():

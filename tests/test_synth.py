@@ -135,7 +135,7 @@ def test_oracle_is_exact_jittable_and_vmappable(ds):
     qi, (a, b) = int(q[0]), (int(ds.pool_ids[0, 0]), int(ds.pool_ids[0, 1]))
     z = o["latent"].astype(np.float64)
     util = [p["rel_scale"] * (z[qi] @ z[j] - p["rel_center"]) + o["quality"][j] for j in (a, b)]
-    total = (p["position_decay"] * util[0] + util[1]
+    total = ((p["position_decay"] * util[0] + util[1]) / (p["position_decay"] + 1.0) ** p["shot_norm"]
              - p["redundancy_scale"] * max(z[a] @ z[b] - p["redundancy_threshold"], 0.0) - p["shot_cost"])
     value = p["value_cap"] * np.tanh(total / p["value_cap"])
     pc = 1 / (1 + np.exp(-(value - o["difficulty"][qi])))

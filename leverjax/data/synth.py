@@ -3,12 +3,15 @@
 The simulator mimics the pipeline that produced the reference's RL data:
 
 - **Examples** have latent skill vectors (unit vectors around a few cluster centres) and a
-  demonstration quality. The observed embedding is a noisy, mixed view: a random linear map of
-  the skills plus a nuisance factor (style, unrelated to usefulness) plus noise, L2-normalised.
+  demonstration quality (``quality_weight`` × the skills' projection on a hidden direction, one per
+  cluster group when ``quality_directions`` > 1, plus noise): what makes a demonstration useful
+  beyond its similarity. The observed embedding is a noisy, mixed view: a random linear map of the
+  skills plus a nuisance factor (style, unrelated to usefulness) plus noise, L2-normalised.
 - **A demonstration set** D = (j_1..j_n), in prompt order, helps query q by
-  ``total = Σ_t w_t·u_qj_t − redundancy(D) − shot_cost·(n − 1)`` where
+  ``total = Σ_t w_t·u_qj_t / (Σ_t w_t)^shot_norm − redundancy(D) − shot_cost·(n − 1)`` where
   ``u_qj = rel_scale·(cos(z_q, z_j) − rel_center) + quality_j`` (irrelevant demonstrations
-  hurt), ``w_t = position_decay^(n−1−t)`` (the demonstration next to the query weighs most),
+  hurt), ``w_t = position_decay^(n−1−t)`` (the demonstration next to the query weighs most; the
+  weighted sum is divided by ``(Σ_t w_t)^shot_norm``: 0 a sum, 1 a weighted mean),
   and ``redundancy = redundancy_scale·Σ_{i<j} max(cos(z_i, z_j) − redundancy_threshold, 0)``
   (similar demonstrations help less). The value saturates: ``value = cap·tanh(total/cap)``.
   So choosing a *set* matters, order matters, and more shots can hurt.
@@ -28,11 +31,17 @@ The simulator mimics the pipeline that produced the reference's RL data:
 - **Splits**: ``num_queries`` queries get the reference split (sorted ids, first 80% train, the
   rest val); ``num_test_queries`` further queries form the test split.
 
+**Presets** (:data:`PRESETS`, ``--preset``) set the value model's parameters, the world's shape and
+the sizes. ``okvqa`` (the default) and ``vqav2`` are calibrated so that a trained selector shows what
+the reports saw on real data (``python -m leverjax.data.calibrate``); ``v1`` is generator version 1,
+on which a trained selector is no better than similarity retrieval.
+
 The ground truth is stored in ``oracle_*`` arrays (per example: latent, quality, difficulty,
 level_main, level_alt, alt_rate; and params) so that any selection can be scored exactly.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import os
@@ -47,33 +56,90 @@ from leverjax.data.npz import (
 )
 from leverjax.errors import ConfigError, DataError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 GEN_METHODS = ("beam", "sample", "retrieval", "random")
 ACC_LEVELS = (0.0, 0.3, 0.6, 0.9, 1.0)
 PARAM_NAMES = (
     "rel_scale", "rel_center", "position_decay", "redundancy_scale", "redundancy_threshold",
-    "value_cap", "shot_cost",
+    "value_cap", "shot_cost", "shot_norm",
 )
-DEFAULT_PARAMS = {
-    "rel_scale": 2.5,
-    "rel_center": 0.3,
-    "position_decay": 0.8,
-    "redundancy_scale": 2.0,
-    "redundancy_threshold": 0.55,
-    "value_cap": 2.5,
-    "shot_cost": 0.15,
+WORLD_NAMES = (
+    "cluster_spread", "nuisance_weight", "noise_weight", "quality_weight", "quality_spread", "quality_directions",
+    "hopeless_share", "easy_share", "selector_noise",
+)
+SIZE_NAMES = (
+    "num_examples", "num_queries", "num_test_queries", "pool_size", "num_steps", "max_trajectories",
+    "min_trajectories", "dim", "latent_dim", "num_clusters", "positive_ratio",
+)
+
+# Version 1 of the generator (before the presets): kept as the base every preset starts from.
+_V1_PARAMS = {
+    "rel_scale": 2.5, "rel_center": 0.3, "position_decay": 0.8, "redundancy_scale": 2.0,
+    "redundancy_threshold": 0.55, "value_cap": 2.5, "shot_cost": 0.15, "shot_norm": 0.0,
+}
+_V1_WORLD = {
+    "cluster_spread": 0.8,     # norm of the within-cluster latent noise (before normalising)
+    "nuisance_weight": 0.6,    # weight of the nuisance view (style) in the observed embedding
+    "noise_weight": 0.6,       # weight of isotropic noise in the observed embedding
+    "quality_weight": 1.0,     # weight of the latent quality direction in a demonstration's quality
+    "quality_spread": 0.2,     # std of the quality's idiosyncratic part
+    "quality_directions": 1,   # 1: quality is one latent direction; k > 1: cluster c uses direction c mod k
+    "hopeless_share": 0.08,    # share of hopeless queries (difficulty + 6)
+    "easy_share": 0.08,        # share of easy queries (difficulty − 6)
+    "selector_noise": 0.5,     # noise of the simulated selector's utility estimates (beam and samples)
+}
+_V1_SIZES = {
+    "num_examples": 9009, "num_queries": 800, "num_test_queries": 200, "pool_size": 64, "num_steps": 2,
+    "max_trajectories": 16, "min_trajectories": 5, "dim": 512, "latent_dim": 24, "num_clusters": 12,
+    "positive_ratio": 0.5,
 }
 
-# World shape (not exposed as options; documented in the module docstring).
-_CLUSTER_SPREAD = 0.8      # norm of the within-cluster latent noise (before normalising)
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named simulator setting: the value model's parameters, the world's shape and the sizes."""
+
+    name: str
+    description: str
+    params: Mapping[str, float]
+    world: Mapping[str, float]
+    sizes: Mapping[str, Any]
+
+
+def _preset(name: str, description: str, params=None, world=None, sizes=None) -> Preset:
+    return Preset(name, description, {**_V1_PARAMS, **(params or {})}, {**_V1_WORLD, **(world or {})},
+                  {**_V1_SIZES, **(sizes or {})})
+
+
+# Calibrated against the reports' phenomena (leverjax.data.calibrate; README "Calibration").
+PRESETS = {
+    "okvqa": _preset(
+        "okvqa", "OKVQA-like: a trained selector beats similarity retrieval; a flat 1-4-shot curve",
+        params={"shot_norm": 0.65, "redundancy_scale": 0.3, "shot_cost": 0.0},
+        world={"quality_weight": 3.0, "nuisance_weight": 1.2}),
+    "vqav2": _preset(
+        "vqav2", "VQAv2-like: higher accuracy, a falling 1-4-shot curve, learning that more queries improve",
+        params={"shot_norm": 0.9, "redundancy_scale": 0.6, "shot_cost": 0.0},
+        world={"quality_weight": 3.0, "nuisance_weight": 1.2, "quality_directions": 4, "noise_weight": 0.3},
+        sizes={"positive_ratio": 0.65}),
+    "v1": _preset("v1", "generator version 1 (before the presets): retrieval is as good as a trained selector"),
+}
+DEFAULT_PRESET = "okvqa"
+DEFAULT_PARAMS = dict(PRESETS[DEFAULT_PRESET].params)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset ``name``; an unknown name raises :class:`ConfigError` naming the valid ones."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown synthetic data preset {name!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# Fixed world shape (the same in every preset).
 _NUISANCE_DIM = 16
-_NUISANCE_WEIGHT = 0.6     # weight of the nuisance view in the observed embedding
-_NOISE_WEIGHT = 0.6        # weight of isotropic noise in the observed embedding
-_QUALITY_SPREAD = 0.2
-_HOPELESS_SHARE, _EASY_SHARE, _HARD_SHIFT = 0.08, 0.08, 6.0
+_HARD_SHIFT = 6.0
 _NEAR_SHARE = 0.75         # share of a pool retrieved by similarity, the rest random
 _FULL_POOL_SHARE = 0.85    # share of queries whose pool is full (K), the rest ragged
-_SELECTOR_NOISE = 0.5      # noise of the simulated selector's utility estimates
 _BEAM_WIDTH = 6
 _SAMPLE_TEMPERATURES = (0.3, 0.6)
 _MAX_SAMPLES, _MAX_RANDOM = 8, 8
@@ -93,10 +159,13 @@ def _set_total(xp, latent, quality, params, query_rows, demo_rows):
     rel = xp.einsum("bk,bnk->bn", zq, zd)
     util = params[0] * (rel - params[1]) + quality[demo_rows]
     weights = params[2] ** xp.arange(n - 1, -1, -1, dtype=zq.dtype)
+    # shot_norm α: Σ w·u / (Σ w)^α (0: a sum, generator version 1; 1: a weighted mean). Parameter vectors of
+    # version 1 have no α (the length is static, so this is a trace-time branch).
+    norm = xp.sum(weights) ** params[7] if params.shape[0] > 7 else 1.0
     sim = xp.einsum("bik,bjk->bij", zd, zd)
     upper = xp.triu(xp.ones((n, n), dtype=zq.dtype), 1)
     redundancy = params[3] * xp.sum(upper * xp.maximum(sim - params[4], 0.0), axis=(-2, -1))
-    return xp.sum(weights * util, axis=-1) - redundancy - params[6] * (n - 1)
+    return xp.sum(weights * util, axis=-1) / norm - redundancy - params[6] * (n - 1)
 
 
 def _saturate(xp, total, params):
@@ -158,15 +227,20 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def _make_world(rng: np.random.Generator, n: int, dim: int, latent_dim: int, clusters: int) -> dict:
-    """Latent skills, qualities, difficulties, answer levels and the observed embeddings of n examples."""
+def _make_world(rng: np.random.Generator, n: int, dim: int, latent_dim: int, clusters: int,
+                w: Mapping[str, float]) -> dict:
+    """Latent skills, qualities, difficulties, answer levels and the observed embeddings of n examples
+    (``w``: the preset's world shape)."""
     centers = _unit_rows(rng.standard_normal((clusters, latent_dim)))
     cluster = rng.integers(clusters, size=n)
-    noise = rng.standard_normal((n, latent_dim)) * (_CLUSTER_SPREAD / math.sqrt(latent_dim))
+    noise = rng.standard_normal((n, latent_dim)) * (w["cluster_spread"] / math.sqrt(latent_dim))
     latent = _unit_rows(centers[cluster] + noise)
-    direction = _unit_rows(rng.standard_normal((1, latent_dim)))[0]
-    quality = (latent @ direction) + _QUALITY_SPREAD * rng.standard_normal(n)
-    kind = rng.choice(3, size=n, p=[1.0 - _HOPELESS_SHARE - _EASY_SHARE, _HOPELESS_SHARE, _EASY_SHARE])
+    k = int(w["quality_directions"])
+    directions = _unit_rows(rng.standard_normal((max(k, 1), latent_dim)))
+    along = latent @ directions[0] if k <= 1 else np.einsum("nk,nk->n", latent, directions[cluster % k])
+    quality = w["quality_weight"] * along + w["quality_spread"] * rng.standard_normal(n)
+    hopeless, easy = w["hopeless_share"], w["easy_share"]
+    kind = rng.choice(3, size=n, p=[1.0 - hopeless - easy, hopeless, easy])
     difficulty = rng.standard_normal(n) + np.select([kind == 1, kind == 2], [_HARD_SHIFT, -_HARD_SHIFT], 0.0)
     level_main = rng.choice([1.0, 0.9, 0.6], size=n, p=[0.75, 0.15, 0.10])
     level_alt = rng.choice([0.3, 0.6, 0.9], size=n, p=[0.6, 0.3, 0.1])
@@ -174,7 +248,7 @@ def _make_world(rng: np.random.Generator, n: int, dim: int, latent_dim: int, clu
 
     mixing = rng.standard_normal((latent_dim, dim))
     nuisance = _unit_rows(rng.standard_normal((n, _NUISANCE_DIM))) @ rng.standard_normal((_NUISANCE_DIM, dim))
-    emb = latent @ mixing + _NUISANCE_WEIGHT * nuisance + _NOISE_WEIGHT * rng.standard_normal((n, dim))
+    emb = latent @ mixing + w["nuisance_weight"] * nuisance + w["noise_weight"] * rng.standard_normal((n, dim))
     f32 = np.float32
     return {
         "emb": _unit_rows(emb),
@@ -300,6 +374,7 @@ def _calibrate_offset(value: np.ndarray, diff: np.ndarray, alt_rate: np.ndarray,
 def _candidate_trajectories(
     r_sel: np.random.Generator, r_mix: np.random.Generator, latent: np.ndarray, quality: np.ndarray,
     params: np.ndarray, query_rows: np.ndarray, pools: np.ndarray, cos_obs: np.ndarray, steps: int,
+    selector_noise: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate trajectories of every generation method, and which of them each query keeps.
 
@@ -312,7 +387,7 @@ def _candidate_trajectories(
     safe = np.maximum(pools, 0)
     z_pool = latent[safe]
     util = params[0] * (np.einsum("qk,qnk->qn", latent[query_rows], z_pool) - params[1]) + quality[safe]
-    belief = (util + _SELECTOR_NOISE * r_sel.standard_normal(util.shape)).astype(np.float32)
+    belief = (util + selector_noise * r_sel.standard_normal(util.shape)).astype(np.float32)
     sim = np.einsum("qik,qjk->qij", z_pool, z_pool)
     weights = params[2] ** np.arange(steps - 1, -1, -1, dtype=np.float32)
     beam = _beam_search(belief, sim, valid, weights, float(params[3]), float(params[4]), _BEAM_WIDTH)
@@ -421,31 +496,58 @@ def _check_options(
 
 def make_synthetic(
     *,
+    preset: str = DEFAULT_PRESET,
     seed: int = 0,
-    num_examples: int = 9009,
-    num_queries: int = 800,
-    num_test_queries: int = 200,
-    pool_size: int = 64,
-    num_steps: int = 2,
-    max_trajectories: int = 16,
-    min_trajectories: int = 5,
-    dim: int = 512,
-    latent_dim: int = 24,
-    num_clusters: int = 12,
-    positive_ratio: float = 0.5,
+    num_examples: int | None = None,
+    num_queries: int | None = None,
+    num_test_queries: int | None = None,
+    pool_size: int | None = None,
+    num_steps: int | None = None,
+    max_trajectories: int | None = None,
+    min_trajectories: int | None = None,
+    dim: int | None = None,
+    latent_dim: int | None = None,
+    num_clusters: int | None = None,
+    positive_ratio: float | None = None,
+    params: Mapping[str, float] | None = None,
+    world: Mapping[str, float] | None = None,
 ) -> Dataset:
-    """A synthetic data set with ground truth (module docstring), deterministic for ``seed``.
+    """A synthetic data set with ground truth (module docstring), deterministic for ``preset`` and ``seed``.
 
+    Every size left at ``None`` is the preset's (:data:`PRESETS`); ``params`` and ``world`` override some
+    of the preset's value-model parameters (:data:`PARAM_NAMES`) and world shape (:data:`WORLD_NAMES`).
     ``num_queries`` queries get the reference train/val split (sorted ids, first 80% train),
     ``num_test_queries`` more form the test split, so Q = num_queries + num_test_queries.
     """
+    pre = get_preset(preset)
+    given = dict(num_examples=num_examples, num_queries=num_queries, num_test_queries=num_test_queries,
+                 pool_size=pool_size, num_steps=num_steps, max_trajectories=max_trajectories,
+                 min_trajectories=min_trajectories, dim=dim, latent_dim=latent_dim, num_clusters=num_clusters,
+                 positive_ratio=positive_ratio)
+    sizes = {k: (pre.sizes[k] if v is None else v) for k, v in given.items()}
+    for what, names, extra in (("parameter", PARAM_NAMES, params), ("world option", WORLD_NAMES, world)):
+        unknown = sorted(set(extra or {}) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown synthetic data {what}(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+    value_params = {**pre.params, **(params or {})}
+    world_shape = {**pre.world, **(world or {})}
+    return _generate(pre.name, seed, value_params, world_shape, **sizes)
+
+
+def _generate(
+    preset: str, seed: int, value_params: Mapping[str, float], world_shape: Mapping[str, float], *,
+    num_examples: int, num_queries: int, num_test_queries: int, pool_size: int, num_steps: int,
+    max_trajectories: int, min_trajectories: int, dim: int, latent_dim: int, num_clusters: int,
+    positive_ratio: float,
+) -> Dataset:
+    """:func:`make_synthetic` with every option resolved."""
     _check_options(num_examples, num_queries, num_test_queries, pool_size, num_steps,
                    max_trajectories, min_trajectories, dim, latent_dim, num_clusters, positive_ratio)
     seeds = np.random.SeedSequence(seed).spawn(6)
     r_world, r_query, r_pool, r_sel, r_mix, r_label = (np.random.default_rng(s) for s in seeds)
-    params = np.asarray([DEFAULT_PARAMS[k] for k in PARAM_NAMES], np.float32)
+    params = np.asarray([value_params[k] for k in PARAM_NAMES], np.float32)
 
-    world = _make_world(r_world, num_examples, dim, latent_dim, num_clusters)
+    world = _make_world(r_world, num_examples, dim, latent_dim, num_clusters, world_shape)
     latent, quality = world["latent"], world["quality"]
 
     rows = r_query.permutation(num_examples)[: num_queries + num_test_queries]
@@ -459,7 +561,8 @@ def make_synthetic(
     pools, cos_obs = _make_pools(r_pool, world["emb"], query_rows, pool_size, _min_pool(pool_size, num_steps))
 
     cands, methods, include = _candidate_trajectories(
-        r_sel, r_mix, latent, quality, params, query_rows, pools, cos_obs, num_steps)
+        r_sel, r_mix, latent, quality, params, query_rows, pools, cos_obs, num_steps,
+        float(world_shape["selector_noise"]))
     traj, gen_method = _assemble(r_mix, cands, methods, include, pools >= 0, max_trajectories,
                                  min_trajectories, num_steps)
     labels, difficulty, offset = _labels(r_label, world, params, query_rows, pools, traj, positive_ratio)
@@ -474,13 +577,14 @@ def make_synthetic(
         "params": params,
     }
     generator = {
-        "version": GENERATOR_VERSION, "seed": seed, "num_examples": num_examples,
+        "version": GENERATOR_VERSION, "preset": preset, "seed": seed, "num_examples": num_examples,
         "num_queries": num_queries, "num_test_queries": num_test_queries, "pool_size": pool_size,
         "num_steps": num_steps, "max_trajectories": max_trajectories,
         "min_trajectories": min_trajectories, "dim": dim, "latent_dim": latent_dim,
         "num_clusters": num_clusters, "positive_ratio": positive_ratio,
         "difficulty_offset": round(float(offset), 6),
         "params": {k: float(v) for k, v in zip(PARAM_NAMES, params.tolist())},
+        "world": {k: float(world_shape[k]) for k in WORLD_NAMES},
     }
     meta = {
         "source": "leverjax.data.synth",
@@ -518,7 +622,8 @@ def load_or_make_default(path: str | None = None) -> Dataset:
     if os.path.exists(path):
         try:
             ds = load_npz(path)
-            if ds.meta.get("generator", {}).get("version") == GENERATOR_VERSION and ds.has_oracle:
+            gen = ds.meta.get("generator", {})
+            if gen.get("version") == GENERATOR_VERSION and gen.get("preset") == DEFAULT_PRESET and ds.has_oracle:
                 return ds
         except DataError:
             pass  # a stale or broken cache file is ours to replace
@@ -532,24 +637,34 @@ def load_or_make_default(path: str | None = None) -> Dataset:
 # --------------------------------------------------------------------------------------------
 
 
+_SIZE_FLAGS = (  # command-line flag, make_synthetic option, help
+    ("examples", "num_examples", "N, rows of the embedding table."),
+    ("queries", "num_queries", "Train+val queries (sorted ids: first 80% train)."),
+    ("test_queries", "num_test_queries", "Further queries in the test split."),
+    ("pool", "pool_size", "K, candidate pool size per query."),
+    ("steps", "num_steps", "S, demonstrations per trajectory."),
+    ("trajectories", "max_trajectories", "M, the most labelled trajectories per query."),
+    ("min_trajectories", "min_trajectories", "The fewest labelled trajectories per query."),
+    ("dim", "dim", "d, embedding width."),
+    ("latent_dim", "latent_dim", "Width of the hidden skill vectors."),
+    ("clusters", "num_clusters", "Number of skill clusters."),
+    ("positive_ratio", "positive_ratio", "Target share of positive (correct) trajectories."),
+)
+
+
 def _cli() -> None:
     from absl import app, flags
 
     from leverjax.errors import exit_on_error
 
     flags.DEFINE_string("out", None, "Output .npz path.", required=True)
-    flags.DEFINE_integer("seed", 0, "Random seed (the data set is deterministic for a seed).")
-    flags.DEFINE_integer("examples", 9009, "N, rows of the embedding table.")
-    flags.DEFINE_integer("queries", 800, "Train+val queries (sorted ids: first 80% train).")
-    flags.DEFINE_integer("test_queries", 200, "Further queries in the test split.")
-    flags.DEFINE_integer("pool", 64, "K, candidate pool size per query.")
-    flags.DEFINE_integer("steps", 2, "S, demonstrations per trajectory.")
-    flags.DEFINE_integer("trajectories", 16, "M, the most labelled trajectories per query.")
-    flags.DEFINE_integer("min_trajectories", 5, "The fewest labelled trajectories per query.")
-    flags.DEFINE_integer("dim", 512, "d, embedding width.")
-    flags.DEFINE_integer("latent_dim", 24, "Width of the hidden skill vectors.")
-    flags.DEFINE_integer("clusters", 12, "Number of skill clusters.")
-    flags.DEFINE_float("positive_ratio", 0.5, "Target share of positive (correct) trajectories.")
+    flags.DEFINE_string("preset", DEFAULT_PRESET, "Simulator preset: " + "; ".join(
+        f"{p.name}: {p.description}" for p in PRESETS.values()) + ". Sizes not given are the preset's.")
+    flags.DEFINE_integer("seed", 0, "Random seed (the data set is deterministic for a preset and seed).")
+    sizes = PRESETS[DEFAULT_PRESET].sizes
+    for flag, key, text in _SIZE_FLAGS:
+        define = flags.DEFINE_float if isinstance(sizes[key], float) else flags.DEFINE_integer
+        define(flag, None, f"{text} [default: the preset's; {DEFAULT_PRESET}: {sizes[key]}]")
     FLAGS = flags.FLAGS
 
     @exit_on_error
@@ -557,13 +672,8 @@ def _cli() -> None:
         if len(argv) > 1:
             raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
         start = time.perf_counter()
-        ds = make_synthetic(
-            seed=FLAGS.seed, num_examples=FLAGS.examples, num_queries=FLAGS.queries,
-            num_test_queries=FLAGS.test_queries, pool_size=FLAGS.pool, num_steps=FLAGS.steps,
-            max_trajectories=FLAGS.trajectories, min_trajectories=FLAGS.min_trajectories,
-            dim=FLAGS.dim, latent_dim=FLAGS.latent_dim, num_clusters=FLAGS.clusters,
-            positive_ratio=FLAGS.positive_ratio,
-        )
+        ds = make_synthetic(preset=FLAGS.preset, seed=FLAGS.seed,
+                            **{key: getattr(FLAGS, flag) for flag, key, _ in _SIZE_FLAGS})
         elapsed = time.perf_counter() - start
         save_npz(ds, FLAGS.out)
         print(describe(ds))
@@ -576,8 +686,9 @@ def describe(ds: Dataset) -> str:
     """A few lines that summarise ``ds``: sizes, splits, group sizes and label balance."""
     s = ds.summary()
     sizes = ds.group_sizes
+    preset = ds.meta.get("generator", {}).get("preset")
     return "\n".join([
-        f"queries {s['queries']} (train {s['train']}, val {s['val']}, test {s['test']}); "
+        (f"preset {preset}; " if preset else "") + f"queries {s['queries']} (train {s['train']}, val {s['val']}, test {s['test']}); "
         f"emb {s['examples']} x {s['dim']}; pool K = {s['pool_size']}; steps S = {s['steps']}",
         f"trajectories {s['trajectories']} (per query {int(sizes.min())}..{int(sizes.max())}, "
         f"mean {sizes.mean():.1f}; M = {s['max_trajectories']}); positive ratio "
