@@ -8,7 +8,8 @@ import os
 
 from leverjax import stats
 from leverjax.report import (
-    ORACLE_MEAN, REFERENCE_NAMES, Context, Run, _forest_panels, _ref_mean, _safe, bounds_of, estimate, paired_at,
+    ORACLE_MEAN, REFERENCE_NAMES, Context, Run, _forest_panels, _ref_mean, _safe, bounds_of, estimate, oracle_shots,
+    paired_at,
 )
 
 
@@ -151,8 +152,7 @@ def _curves(plt, plot_dir: str, ctx: Context, variant: str, seeds: dict[int, Run
                     transform=ax.transAxes, color="0.5")
             ax.set_yticks([])
         if metric == ORACLE_MEAN and ctx.references and xs:
-            shots = sorted({int(k.rsplit("_", 1)[1]) for r in seeds.values() for pe in r.epochs.values()
-                            for k in pe if k.startswith("val_oracle_acc_")})
+            shots = oracle_shots({k for r in seeds.values() for pe in r.epochs.values() for k in pe})
             for name, style in (("random", ":"), ("similarity", "--"), ("oracle_greedy", "-.")):
                 m = _ref_mean(ctx.references, "val", name, shots)
                 if m is not None:

@@ -37,6 +37,11 @@ from leverjax.fileio import read_json, write_text_atomic
 
 PHASE_ORDER = ("sft", "rce", "grpo_positive", "grpo")
 ORACLE_MEAN = "val_oracle_acc_mean"  # a derived metric: the mean of the logged shots' oracle accuracies
+
+
+def oracle_shots(keys, split: str = "val") -> list[int]:
+    """The shot counts n of the ``<split>_oracle_acc_<n>`` metrics among ``keys`` (not ``..._adaptive``)."""
+    return sorted({int(m.group(1)) for k in keys if (m := re.fullmatch(rf"{split}_oracle_acc_(\d+)", k))})
 _PROPORTIONS = ("greedy_labelled", "changed_vs_ref", "zero_var_frac", "oracle_acc")
 _NONNEGATIVE = ("kl", "beta", "adv_std")
 # (metric, label, scale, bounds of the scaled value or None, digits without a CI)
@@ -84,7 +89,7 @@ class Run:
     def value(self, pe: tuple[str, int], metric: str) -> float | None:
         rec = self.epochs[pe]
         if metric == ORACLE_MEAN:
-            return _mean([v for k, v in rec.items() if k.startswith("val_oracle_acc_")])
+            return _mean([rec[f"val_oracle_acc_{n}"] for n in oracle_shots(rec)])
         return rec.get(metric)
 
     def series(self, metric: str) -> list[tuple[int, str, float]]:
@@ -348,7 +353,7 @@ def _context(directory: str, baseline: str | None) -> Context:
     runs = load_runs(os.path.join(directory, "metrics.csv"))
     base = choose_baseline(runs, baseline)
     finals = {m for seeds in runs.values() for r in seeds.values() for m in r.final}
-    shots = sorted(int(m.rsplit("_", 1)[1]) for m in finals if re.fullmatch(r"test_oracle_acc_\d+", m))
+    shots = oracle_shots(finals, "test")
     grid = read_json(os.path.join(directory, "grid.json"))
     rewards = load_reward_definitions(directory)
     other = {v for v in runs if base in rewards and v in rewards and rewards[v] != rewards[base]}
@@ -856,8 +861,7 @@ def equal_epoch_columns(max_epochs: Sequence[int]) -> list[int]:
 def _equal_epochs(ctx: Context) -> list[str]:
     runs, base = ctx.runs, ctx.base
     metrics = [("val_expected_reward", "val expected reward", 1.0, None, 3)]
-    shots = sorted({int(m.rsplit("_", 1)[1]) for seeds in runs.values() for r in seeds.values()
-                    for pe in r.epochs.values() for m in pe if m.startswith("val_oracle_acc_")})
+    shots = oracle_shots({m for seeds in runs.values() for r in seeds.values() for pe in r.epochs.values() for m in pe})
     if ctx.oracle and shots:
         metrics.append((ORACLE_MEAN, f"val oracle accuracy (%), mean over shots 1–{shots[-1]}", 100.0,
                         (0.0, 100.0), 2))

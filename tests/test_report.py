@@ -35,7 +35,7 @@ def reference_ci(xs):
     return mean, T975[n - 1] * sd / math.sqrt(n)
 
 
-def write_csv(directory, failed_status=True):
+def write_csv(directory, failed_status=True, adaptive=False):
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "metrics.csv"), "w", newline="") as f:
         w = csv.writer(f)
@@ -51,6 +51,8 @@ def write_csv(directory, failed_status=True):
                     w.writerow((*head, "grpo", e, "val_expected_reward", v, ""))
                     w.writerow((*head, "grpo", e, "train_kl", 0.01 * e, ""))
                     w.writerow((*head, "grpo", e, "val_oracle_acc_1", 0.4 + 0.01 * e, ""))
+                    if adaptive:  # a STOP selector's accuracy at its own shot count: not a shot count
+                        w.writerow((*head, "grpo", e, "val_oracle_acc_adaptive", 0.9, ""))
                 for shot in range(1, 5):
                     w.writerow((*head, "final", "", f"test_oracle_acc_{shot}", ACC[variant][shot][i], ""))
                     w.writerow((*head, "final", "", f"best_test_oracle_acc_{shot}", ACC[variant][shot][i], ""))
@@ -326,6 +328,16 @@ def test_command_line_and_plots(tmp_path, capsys):
         assert width >= 600 and height >= 200 and len(data) > 5000, (rel, width, height)
     assert report.main([str(tmp_path / "missing")]) == 2
     assert report.main([str(tmp_path), "--baseline=nope"]) == 2
+
+
+def test_a_stop_selectors_adaptive_accuracy_is_no_shot_count(tmp_path):
+    pytest.importorskip("matplotlib")
+    write_csv(tmp_path, failed_status=False, adaptive=True)
+    write_references(tmp_path)
+    assert report.main([str(tmp_path)]) == 0  # with the plots
+    assert report.oracle_shots(["val_oracle_acc_1", "val_oracle_acc_adaptive", "test_oracle_acc_2"]) == [1]
+    run = report.load_runs(str(tmp_path / "metrics.csv"))["scheme5"][0]
+    assert run.value(("grpo", 1), report.ORACLE_MEAN) == pytest.approx(0.41)  # acc@1 alone, not the adaptive 0.9
 
 
 def test_real_data_report_uses_the_offline_metrics_that_apply(tmp_path):
