@@ -493,7 +493,7 @@ _SHORT = {"train_loss": "loss", "train_tau": "tau", "val_loss": "val_loss", "val
           "train_ppo_loss": "ppo", "train_kl": "kl", "train_beta": "beta", "train_adv_std": "adv_std",
           "train_zero_var_frac": "zero_var", "train_mean_ratio": "ratio", "val_changed_vs_ref": "changed",
           "val_oracle_acc_1": "acc@1", "val_oracle_acc_2": "acc@2", "val_oracle_acc_3": "acc@3",
-          "val_oracle_acc_4": "acc@4"}
+          "val_oracle_acc_4": "acc@4", "val_oracle_acc_adaptive": "acc@stop"}
 
 
 class _Table:
