@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from leverjax.data import calibrate, dataset_from_arrays, dataset_to_arrays, synth
+from leverjax import calibrate
+from leverjax.data import dataset_from_arrays, dataset_to_arrays, synth
 from leverjax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
