@@ -32,8 +32,8 @@ import re
 import sys
 from typing import Any, Callable, Sequence
 
-from leverjax import stats
-from leverjax.fileio import read_json, write_text_atomic
+from leverjax import stats, validity
+from leverjax.fileio import read_json, write_json_atomic, write_text_atomic
 
 PHASE_ORDER = ("sft", "rce", "grpo_positive", "grpo")
 ORACLE_MEAN = "val_oracle_acc_mean"  # a derived metric: the mean of the logged shots' oracle accuracies
@@ -1035,12 +1035,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _metric_validity_main(directory: str) -> int:
-    from leverjax import validity
-    from leverjax.fileio import write_json_atomic
+def grid_runs(directory: str) -> list[Run]:
+    """Every run (variant × seed) of a results directory's ``metrics.csv``."""
+    path = os.path.join(directory, "metrics.csv")
+    if not os.path.exists(path):
+        raise ValueError(f"{path} does not exist (is {directory} a launcher results directory?)")
+    return [run for seeds in load_runs(path).values() for run in seeds.values()]
 
+
+def _metric_validity_main(directory: str) -> int:
     try:
-        result = validity.metric_validity(directory)
+        result = validity.metric_validity(grid_runs(directory), source=directory)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

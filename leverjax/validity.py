@@ -31,6 +31,7 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.stats import bootstrap, spearmanr
 
 from leverjax import stats
 
@@ -56,8 +57,6 @@ def _oracle_mean(record: dict, prefix: str) -> float | None:
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
     if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
         return math.nan
     return float(spearmanr(x, y).statistic)
@@ -70,8 +69,6 @@ def clustered_spearman(points: Sequence[tuple[Sequence[float], Sequence[float]]]
 
     Returns ``{"rho", "low", "high", "points", "clusters"}``; the interval is NaN with fewer than 3 clusters or
     when every resample is degenerate."""
-    from scipy.stats import bootstrap
-
     xs = [np.asarray(x, np.float64) for x, _ in points]
     ys = [np.asarray(y, np.float64) for _, y in points]
     keep = [i for i in range(len(xs)) if len(xs[i])]
@@ -94,27 +91,19 @@ def clustered_spearman(points: Sequence[tuple[Sequence[float], Sequence[float]]]
     return out
 
 
-def _runs(directory: str):
-    from leverjax.report import load_runs
-
-    path = os.path.join(directory, "metrics.csv")
-    if not os.path.exists(path):
-        raise ValueError(f"{path} does not exist (is {directory} a launcher results directory?)")
-    return [run for seeds in load_runs(path).values() for run in seeds.values()]
-
-
 def _last_phase_epochs(run) -> list[tuple[str, int]]:
     order = run.ordered_epochs()
     return [pe for pe in order if pe[0] == order[-1][0]] if order else []
 
 
-def metric_validity(directory: str, *, resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
-    """The correlations and best-epoch losses of every offline metric of ``directory`` (module docstring).
+def metric_validity(runs: Sequence[Any], *, source: str = "the grid", resamples: int = RESAMPLES,
+                    seed: int = 0) -> dict[str, Any]:
+    """The correlations and best-epoch losses of every offline metric of a grid's ``runs`` (module docstring;
+    :func:`leverjax.report.grid_runs` reads them from a results directory, ``source`` in messages).
 
     Raises ``ValueError`` when the grid logged no oracle accuracy (real data: nothing to validate against)."""
-    runs = _runs(directory)
     if not any(_oracle_mean(rec, "val_") is not None for run in runs for rec in run.epochs.values()):
-        raise ValueError(f"{directory}: no oracle accuracy was logged (metric validity needs synthetic data "
+        raise ValueError(f"{source}: no oracle accuracy was logged (metric validity needs synthetic data "
                          "with a ground truth)")
     present = {k for run in runs for rec in run.epochs.values() for k in rec}
     metrics = [m for m in OFFLINE_METRICS if f"val_{m}" in present]
@@ -159,7 +148,7 @@ def metric_validity(directory: str, *, resamples: int = RESAMPLES, seed: int = 0
     ranked = sorted((m for m in selection if m != "last epoch" and math.isfinite(selection[m]["loss_pts"])),
                     key=lambda m: (selection[m]["loss_pts"], -_finite_or(per_epoch[m]["oriented_rho"], -2.0)))
     phase = sorted({_last_phase_epochs(r)[0][0] for r in runs if r.epochs})
-    return {"directory": directory, "runs": len(runs), "variants": len({r.variant for r in runs}),
+    return {"directory": source, "runs": len(runs), "variants": len({r.variant for r in runs}),
             "last_phases": phase, "per_epoch": per_epoch, "per_run": per_run, "best_epoch": selection,
             "best_metric": f"val_{ranked[0]}" if ranked else None,
             "best_mode": OFFLINE_METRICS[ranked[0]] if ranked else None}

@@ -41,7 +41,7 @@ def _plant(directory, runs=12, epochs=10, seed=0, oracle=True):
 def planted(tmp_path_factory):
     d = tmp_path_factory.mktemp("validity")
     _plant(str(d))
-    return str(d), validity.metric_validity(str(d), resamples=300)
+    return str(d), validity.metric_validity(report.grid_runs(str(d)), source=str(d), resamples=300)
 
 
 def test_a_metric_equal_to_accuracy_correlates_fully(planted):
