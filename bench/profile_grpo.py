@@ -55,15 +55,11 @@ from leverjax.evaluate import _fixed_picks  # noqa: E402
 from leverjax.data.synth import load_or_make_default  # noqa: E402
 from leverjax.runner import VmappedPipeline  # noqa: E402
 from leverjax.train import Pipeline  # noqa: E402
+from bench_train import time_calls  # noqa: E402  (bench/ is on the path when run as a script)
 
 
 def best_time(fn, *args, reps: int, label: str = "") -> float:
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
+    best = time_calls(fn, *args, reps=reps)
     if label:
         print(f"  {label}: {1e3 * best:.1f} ms", file=sys.stderr, flush=True)
     return best

@@ -47,7 +47,7 @@ import numpy as np
 import leverjax
 from leverjax.data.npz import Dataset, dataset_from_arrays, save_npz
 from leverjax.errors import ConfigError, DataError
-from leverjax.fileio import atomic_path, dumps_strict
+from leverjax.fileio import atomic_path, dumps_strict, write_text_atomic
 
 DEFAULT_POOL_CAP = 64
 TRAIN_FRACTION = 0.8
@@ -493,9 +493,7 @@ def write_rl_files(ds: Dataset, json_path: str, emb_path: str, *,
     ``torch.save``d float32 tensor (what the original's ``--img_emb`` loads; needs PyTorch) unless
     the name ends in ``.npy``. Returns the RL dict."""
     rl = to_rl_data(ds, splits=splits)
-    with atomic_path(json_path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(dumps_strict(rl))
+    write_text_atomic(json_path, dumps_strict(rl))
     emb = np.ascontiguousarray(ds.emb, np.float32)
     if emb_path.endswith(".npy"):
         with atomic_path(emb_path) as tmp:
