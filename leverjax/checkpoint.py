@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from typing import Any
 
 import jax
@@ -72,6 +73,25 @@ def save_params(path: str, params: Any, meta: dict) -> None:
                                                 meta=ocp.args.JsonSave(strict_json(meta))),
                   force=True)
         mngr.wait_until_finished()
+
+
+def publish(partial: str, path: str, *, replace: bool = False) -> bool:
+    """Moves the finished folder ``partial`` to ``path`` in one rename, so that ``path``, once there, is
+    complete (readers that find it never see a save in progress). If ``path`` is there (another run writing
+    the same entry finished first), ``partial`` is dropped and ``False`` returned; with ``replace`` the old
+    folder is first moved aside and deleted (a reader in between finds no entry, never half of one)."""
+    if replace and os.path.isdir(path):
+        old = f"{partial}.old"
+        os.rename(path, old)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.rename(partial, path)
+        return True
+    except OSError:
+        if not os.path.isdir(path):
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
+        return False
 
 
 def load_params(path: str) -> tuple[Any, dict]:

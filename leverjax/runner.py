@@ -152,6 +152,7 @@ class Runner:
     recomputing them (equal up to float rounding when the earlier group had another number of runs). Runs of
     this runner that share a prefix key train that prefix once: a runner of one run per distinct key trains
     the SFT/RCE phases into the cache first (``stop_at_prefix``), and every run then starts at GRPO from it.
+    Entries appear whole (written aside, then renamed), so several runners may share one cache at once.
     """
 
     def __init__(self, cfg: config_lib.Config, dataset, runs: Sequence[RunSpec], *, name: str = "run",
@@ -421,12 +422,19 @@ class Runner:
                     not (self.reuse_prefix and os.path.isdir(os.path.join(self.prefix_cache, key))):
                 todo.append(j)
         # Several processes save every entry together (process 0 decides which, as it sees the folder).
+        # Each entry is written aside (under .partial/, a name no other writer uses) and moved into place in
+        # one rename: runs elsewhere sharing this cache only ever find whole entries.
+        token = distributed.broadcast("prefix-token", f"{os.getpid()}-{time.time_ns()}")
         for j in distributed.broadcast("prefix-to-save", todo):
             run, path = self.runs[j], os.path.join(self.prefix_cache, keys[j])
+            partial = os.path.join(self.prefix_cache, ".partial", f"{keys[j]}-{token}")
             records = [{k: v for k, v in rec.items() if k not in ("run", "group", "seed")}
                        for rec in history if rec["run"] == run.label]
-            ckpt_lib.save_params(path, jax.tree_util.tree_map(lambda x: np.asarray(x[j]), host),
+            ckpt_lib.save_params(partial, jax.tree_util.tree_map(lambda x: np.asarray(x[j]), host),
                                  {"records": records})
+            if distributed.is_primary():
+                ckpt_lib.publish(partial, path, replace=not self.reuse_prefix)
+            distributed.barrier("prefix-published")
 
     def _restore(self, step: int, meta: dict):
         """The checkpointed state, placed like a fresh one (sharded over the mesh if there is one). A

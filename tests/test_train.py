@@ -179,6 +179,39 @@ def test_runs_with_the_same_prefix_reuse_its_sft_and_rce(tiny, tmp_path):
     assert not any("reusing" in line for line in lines)  # an SFT field changes the key
 
 
+def test_a_prefix_entry_appears_whole_so_runs_can_share_a_cache_at_once(tiny, tmp_path, monkeypatch):
+    """While a run writes its SFT/RCE prefix, another run reading the same cache finds no entry (not half of
+    one): the entry is written aside and renamed into place. A second writer of the same key keeps the
+    first's entry; --restart replaces it."""
+    from leverjax import checkpoint as ckpt_lib
+    cache = tmp_path / "cache"
+    saves, save = [], ckpt_lib.save_params
+
+    def watched(path, params, meta):
+        entries = [e for e in os.listdir(cache) if not e.startswith(".")] if cache.is_dir() else []
+        saves.append((path, entries))
+        save(path, params, meta)
+
+    monkeypatch.setattr(ckpt_lib, "save_params", watched)
+    cfg, runs = tiny_config("scheme5_6", grpo_epochs=1), expand_runs({}, 0, 1)
+    Runner(cfg, tiny, runs, prefix_cache=str(cache), out=lambda s: None).run()
+    (path, before), = saves
+    assert os.path.dirname(path) == str(cache / ".partial") and before == []
+    (key,) = [e for e in os.listdir(cache) if not e.startswith(".")]
+    assert os.listdir(cache / ".partial") == []
+    params, meta = ckpt_lib.load_params(str(cache / key))
+    # another writer of the same key finishing later: its copy is dropped, the entry stays as it was
+    late = str(cache / ".partial" / "late")
+    save(late, jax.tree_util.tree_map(lambda x: x * 0, params), meta)
+    assert not ckpt_lib.publish(late, str(cache / key)) and not os.path.exists(late)
+    np.testing.assert_array_equal(jax.tree_util.tree_leaves(ckpt_lib.load_params(str(cache / key))[0])[0],
+                                  jax.tree_util.tree_leaves(params)[0])
+    save(late, jax.tree_util.tree_map(lambda x: x * 0, params), meta)
+    assert ckpt_lib.publish(late, str(cache / key), replace=True)
+    assert not np.any(jax.tree_util.tree_leaves(ckpt_lib.load_params(str(cache / key))[0])[0])
+    assert sorted(os.listdir(cache / ".partial")) == []
+
+
 def test_runs_of_a_group_that_share_a_prefix_train_it_once_with_the_same_numbers(tiny, tmp_path):
     """Two β values × two seeds: four runs, two distinct SFT/RCE prefixes, each trained once; every number
     equals the runs that each trained their own prefix up to float32 rounding (a program of 2 runs rounds
@@ -189,7 +222,7 @@ def test_runs_of_a_group_that_share_a_prefix_train_it_once_with_the_same_numbers
     lines = []
     shared = Runner(cfg, tiny, runs, out=lines.append, prefix_cache=str(tmp_path / "cache")).run()
     assert any("4 runs share 2 distinct sft, rce prefix(es)" in line for line in lines)
-    assert len(os.listdir(tmp_path / "cache")) == 2
+    assert len([e for e in os.listdir(tmp_path / "cache") if not e.startswith(".")]) == 2
     def numbers(records):
         table = {(r["run"], r.get("phase"), r.get("epoch")): r for r in records}
         return {k: {m: v for m, v in rec.items() if isinstance(v, float)} for k, rec in table.items()}
