@@ -21,6 +21,8 @@ SCHEMES = (
 VARIANTS = ("v4_2", "v4_3", "v4_4", "v4_5_additive", "v4_5_bilinear", "v4_6", "v4_7", "v4_8", "v4_9", "v4_10",
             "variants")
 NAMES = SCHEMES + VARIANTS
+# Names that stand for several experiments on the command line (``--experiment=schemes``).
+COLLECTIONS = {"all": NAMES, "schemes": SCHEMES}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,8 @@ FLAGS = flags.FLAGS
 # The main flags besides the config fields: name -> (flag type, default, help), in the order --help shows them.
 _MAIN = {
     "experiment": (flags.DEFINE_string, "scheme5_6", "Named experiment(s) to train: one name, a comma-separated "
-                   "list (a grid), or 'all' (the whole registry); see --list_experiments. [default 'scheme5_6']"),
+                   "list (a grid), 'all' (the whole registry) or 'schemes' (the registry without the selector variants' "
+                   "runs); see --list_experiments. [default 'scheme5_6']"),
     "sweep": (flags.DEFINE_multi_string, [], "field=v1,v2,...: train every value of any config field; repeat the "
               "flag for a grid of values. Values of a sweepable field are vmapped in one compiled program; each "
               "value of a static field (selector, num_layers, ...) gets a program of its own, in the same results "
@@ -171,10 +172,12 @@ def _main(argv) -> None:
     if FLAGS.list_experiments:
         for name, desc in experiments.describe_all():
             print(f"{name:<18} {desc}")
+        for name, members in experiments.COLLECTIONS.items():
+            print(f"{name:<18} (collection) {members[0]} ... {members[-1]}: {len(members)} experiments")
         return
     names = [n.strip() for n in FLAGS.experiment.split(",") if n.strip()]
-    if names == ["all"]:
-        names = list(experiments.NAMES)
+    if len(names) == 1 and names[0] in experiments.COLLECTIONS:
+        names = list(experiments.COLLECTIONS[names[0]])
     launch.main(names, config_overrides(), parse_sweeps(FLAGS.sweep), restart=FLAGS.restart, out=FLAGS.out,
                 baseline=FLAGS.baseline, init_from=FLAGS.init_from, wandb_project=FLAGS.wandb_project)
 

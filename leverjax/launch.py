@@ -240,8 +240,9 @@ def default_out(names: Sequence[str], overrides: Mapping[str, Any] | None = None
     """``results/<experiments>[-<hash of the overrides and sweeps>]``: the same command, the same directory
     (so a re-run resumes); the seed count is not part of it, so more seeds add runs to the same grid."""
     names = list(dict.fromkeys(names))
-    if set(names) == set(experiments.NAMES):
-        tag = "all"
+    collection = [tag for tag, members in experiments.COLLECTIONS.items() if set(names) == set(members)]
+    if collection:
+        tag = collection[0]
     else:
         tag = "+".join(names)
         if len(tag) > 60:

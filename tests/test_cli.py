@@ -37,7 +37,8 @@ def test_list_experiments_names_every_experiment():
     proc = run_py("--list_experiments")
     assert proc.returncode == 0
     listed = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
-    assert listed == list(experiments.NAMES)
+    assert listed == list(experiments.NAMES) + ["all", "schemes"]
+    assert "schemes            (collection) rce_only ... scheme5_6_fixed: 17 experiments" in proc.stdout
 
 
 def test_tiny_run_writes_outputs_and_a_rerun_resumes(tmp_path):

@@ -112,6 +112,7 @@ def test_sweeps_merge_and_bad_values_fail_only_their_runs():
     assert any("replaces rce_only's own grpo_epochs=0" in n for n in bad_override.notes)
     assert launch.default_out(["a", "b"]) == os.path.join("results", "a+b")
     assert launch.default_out(experiments.NAMES, {"seeds": 5}) == os.path.join("results", "all")
+    assert launch.default_out(experiments.SCHEMES[::-1]) == os.path.join("results", "schemes")
     assert launch.default_out(["a"], {"grpo_lr": 1e-4}) != launch.default_out(["a"], {"grpo_lr": 2e-4})
 
 
