@@ -145,6 +145,30 @@ def test_oracle_is_exact_jittable_and_vmappable(ds):
     assert float(f(oj, jnp.array([qi]), jnp.array([[b, a]]))[0]) != pytest.approx(want, rel=1e-6)
 
 
+def test_the_hidden_interaction_enters_the_oracle_and_only_where_asked(ds):
+    """interaction_weight > 0 adds z_q·A·z_j to every demonstration's utility (A stored as
+    oracle_interaction); the other draws of the world stay those of the world without it."""
+    assert "interaction" not in ds.oracle
+    kw = dict(SMALL, num_examples=600, num_queries=60, num_test_queries=10)
+    plain = make_synthetic(seed=2, **kw)
+    mixed = make_synthetic(seed=2, world={"interaction_weight": 2.0}, **kw)
+    a = mixed.oracle["interaction"]
+    assert a.shape == (mixed.oracle["latent"].shape[1],) * 2 and 1.5 < a.std() < 2.5
+    np.testing.assert_array_equal(plain.emb, mixed.emb)
+    np.testing.assert_array_equal(plain.oracle["quality"], mixed.oracle["quality"])
+    o, p = mixed.oracle, dict(zip(PARAM_NAMES, mixed.oracle["params"].tolist()))
+    z = o["latent"].astype(np.float64)
+    qi, j = int(mixed.query_ids[0]), int(mixed.pool_ids[0, 0])
+    util = p["rel_scale"] * (z[qi] @ z[j] - p["rel_center"]) + o["quality"][j] + z[qi] @ a.astype(np.float64) @ z[j]
+    value = p["value_cap"] * np.tanh(util / p["value_cap"])  # one shot: total = util
+    pc = 1 / (1 + np.exp(-(value - o["difficulty"][qi])))
+    want = pc * o["level_main"][qi] + (1 - pc) * o["alt_rate"][qi] * o["level_alt"][qi]
+    np.testing.assert_allclose(oracle_accuracy_np(o, [qi], [[j]])[0], want, rtol=1e-5)
+    np.testing.assert_allclose(float(jax.jit(oracle_accuracy)(o, jnp.array([qi]), jnp.array([[j]]))[0]), want, rtol=1e-5)
+    without = {k: v for k, v in o.items() if k != "interaction"}
+    assert oracle_accuracy_np(without, [qi], [[j]])[0] != pytest.approx(want, rel=1e-4)
+
+
 def test_ground_truth_is_learnable_and_not_trivial(ds):
     mask = ds.traj_mask
     acc = labelled_oracle(ds)

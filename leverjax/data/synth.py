@@ -65,7 +65,7 @@ PARAM_NAMES = (
 )
 WORLD_NAMES = (
     "cluster_spread", "nuisance_weight", "noise_weight", "quality_weight", "quality_spread", "quality_directions",
-    "hopeless_share", "easy_share", "selector_noise",
+    "hopeless_share", "easy_share", "selector_noise", "interaction_weight",
 )
 SIZE_NAMES = (
     "num_examples", "num_queries", "num_test_queries", "pool_size", "num_steps", "max_trajectories",
@@ -87,6 +87,7 @@ _V1_WORLD = {
     "hopeless_share": 0.08,    # share of hopeless queries (difficulty + 6)
     "easy_share": 0.08,        # share of easy queries (difficulty − 6)
     "selector_noise": 0.5,     # noise of the simulated selector's utility estimates (beam and samples)
+    "interaction_weight": 0.0,  # scale of the hidden query-demonstration interaction z_q·A·z_j (0: none)
 }
 _V1_SIZES = {
     "num_examples": 9009, "num_queries": 800, "num_test_queries": 200, "pool_size": 64, "num_steps": 2,
@@ -151,13 +152,21 @@ _MISSING_SHARE = 0.03      # share of gt_prob / rel left unknown (NaN)
 # --------------------------------------------------------------------------------------------
 
 
-def _set_total(xp, latent, quality, params, query_rows, demo_rows):
+def _utility(xp, params, zq, zd, quality, interaction=None):
+    """Per-demonstration utility ``rel_scale·(cos − rel_center) + quality (+ z_q·A·z_j)`` [..., n] of the
+    demonstrations with latents ``zd`` [..., n, k] (qualities ``quality`` [..., n]) for queries ``zq`` [..., k]."""
+    util = params[0] * (xp.einsum("...k,...nk->...n", zq, zd) - params[1]) + quality
+    if interaction is not None:  # a trace-time branch: presets without the interaction store no matrix
+        util = util + xp.einsum("...k,kl,...nl->...n", zq, interaction, zd)
+    return util
+
+
+def _set_total(xp, latent, quality, params, query_rows, demo_rows, interaction=None):
     """Pre-saturation value of demonstrations ``demo_rows`` [B, n] (prompt order) for ``query_rows`` [B]."""
     n = demo_rows.shape[-1]
     zq = latent[query_rows]
     zd = latent[demo_rows]
-    rel = xp.einsum("bk,bnk->bn", zq, zd)
-    util = params[0] * (rel - params[1]) + quality[demo_rows]
+    util = _utility(xp, params, zq, zd, quality[demo_rows], interaction)
     weights = params[2] ** xp.arange(n - 1, -1, -1, dtype=zq.dtype)
     # shot_norm α: Σ w·u / (Σ w)^α (0: a sum, generator version 1; 1: a weighted mean). Parameter vectors of
     # version 1 have no α (the length is static, so this is a trace-time branch).
@@ -197,7 +206,9 @@ def oracle_accuracy(oracle: Mapping[str, Any], query_rows, demo_rows):
     params = jnp.asarray(oracle["params"], jnp.float32)
     q = jnp.asarray(query_rows)
     d = jnp.asarray(demo_rows)
-    total = _set_total(jnp, latent, jnp.asarray(oracle["quality"], jnp.float32), params, q, d)
+    interaction = oracle.get("interaction")
+    interaction = None if interaction is None else jnp.asarray(interaction, jnp.float32)
+    total = _set_total(jnp, latent, jnp.asarray(oracle["quality"], jnp.float32), params, q, d, interaction)
     value = _saturate(jnp, total, params)
     p = _sigmoid(jnp, value - jnp.asarray(oracle["difficulty"], jnp.float32)[q])
     return _expected_acc(
@@ -212,7 +223,8 @@ def oracle_accuracy_np(oracle: Mapping[str, np.ndarray], query_rows, demo_rows) 
     """:func:`oracle_accuracy` in numpy (host side, same formula), float32 [B]."""
     params = np.asarray(oracle["params"], np.float32)
     q = np.asarray(query_rows)
-    total = _set_total(np, oracle["latent"], oracle["quality"], params, q, np.asarray(demo_rows))
+    total = _set_total(np, oracle["latent"], oracle["quality"], params, q, np.asarray(demo_rows),
+                       oracle.get("interaction"))
     p = _sigmoid(np, _saturate(np, total, params) - oracle["difficulty"][q])
     out = _expected_acc(np, p, oracle["level_main"][q], oracle["level_alt"][q], oracle["alt_rate"][q])
     return out.astype(np.float32)
@@ -250,7 +262,13 @@ def _make_world(rng: np.random.Generator, n: int, dim: int, latent_dim: int, clu
     nuisance = _unit_rows(rng.standard_normal((n, _NUISANCE_DIM))) @ rng.standard_normal((_NUISANCE_DIM, dim))
     emb = latent @ mixing + w["nuisance_weight"] * nuisance + w["noise_weight"] * rng.standard_normal((n, dim))
     f32 = np.float32
+    # A hidden interaction (drawn last, so worlds without it are those of earlier versions): z_q·A·z_j has
+    # standard deviation interaction_weight for random unit latents; similarity does not see it, and a
+    # selector learns it only from the queries it is trained on.
+    weight = float(w.get("interaction_weight", 0.0))
+    extra = {"interaction": (weight * rng.standard_normal((latent_dim, latent_dim))).astype(f32)} if weight else {}
     return {
+        **extra,
         "emb": _unit_rows(emb),
         "latent": latent,
         "quality": quality.astype(f32),
@@ -374,7 +392,7 @@ def _calibrate_offset(value: np.ndarray, diff: np.ndarray, alt_rate: np.ndarray,
 def _candidate_trajectories(
     r_sel: np.random.Generator, r_mix: np.random.Generator, latent: np.ndarray, quality: np.ndarray,
     params: np.ndarray, query_rows: np.ndarray, pools: np.ndarray, cos_obs: np.ndarray, steps: int,
-    selector_noise: float,
+    selector_noise: float, interaction: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate trajectories of every generation method, and which of them each query keeps.
 
@@ -386,7 +404,7 @@ def _candidate_trajectories(
     valid = pools >= 0
     safe = np.maximum(pools, 0)
     z_pool = latent[safe]
-    util = params[0] * (np.einsum("qk,qnk->qn", latent[query_rows], z_pool) - params[1]) + quality[safe]
+    util = _utility(np, params, latent[query_rows], z_pool, quality[safe], interaction)
     belief = (util + selector_noise * r_sel.standard_normal(util.shape)).astype(np.float32)
     sim = np.einsum("qik,qjk->qij", z_pool, z_pool)
     weights = params[2] ** np.arange(steps - 1, -1, -1, dtype=np.float32)
@@ -432,7 +450,8 @@ def _labels(
     tmask = traj[..., 0] >= 0
     safe = np.maximum(pools, 0)
     demo = np.take_along_axis(safe, np.maximum(traj, 0).reshape(q, -1), 1).reshape(-1, steps)
-    total = _set_total(np, world["latent"], world["quality"], params, np.repeat(query_rows, m), demo)
+    total = _set_total(np, world["latent"], world["quality"], params, np.repeat(query_rows, m), demo,
+                       world.get("interaction"))
     value = _saturate(np, total, params).reshape(q, m)
     per_query = {k: world[k][query_rows][:, None] for k in ("difficulty", "alt_rate", "level_main", "level_alt")}
     labelled = {k: np.broadcast_to(v, value.shape)[tmask] for k, v in per_query.items()}
@@ -562,7 +581,7 @@ def _generate(
 
     cands, methods, include = _candidate_trajectories(
         r_sel, r_mix, latent, quality, params, query_rows, pools, cos_obs, num_steps,
-        float(world_shape["selector_noise"]))
+        float(world_shape["selector_noise"]), world.get("interaction"))
     traj, gen_method = _assemble(r_mix, cands, methods, include, pools >= 0, max_trajectories,
                                  min_trajectories, num_steps)
     labels, difficulty, offset = _labels(r_label, world, params, query_rows, pools, traj, positive_ratio)
@@ -575,6 +594,7 @@ def _generate(
         "level_alt": world["level_alt"],
         "alt_rate": world["alt_rate"],
         "params": params,
+        **({"interaction": world["interaction"]} if "interaction" in world else {}),
     }
     generator = {
         "version": GENERATOR_VERSION, "preset": preset, "seed": seed, "num_examples": num_examples,
