@@ -9,8 +9,10 @@ The simulator mimics the pipeline that produced the reference's RL data:
   skills plus a nuisance factor (style, unrelated to usefulness) plus noise, L2-normalised.
 - **A demonstration set** D = (j_1..j_n), in prompt order, helps query q by
   ``total = Σ_t w_t·u_qj_t / (Σ_t w_t)^shot_norm − redundancy(D) − shot_cost·(n − 1)`` where
-  ``u_qj = rel_scale·(cos(z_q, z_j) − rel_center) + quality_j`` (irrelevant demonstrations
-  hurt), ``w_t = position_decay^(n−1−t)`` (the demonstration next to the query weighs most; the
+  ``u_qj = rel_scale·(cos(z_q, z_j) − rel_center) + quality_j + z_q·A·z_j`` (irrelevant
+  demonstrations hurt; A, a hidden random interaction of scale ``interaction_weight``, is what a
+  demonstration is worth to this query beyond similarity: learnt only from the training queries;
+  zero unless the preset sets it), ``w_t = position_decay^(n−1−t)`` (the demonstration next to the query weighs most; the
   weighted sum is divided by ``(Σ_t w_t)^shot_norm``: 0 a sum, 1 a weighted mean),
   and ``redundancy = redundancy_scale·Σ_{i<j} max(cos(z_i, z_j) − redundancy_threshold, 0)``
   (similar demonstrations help less). The value saturates: ``value = cap·tanh(total/cap)``.
@@ -56,7 +58,7 @@ from leverjax.data.npz import (
 )
 from leverjax.errors import ConfigError, DataError
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: the interaction term (vqav2); okvqa and v1 give the arrays of version 2
 GEN_METHODS = ("beam", "sample", "retrieval", "random")
 ACC_LEVELS = (0.0, 0.3, 0.6, 0.9, 1.0)
 PARAM_NAMES = (
@@ -121,8 +123,9 @@ PRESETS = {
     "vqav2": _preset(
         "vqav2", "VQAv2-like: higher accuracy, a falling 1-4-shot curve, learning that more queries improve",
         params={"shot_norm": 0.9, "redundancy_scale": 0.6, "shot_cost": 0.0},
-        world={"quality_weight": 3.0, "nuisance_weight": 1.2, "quality_directions": 4, "noise_weight": 0.3},
-        sizes={"positive_ratio": 0.65}),
+        world={"quality_weight": 3.0, "nuisance_weight": 1.2, "quality_directions": 4, "noise_weight": 0.3,
+               "interaction_weight": 2.5},
+        sizes={"positive_ratio": 0.65, "num_queries": 350}),
     "v1": _preset("v1", "generator version 1 (before the presets): retrieval is as good as a trained selector"),
 }
 DEFAULT_PRESET = "okvqa"
