@@ -161,8 +161,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--max_epochs", type=int, default=None, help="grid: cut every phase to this many epochs")
     parser.add_argument("--out", default=None, help="grid: results directory (default: a temporary one)")
-    parser.add_argument("--experiments", default=None, help="grid: a comma-separated subset of the registry "
-                        "(epoch cuts are still computed over the whole registry)")
+    parser.add_argument("--experiments", default=None, help="grid: a comma-separated subset of the registry, or "
+                        "'schemes' (epoch cuts are still computed over the whole registry)")
     parser.add_argument("--experiment", default="current", help="vmap: the group's experiment")
     parser.add_argument("--runs", default="1,16", help="vmap: run counts to compare")
     parser.add_argument("--epochs", type=int, default=3, help="vmap: epochs per phase (the first is not timed)")
@@ -172,7 +172,9 @@ def main() -> None:
 
     logging.set_verbosity(logging.WARNING)
     if args.mode == "grid":
-        names = args.experiments.split(",") if args.experiments else None
+        import experiments
+
+        names = args.experiments and list(experiments.COLLECTIONS.get(args.experiments, args.experiments.split(",")))
         result = bench_grid(args.seeds, args.max_epochs, args.out, names)
     else:
         result = bench_vmap(args.experiment, [int(r) for r in args.runs.split(",")], args.epochs)

@@ -169,8 +169,8 @@ def format_validity(result: dict[str, Any]) -> str:
     lines = [f"## Metric validity: `{result['directory']}`", "",
              f"{result['runs']} run(s) (seeds × {result['variants']} variant(s)); best-epoch selection within the "
              f"last phase ({', '.join(result['last_phases'])}). Spearman's ρ with the oracle accuracy (mean over the "
-             "logged shots), 95% bootstrap interval over runs; oriented ρ: + means better by the metric is more "
-             "accurate.", "",
+             "logged shots), 95% bootstrap interval over runs. ρ as measured: a metric that tracks accuracy has ρ "
+             "near +1 where better is max and near −1 where better is min.", "",
              "| metric | better | ρ per epoch (val) [95% CI] | points | ρ per run (final test) [95% CI] | runs |",
              "|:---|:---|---:|---:|---:|---:|"]
     for m, e in result["per_epoch"].items():
