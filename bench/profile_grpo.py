@@ -226,7 +226,7 @@ def print_breakdown(results: list[dict]) -> None:
     print(f"\nper epoch{'':<35}" + "".join(f"{'b=' + str(r['batch']) + ' ms':>16}{'':>7}" for r in results))
     rows = [
         ("steps per epoch", lambda r: f"{r['steps']:>16}{'':>7}"),
-        ("epoch as run.py runs it: jit(vmap(epoch))", lambda r: f"{ms(r['epoch_runner']):>16}{'':>7}"),
+        ("epoch as run.py runs it: runner.over_runs(epoch)", lambda r: f"{ms(r['epoch_runner']):>16}{'':>7}"),
         ("  the same without vmap", lambda r: f"{ms(r['epoch_plain']):>16}{'':>7}"),
         ("  set-up + steps timed apart", lambda r: f"{ms(r['setup'] + r['step']):>16}{'':>7}"),
         ("  steps dispatched one by one from Python", lambda r: f"{ms(r['python_loop']):>16}{'':>7}"),
