@@ -234,3 +234,25 @@ def test_runs_of_a_group_that_share_a_prefix_train_it_once_with_the_same_numbers
             assert a[key].keys() == b[key].keys()
             np.testing.assert_allclose([a[key][m] for m in a[key]], [b[key][m] for m in a[key]], rtol=1e-5,
                                        atol=1e-6, err_msg=str(key))
+
+
+def test_over_runs_computes_one_run_without_vmap_and_the_same_numbers():
+    import jax.numpy as jnp
+
+    from leverjax.runner import over_runs
+    seen = []
+
+    def fn(state, scale):
+        seen.append(type(state["w"]).__name__)
+        return {"y": jnp.tanh(state["w"] @ state["w"].T) * scale, "n": jnp.sum(state["w"])}
+
+    w = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 5))
+    for runs in (1, 3):
+        state = {"w": w[:runs]}
+        got = over_runs(fn, (0, None))(state, 2.0)
+        want = jax.vmap(fn, in_axes=(0, None))(state, 2.0)
+        assert jax.tree_util.tree_map(jnp.shape, got) == jax.tree_util.tree_map(jnp.shape, want)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-6)
+    batched = [name for name in seen if "Batch" in name]
+    assert seen[0] != "BatchTracer" and batched, seen  # 1 run: traced unbatched; 3 runs: through vmap
