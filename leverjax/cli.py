@@ -23,8 +23,8 @@ FLAGS = flags.FLAGS
 # The main flags besides the config fields: name -> (flag type, default, help), in the order --help shows them.
 _MAIN = {
     "experiment": (flags.DEFINE_string, "scheme5_6", "Named experiment(s) to train: one name, a comma-separated "
-                   "list (a grid), 'all' (the whole registry) or 'schemes' (the registry without the selector variants' "
-                   "runs); see --list_experiments. [default 'scheme5_6']"),
+                   "list (a grid), 'all' (the whole registry) or 'schemes' (the registry without the selector "
+                   "variants' runs); see --list_experiments. [default 'scheme5_6']"),
     "sweep": (flags.DEFINE_multi_string, [], "field=v1,v2,...: train every value of any config field; repeat the "
               "flag for a grid of values. Values of a sweepable field are vmapped in one compiled program; each "
               "value of a static field (selector, num_layers, ...) gets a program of its own, in the same results "

@@ -12,8 +12,8 @@ The simulator mimics the pipeline that produced the reference's RL data:
   ``u_qj = rel_scale·(cos(z_q, z_j) − rel_center) + quality_j + z_q·A·z_j`` (irrelevant
   demonstrations hurt; A, a hidden random interaction of scale ``interaction_weight``, is what a
   demonstration is worth to this query beyond similarity: learnt only from the training queries;
-  zero unless the preset sets it), ``w_t = position_decay^(n−1−t)`` (the demonstration next to the query weighs most; the
-  weighted sum is divided by ``(Σ_t w_t)^shot_norm``: 0 a sum, 1 a weighted mean),
+  zero unless the preset sets it), ``w_t = position_decay^(n−1−t)`` (the demonstration next to
+  the query weighs most; the weighted sum is divided by ``(Σ_t w_t)^shot_norm``: 0 a sum, 1 a weighted mean),
   and ``redundancy = redundancy_scale·Σ_{i<j} max(cos(z_i, z_j) − redundancy_threshold, 0)``
   (similar demonstrations help less). The value saturates: ``value = cap·tanh(total/cap)``.
   So choosing a *set* matters, order matters, and more shots can hurt.
