@@ -42,6 +42,8 @@ ORACLE_MEAN = "val_oracle_acc_mean"  # a derived metric: the mean of the logged 
 def oracle_shots(keys, split: str = "val") -> list[int]:
     """The shot counts n of the ``<split>_oracle_acc_<n>`` metrics among ``keys`` (not ``..._adaptive``)."""
     return sorted({int(m.group(1)) for k in keys if (m := re.fullmatch(rf"{split}_oracle_acc_(\d+)", k))})
+
+
 _PROPORTIONS = ("greedy_labelled", "changed_vs_ref", "zero_var_frac", "oracle_acc")
 _NONNEGATIVE = ("kl", "beta", "adv_std")
 # (metric, label, scale, bounds of the scaled value or None, digits without a CI)
