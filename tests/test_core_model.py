@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from leverjax.losses import rce_loss, sft_loss
-from leverjax.model import PointerSelector, Selector, SelectorConfig, init_params
+from leverjax.model import Dropout, MultiheadAttention, PointerSelector, Selector, SelectorConfig, init_params
 from leverjax.optim import BACKBONE, make_optimizer
 
 D, K, M, S, B = 24, 8, 5, 2, 3
@@ -113,6 +113,64 @@ def test_dropout_only_in_training_mode(params, batch):
     assert np.abs(tr1 - tr2)[valid].max() > 1e-2
     assert np.abs(tr1 - ev0)[valid].max() > 1e-2
     assert np.all(np.isfinite(tr1))
+
+
+
+def test_dropout_keeps_each_element_with_its_probability_independently():
+    x = jnp.ones((64, 64, 256))  # 2^20 elements: the binomial sd of the kept share is <= 0.0005
+    drop = jax.jit(lambda rate, key: Dropout(rate).apply({}, x, deterministic=False, rngs={"dropout": key}),
+                   static_argnums=0)
+    for rate in (0.1, 0.5):
+        a, b = np.asarray(drop(rate, jax.random.PRNGKey(1))), np.asarray(drop(rate, jax.random.PRNGKey(2)))
+        keep_a, keep_b = a != 0, b != 0
+        p = 1.0 - rate
+        assert abs(keep_a.mean() - p) < 0.003 and abs(keep_b.mean() - p) < 0.003
+        np.testing.assert_allclose(a[keep_a], 1.0 / p, rtol=1e-6)  # kept values scaled by 1 / keep probability
+        assert abs(a.mean() - 1.0) < 0.01  # the expectation is unchanged
+        # Two keys, and neighbouring elements of one mask, agree only as often as independent draws would.
+        assert abs((keep_a & keep_b).mean() - p * p) < 0.003
+        flat = keep_a.reshape(-1)
+        assert abs((flat[1:] & flat[:-1]).mean() - p * p) < 0.003
+        assert abs((keep_a[:, :, 1:] & keep_a[:, :, :-1]).mean() - p * p) < 0.003
+        np.testing.assert_array_equal(a, np.asarray(drop(rate, jax.random.PRNGKey(1))))  # same key, same mask
+    np.testing.assert_array_equal(np.asarray(Dropout(0.5).apply({}, x, deterministic=True)), np.asarray(x))
+
+
+# -- attention -------------------------------------------------------------------------------------
+
+def _torch_attention_float64(params, query, keys, key_mask, num_heads):
+    """``torch.nn.MultiheadAttention`` in eval mode, in float64 NumPy: the keys and values projected,
+    scaled dot-product attention per head, masked keys excluded, the output projection."""
+    w = np.asarray(params["in_proj_weight"], np.float64)
+    b = np.asarray(params["in_proj_bias"], np.float64)
+    h = w.shape[1]
+    dh = h // num_heads
+    q, k, v = (x @ w[i * h:(i + 1) * h].T + b[i * h:(i + 1) * h] for i, x in enumerate((query, keys, keys)))
+    split = lambda x: x.reshape(x.shape[:-1] + (num_heads, dh))
+    scores = np.einsum("bqnd,bknd->bnqk", split(q), split(k)) / np.sqrt(dh)
+    scores = np.where(key_mask[:, None, None, :], scores, -1e9)
+    attn = np.exp(scores - scores.max(-1, keepdims=True))
+    attn /= attn.sum(-1, keepdims=True)
+    out = np.einsum("bnqk,bknd->bqnd", attn, split(v)).reshape(query.shape[:-1] + (h,))
+    return out @ np.asarray(params["out_proj"]["kernel"], np.float64) + np.asarray(params["out_proj"]["bias"])
+
+
+@pytest.mark.parametrize("tokens", [1, 12])
+def test_attention_equals_torch_formula_whether_or_not_keys_are_projected(tokens):
+    """One query token over many keys never projects the keys (scores and outputs are linear in them);
+    12 tokens x 2 heads >= 8 hidden projects them as torch does. Both give torch's numbers."""
+    hidden, heads, keys_n = 8, 2, 10
+    rng = np.random.default_rng(tokens)
+    query = rng.normal(size=(3, tokens, hidden)).astype(np.float32)
+    keys = rng.normal(size=(3, keys_n, hidden)).astype(np.float32)
+    key_mask = np.arange(keys_n)[None, :] < np.array([[4], [keys_n], [0]])  # ragged, full, all masked
+    mha = MultiheadAttention(hidden, heads, 0.0)
+    params = _perturb(mha.init(jax.random.PRNGKey(0), query, keys, key_mask, deterministic=True)["params"],
+                      jax.random.PRNGKey(1), scale=0.3)  # non-zero biases: the key bias must cancel
+    out = np.asarray(mha.apply({"params": params}, query, keys, key_mask, deterministic=True))
+    np.testing.assert_allclose(out, _torch_attention_float64(params, query.astype(np.float64),
+                                                             keys.astype(np.float64), key_mask, heads),
+                               rtol=1e-5, atol=1e-5)
 
 
 # -- gradients and frozen parameters ---------------------------------------------------------------
