@@ -161,10 +161,10 @@ class Runner:
     of the last run to a multiple of the device count; the copies never reach the results).
     ``on_epoch``: called after every epoch with a progress record (phase, epoch, epochs done/total, seconds) and
     the epoch's metric records of every run (``records``).
-    ``prefix_cache``: a folder where each run's state after the phases before GRPO (SFT, RCE) is kept,
-    keyed by everything that determines it (the config without its GRPO-only fields, the seed, the data,
-    ``init_from``); a later runner whose runs all find their key there starts at GRPO instead of
-    recomputing them (equal up to float rounding when the earlier group had another number of runs). Runs of
+    ``prefix_cache``: a folder where each run's state after the phases before GRPO (SFT, RCE; the whole
+    run when it has no GRPO phase) is kept, keyed by everything that determines it (the config without
+    its GRPO-only fields, the seed, the data, ``init_from``); a later runner whose runs all find their key
+    there starts at GRPO (a run without GRPO: at its final evaluation) instead of recomputing them (equal up to float rounding when the earlier group had another number of runs). Runs of
     this runner that share a prefix key train that prefix once: a runner of one run per distinct key trains
     the SFT/RCE phases into the cache first (``stop_at_prefix``), and every run then starts at GRPO from it.
     Entries appear whole (written aside, then renamed), so several runners may share one cache at once.
@@ -347,12 +347,16 @@ class Runner:
                        dict(self.failures), self.vp.evaluator.final_split)
 
     # -- reuse of a shared SFT/RCE prefix --------------------------------------------------------
-    _PREFIX_KEYS = ("params", "rng", "ref_params", "ref_logp")
+    # The best-epoch tracking is kept too: a run without GRPO is evaluated on its best parameters, and a
+    # GRPO run keeps the prefix's best ones until its first finite validation value.
+    _PREFIX_KEYS = ("params", "rng", "ref_params", "ref_logp", "best_params", "best_value", "best_epoch")
+    _PREFIX_LAYOUT = 2  # in every key: entries of an older layout (without best_*) are never read
 
     def _prefix_end(self) -> int:
-        """Number of phases before the first GRPO phase (0: nothing to share)."""
+        """Number of phases before the first GRPO phase, all of them in a run without GRPO (0: nothing
+        to share)."""
         kinds = [p.kind for p in self.pipe.phases]
-        return kinds.index("grpo") if "grpo" in kinds else 0
+        return kinds.index("grpo") if "grpo" in kinds else len(kinds)
 
     @functools.cached_property
     def _data_digest(self) -> str:
@@ -371,7 +375,8 @@ class Runner:
         keys = []
         for run in self.runs + [self.runs[-1]] * (self.num_padded - len(self.runs)):
             values = config_lib.prefix_fields(config_lib.replace(self.cfg, dict(run.overrides)))
-            blob = json.dumps({"config": values, "seed": run.seed, "data": self._data_digest, "init_from": init,
+            blob = json.dumps({"layout": self._PREFIX_LAYOUT, "config": values, "seed": run.seed,
+                               "data": self._data_digest, "init_from": init,
                                "phases": [(p.name, p.epochs) for p in self.pipe.phases[:self._prefix_end()]]},
                               sort_keys=True, default=str)
             keys.append(hashlib.sha1(blob.encode()).hexdigest()[:16])
@@ -416,7 +421,7 @@ class Runner:
                                          stacked, {k: state[k] for k in self._PREFIX_KEYS})
         if self.mesh is not None:
             stacked = distributed.put(stacked, self.run_sharding)
-        state = {**state, **stacked, "best_params": stacked["params"]}
+        state = {**state, **stacked}
         history = [{**rec, "run": r.label, "group": r.group, "seed": r.seed}
                    for r, (_, meta) in zip(self.runs, loaded) for rec in records_from_json(meta["records"])]
         history.sort(key=lambda rec: [p.name for p in self.pipe.phases].index(rec["phase"]) * 10**6 + rec["epoch"])

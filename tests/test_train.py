@@ -179,6 +179,29 @@ def test_runs_with_the_same_prefix_reuse_its_sft_and_rce(tiny, tmp_path):
     assert not any("reusing" in line for line in lines)  # an SFT field changes the key
 
 
+
+def test_a_run_without_grpo_shares_its_sft_and_rce_with_grpo_runs_both_ways(tiny, tmp_path):
+    """rce_only's whole run is the prefix of scheme5_6's: after one of them the other starts where the
+    first stopped (rce_only at its final evaluation, on the best RCE parameters), with the numbers of a
+    fresh run."""
+    runs = expand_runs({}, 0, 2)
+    rce_only, grpo = tiny_config("rce_only"), tiny_config("scheme5_6", grpo_epochs=1)
+    fresh, fresh_final = final_run(Runner(rce_only, tiny, runs))
+    lines = []
+    Runner(grpo, tiny, runs, prefix_cache=str(tmp_path / "a"), out=lambda s: None).run()
+    reused, reused_final = final_run(Runner(rce_only, tiny, runs, prefix_cache=str(tmp_path / "a"),
+                                            out=lines.append))
+    assert any("reusing the sft, rce phases" in line for line in lines)
+    assert not any(line.startswith("==") and "final" not in line for line in lines)  # no training phase
+    assert reused.history == fresh.history
+    for k in fresh_final:
+        np.testing.assert_array_equal(reused_final[k], fresh_final[k], err_msg=k)
+    lines.clear()
+    Runner(rce_only, tiny, runs, prefix_cache=str(tmp_path / "b"), out=lambda s: None).run()
+    Runner(grpo, tiny, runs, prefix_cache=str(tmp_path / "b"), out=lines.append).run()
+    assert any("reusing the sft, rce phases" in line for line in lines)
+
+
 def test_a_prefix_entry_appears_whole_so_runs_can_share_a_cache_at_once(tiny, tmp_path, monkeypatch):
     """While a run writes its SFT/RCE prefix, another run reading the same cache finds no entry (not half of
     one): the entry is written aside and renamed into place. A second writer of the same key keeps the
