@@ -173,10 +173,9 @@ class Config:
     eval_chunk: int = EVALUATION(256, "Queries per evaluation chunk (memory, not results).", at_least=1)
     best_metric: str = EVALUATION("val_expected_reward", "Metric that picks the best epoch of the last phase (the "
                                   "default is the offline metric that lost the least oracle accuracy in the "
-                                  "metric-validity study, README).", prefix=False)
+                                  "metric-validity study, README).")
     best_mode: str = EVALUATION("auto", "Whether the best epoch minimises or maximises best_metric; auto: minimise "
-                                "losses, KL and redundancy, maximise the others.", choices=("auto", "min", "max"),
-                                prefix=False)
+                                "losses, KL and redundancy, maximise the others.", choices=("auto", "min", "max"))
 
     # -- seeds and output ---------------------------------------------------------------------------------
     seed: int = RUN(0, "First seed.", kind="run")

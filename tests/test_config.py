@@ -14,6 +14,7 @@ from leverjax.data import synth
 from leverjax.data.device import DeviceData
 from leverjax.errors import ConfigError
 from leverjax.evaluate import Evaluator
+from leverjax.runner import Runner
 from leverjax.train import Pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,7 +80,7 @@ def _prefix_result(cfg, data_set):
                 state, _ = pipe.train_epoch(i, state, e, data, hp)
                 state, val = ev.validate_epoch(state, e, data, hp)
                 metrics.append(val)
-        return {k: state[k] for k in ("params", "ref_params", "ref_logp")}, metrics
+        return {k: state[k] for k in Runner._PREFIX_KEYS}, metrics
 
     return jax.jit(prefix)(pipe.hyperparameters(), jax.random.PRNGKey(0))
 
