@@ -7,8 +7,10 @@ Each field declares, on the field itself (:func:`_Section.__call__`), what it is
 * its **kind**: ``sweep`` — a traced scalar of the compiled program, so runs that differ only in it (and in
   the seed) share one compile and are vmapped together; ``static`` — a shape, count, method or switch,
   changing it means a new compile; ``run`` — changes neither the program nor the result of one run;
-* whether it can change the SFT/RCE **prefix** (the state before the first GRPO phase); the fields of
-  the GRPO section cannot, which is what lets runs share a cached prefix.
+* the first phase it **acts from** (``sft``, ``rce`` or ``grpo``): the phase whose training or validation
+  it can change first. The fields acting from SFT or RCE make up the **prefix** (the state before the
+  first GRPO phase); those acting from RCE cannot change the state after SFT, those of the GRPO section
+  neither: that is what lets runs share a cached SFT or SFT/RCE prefix.
 
 Flags, ``--help``, validation, sweep grouping (:func:`static_signature`), the prefix-cache key
 (:func:`prefix_fields`) and run names are all derived from these declarations: adding a field is one line.
@@ -27,13 +29,15 @@ from leverjax.errors import ConfigError
 
 SECTIONS = ("data", "selector", "sft", "rce", "grpo", "optimizer", "evaluation", "run")
 SCHEDULES = ("constant", "warmup_cosine")
+PHASE_KINDS = ("sft", "rce", "grpo")  # in training order
 
 
 class _Section:
     """Field factory of one section: ``name: type = SECTION(default, help, kind=..., choices=..., ...)``.
 
-    ``at_least`` / ``positive`` / ``unit`` (a value in [0, 1)) declare the valid range; ``prefix``
-    defaults to False in the GRPO section (GRPO-only fields) and True elsewhere.
+    ``at_least`` / ``positive`` / ``unit`` (a value in [0, 1)) declare the valid range; ``acts_from``
+    defaults to the section's phase (``rce`` in the RCE section, ``grpo`` in the GRPO section, ``sft``
+    elsewhere; none for ``run`` fields).
     """
 
     def __init__(self, name: str):
@@ -41,12 +45,15 @@ class _Section:
 
     def __call__(self, default, help: str, *, kind: str = "static", choices: tuple | None = None,
                  at_least: float | None = None, positive: bool = False, unit: bool = False,
-                 prefix: bool | None = None):
+                 acts_from: str | None = None):
         assert kind in ("sweep", "static", "run"), kind
-        prefix = (self.name != "grpo" and kind != "run") if prefix is None else prefix
+        if acts_from is None and kind != "run":
+            acts_from = self.name if self.name in ("rce", "grpo") else "sft"
+        assert acts_from in PHASE_KINDS + (None,), acts_from
         return dataclasses.field(default=default, metadata={
             "help": help, "section": self.name, "kind": kind, "choices": tuple(choices) if choices else None,
-            "at_least": at_least, "positive": positive, "unit": unit, "prefix": prefix})
+            "at_least": at_least, "positive": positive, "unit": unit, "acts_from": acts_from,
+            "prefix": acts_from in ("sft", "rce")})
 
 
 DATA, SELECTOR, SFT, RCE, GRPO, OPTIMIZER, EVALUATION, RUN = (_Section(s) for s in SECTIONS)
@@ -96,7 +103,8 @@ class Config:
     stop: str = SELECTOR("", "STOP token ('' = the preset's).", choices=("", "on", "off"))
     dropout_per_trajectory: bool = SELECTOR(False, "In RCE and GRPO steps every trajectory encodes its query and "
                                             "pool with its own dropout mask (the reference's noise; about M times "
-                                            "the encoding cost); false: one mask per query, shared.")
+                                            "the encoding cost); false: one mask per query, shared.",
+                                            acts_from="rce")
 
     # -- SFT ------------------------------------------------------------------------------------------
     sft_epochs: int = SFT(20, "SFT epochs (0 skips SFT).", at_least=0)
@@ -121,7 +129,8 @@ class Config:
     rce_rewards: str = RCE("raw", "RCE weights from raw rewards (the launch script) or normalised ones.",
                            choices=("raw", "normalized"))
     rce_top1_only: bool = RCE(False, "Plain CE on each query's first trajectory instead of RCE.")
-    label_smoothing: float = RCE(0.0, "Label smoothing of RCE and the validation loss.", kind="sweep", unit=True)
+    label_smoothing: float = RCE(0.0, "Label smoothing of RCE and the validation loss.", kind="sweep", unit=True,
+                                 acts_from="sft")  # the validation loss of every phase
 
     # -- GRPO --------------------------------------------------------------------------------------------
     grpo_epochs: int = GRPO(3, "GRPO epochs (0 skips GRPO).", at_least=0)
@@ -156,7 +165,7 @@ class Config:
                            choices=("reference", "lowest_index", "random"))
     reference_policy: str = GRPO("sft", "Policy of the KL and the ratio: the SFT model (defect 1), the post-RCE "
                                  "model, or refreshed every epoch.", choices=("sft", "post_rce", "refresh_each_epoch"),
-                                 prefix=True)  # it also decides the reference the SFT/RCE epochs are compared with
+                                 acts_from="rce")  # it decides the reference the RCE epochs are compared with
     ratio_dropout: bool = GRPO(True, "ℓ_new with dropout, ℓ_ref without (defect 2); false: both in eval mode.")
     grpo_positive_only_epochs: int = GRPO(0, "First GRPO epochs on queries with a positive only (scheme 9).",
                                           at_least=0)
@@ -189,7 +198,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
 def meta(name: str) -> Mapping[str, Any]:
-    """The declaration of field ``name`` (help, section, kind, choices, range, prefix)."""
+    """The declaration of field ``name`` (help, section, kind, choices, range, acts_from, prefix)."""
     return FIELDS[name].metadata
 
 
@@ -301,9 +310,11 @@ def static_signature(cfg: Config) -> str:
     return json.dumps({k: v for k, v in to_dict(cfg).items() if meta(k)["kind"] == "static"}, sort_keys=True)
 
 
-def prefix_fields(cfg: Config) -> dict:
-    """The fields that can change what happens before the first GRPO phase (part of the prefix-cache key)."""
-    return {k: v for k, v in to_dict(cfg).items() if meta(k)["prefix"]}
+def prefix_fields(cfg: Config, through: str = "rce") -> dict:
+    """The fields that can change the phases up to kind ``through`` (``sft``: the state after SFT; ``rce``:
+    the state before the first GRPO phase): part of the prefix-cache key of that state."""
+    upto = PHASE_KINDS[: PHASE_KINDS.index(through) + 1]
+    return {k: v for k, v in to_dict(cfg).items() if meta(k)["acts_from"] in upto}
 
 
 _MINIMISED = ("loss", "kl", "redundancy")

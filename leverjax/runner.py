@@ -161,10 +161,11 @@ class Runner:
     of the last run to a multiple of the device count; the copies never reach the results).
     ``on_epoch``: called after every epoch with a progress record (phase, epoch, epochs done/total, seconds) and
     the epoch's metric records of every run (``records``).
-    ``prefix_cache``: a folder where each run's state after the phases before GRPO (SFT, RCE; the whole
-    run when it has no GRPO phase) is kept, keyed by everything that determines it (the config without
-    its GRPO-only fields, the seed, the data, ``init_from``); a later runner whose runs all find their key
-    there starts at GRPO (a run without GRPO: at its final evaluation) instead of recomputing them (equal up to float rounding when the earlier group had another number of runs). Runs of
+    ``prefix_cache``: a folder where each run's state after each phase before GRPO (after SFT, after RCE;
+    the whole run when it has no GRPO phase) is kept, keyed by everything that determines it (the config
+    fields that act up to that phase, the seed, the data, ``init_from``); a later runner whose runs all
+    find their key there starts after the longest such prefix (at GRPO; at RCE when only the SFT matches;
+    a run without GRPO at its final evaluation) instead of recomputing it (equal up to float rounding when the earlier group had another number of runs). Runs of
     this runner that share a prefix key train that prefix once: a runner of one run per distinct key trains
     the SFT/RCE phases into the cache first (``stop_at_prefix``), and every run then starts at GRPO from it.
     Entries appear whole (written aside, then renamed), so several runners may share one cache at once.
@@ -295,7 +296,7 @@ class Runner:
             if self.mesh is not None:
                 state = distributed.put(state, self.run_sharding)
             reused = self._load_prefix(state)
-            if reused is None and self._train_shared_prefix():
+            if (reused is None or reused[2] < self._prefix_end()) and self._train_shared_prefix():
                 reused = self._load_prefix(state, fresh=True)
             if reused is not None:
                 state, history, start_phase = reused
@@ -332,9 +333,9 @@ class Runner:
                                    "seconds": time.perf_counter() - t0, "records": records})
                 if self.store and ((e + 1) % self.cfg.checkpoint_every == 0 or e + 1 == phase.epochs):
                     self._save(global_epoch, state, i, e + 1, history)
-            if i + 1 == prefix_end:
-                self._save_prefix(state, history)
-                if self.stop_at_prefix:
+            if i < prefix_end:
+                self._save_prefix(state, history, i + 1)
+                if i + 1 == prefix_end and self.stop_at_prefix:
                     return Results(self.runs, history, [], {}, None, self.directory, dict(self.failures))
         final = distributed.to_host(self.vp.final(state, self.data, self.hp))
         final_records = [{"run": r.label, "group": r.group, "seed": r.seed, **{k: float(v[j]) for k, v in final.items()}}
@@ -368,16 +369,19 @@ class Runner:
             digest.update(np.ascontiguousarray(a).tobytes())
         return digest.hexdigest()
 
-    def _prefix_keys(self) -> list[str]:
-        """One key per (padded) run: equal keys reach equal states at the end of the prefix."""
+    def _prefix_keys(self, end: int | None = None) -> list[str]:
+        """One key per (padded) run: equal keys reach equal states after the first ``end`` phases (default:
+        the whole prefix)."""
+        end = self._prefix_end() if end is None else end
+        through = self.pipe.phases[end - 1].kind
         init = self._init_from
         init = f"{os.path.abspath(init)}@{os.path.getmtime(init)}" if init and os.path.exists(init) else init
         keys = []
         for run in self.runs + [self.runs[-1]] * (self.num_padded - len(self.runs)):
-            values = config_lib.prefix_fields(config_lib.replace(self.cfg, dict(run.overrides)))
+            values = config_lib.prefix_fields(config_lib.replace(self.cfg, dict(run.overrides)), through)
             blob = json.dumps({"layout": self._PREFIX_LAYOUT, "config": values, "seed": run.seed,
                                "data": self._data_digest, "init_from": init,
-                               "phases": [(p.name, p.epochs) for p in self.pipe.phases[:self._prefix_end()]]},
+                               "phases": [(p.name, p.epochs) for p in self.pipe.phases[:end]]},
                               sort_keys=True, default=str)
             keys.append(hashlib.sha1(blob.encode()).hexdigest()[:16])
         return keys
@@ -405,13 +409,16 @@ class Runner:
         return True
 
     def _load_prefix(self, state, fresh: bool = False):
-        """``(state, history, first GRPO phase)`` when every run's prefix is cached, else ``None``
-        (``fresh``: the cache was just written for these runs, so it is read even under ``restart``)."""
-        end = self._prefix_end()
-        if not self.prefix_cache or end == 0 or not (self.reuse_prefix or fresh):
+        """``(state, history, first phase to train)`` after the longest prefix that every run finds cached
+        (all phases before GRPO, else SFT alone), else ``None`` (``fresh``: the cache was just written for
+        these runs, so it is read even under ``restart``)."""
+        if not self.prefix_cache or self._prefix_end() == 0 or not (self.reuse_prefix or fresh):
             return None
-        paths = [os.path.join(self.prefix_cache, key) for key in self._prefix_keys()]
-        if not distributed.broadcast("prefix-found", all(os.path.isdir(p) for p in paths)):
+        for end in range(self._prefix_end(), 0, -1):
+            paths = [os.path.join(self.prefix_cache, key) for key in self._prefix_keys(end)]
+            if distributed.broadcast("prefix-found", all(os.path.isdir(p) for p in paths)):
+                break
+        else:
             return None
         loaded = [ckpt_lib.load_params(p) for p in paths]
         stacked = {k: jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
@@ -430,12 +437,12 @@ class Runner:
                  f"({self.prefix_cache})")
         return state, history, end
 
-    def _save_prefix(self, state, history: list[dict]) -> None:
-        """Stores every run's state and records at the end of the prefix, for :meth:`_load_prefix`."""
+    def _save_prefix(self, state, history: list[dict], end: int) -> None:
+        """Stores every run's state and records after its first ``end`` phases, for :meth:`_load_prefix`."""
         if not self.prefix_cache:
             return
         host = distributed.to_host({k: state[k] for k in self._PREFIX_KEYS})
-        keys = self._prefix_keys()
+        keys = self._prefix_keys(end)
         todo = []
         for j, key in enumerate(keys[:len(self.runs)]):
             if j not in self.failures and key not in {keys[i] for i in todo} and \

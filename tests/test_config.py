@@ -64,12 +64,13 @@ def test_declared_kind_matches_the_traced_and_static_parts(name):
                                          "run": (False, False)}[kind], name
 
 
-def _prefix_result(cfg, data_set):
-    """Every run's state and validation metrics at the end of the phases before GRPO."""
+def _prefix_result(cfg, data_set, through="rce"):
+    """Every run's state and validation metrics at the end of the phases before GRPO (``through="sft"``:
+    at the end of SFT)."""
     pipe = Pipeline(cfg, data_set)
     ev = Evaluator(pipe)
     data = DeviceData.from_dataset(data_set)
-    end = [p.kind for p in pipe.phases].index("grpo")
+    end = [p.kind for p in pipe.phases].index("grpo" if through == "rce" else "rce")
 
     def prefix(hp, rng):
         state = pipe.init_state(data, hp, rng)
@@ -102,6 +103,22 @@ def test_prefix_neutral_fields_leave_the_sft_rce_prefix_unchanged(tiny):
     jax.tree_util.tree_map(np.testing.assert_array_equal, base_metrics, same_metrics)
     other, _ = _prefix_result(dataclasses.replace(BASE, rce_lr=3e-3), tiny)
     assert not np.array_equal(other["params"]["query_proj"]["kernel"], base["params"]["query_proj"]["kernel"])
+
+
+
+def test_fields_acting_from_rce_leave_the_state_after_sft_unchanged(tiny):
+    """All fields declared to act from RCE changed at once give the same state and metrics after SFT; one
+    field acting from SFT changes it (the comparison can fail)."""
+    from_rce = [n for n in config_lib.FIELDS if config_lib.meta(n)["acts_from"] == "rce"]
+    assert {"rce_lr", "reference_policy", "dropout_per_trajectory"} <= set(from_rce)
+    assert "label_smoothing" not in from_rce and "sft_lr" not in from_rce
+    changed = {n: perturbed(n, getattr(BASE, n)) for n in from_rce}
+    base, base_metrics = _prefix_result(BASE, tiny, through="sft")
+    same, same_metrics = _prefix_result(config_lib.replace(BASE, changed), tiny, through="sft")
+    jax.tree_util.tree_map(np.testing.assert_array_equal, base, same)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, base_metrics, same_metrics)
+    _, other_metrics = _prefix_result(dataclasses.replace(BASE, label_smoothing=0.2), tiny, through="sft")
+    assert not np.array_equal(other_metrics[0]["val_loss"], base_metrics[0]["val_loss"])  # validated in SFT
 
 
 def test_validation_is_derived_from_the_declarations():

@@ -34,6 +34,11 @@ def tiny_config(name="scheme5_6", **overrides):
     return config_lib.replace(cfg, values)
 
 
+def sections(lines):
+    """The phase of every ``== <phase>: ...`` table header a runner printed."""
+    return [line.strip()[3:].split()[0].rstrip(":") for line in lines if line.strip().startswith("== ")]
+
+
 def final_run(runner):
     res = runner.run()
     return res, {k: np.array([r[k] for r in res.final]) for k in res.final[0] if k.startswith(("test_", "best_"))}
@@ -168,7 +173,7 @@ def test_runs_with_the_same_prefix_reuse_its_sft_and_rce(tiny, tmp_path):
     other_grpo = tiny_config("scheme5_6", grpo_lr=1e-3, advantage="rank")  # differs only after RCE
     reused, reused_final = final_run(Runner(other_grpo, tiny, runs, prefix_cache=cache, out=lines.append))
     assert any("reusing the sft, rce phases" in line for line in lines)
-    assert not any(line.startswith("== sft") or line.startswith("== rce") for line in lines)
+    assert sections(lines) == ["grpo"]
     prefix = [r for r in first.history if r["phase"] != "grpo"]
     assert [r for r in reused.history if r["phase"] != "grpo"] == prefix
     _, fresh_final = final_run(Runner(other_grpo, tiny, runs))
@@ -178,6 +183,24 @@ def test_runs_with_the_same_prefix_reuse_its_sft_and_rce(tiny, tmp_path):
     Runner(tiny_config("scheme5_6", sft_lr=3e-4), tiny, runs, prefix_cache=cache, out=lines.append).run()
     assert not any("reusing" in line for line in lines)  # an SFT field changes the key
 
+
+
+
+def test_runs_that_differ_from_rce_on_reuse_the_sft_alone(tiny, tmp_path):
+    """scheme10's RCE settings differ from scheme5_6's, its SFT does not: after scheme5_6 it starts at RCE,
+    with the numbers of a fresh run."""
+    cache, runs = str(tmp_path / "prefix"), expand_runs({}, 0, 2)
+    first = Runner(tiny_config("scheme5_6", grpo_epochs=1), tiny, runs, prefix_cache=cache, out=lambda s: None).run()
+    other = tiny_config("scheme10", rce_epochs=3)
+    lines = []
+    reused, reused_final = final_run(Runner(other, tiny, runs, prefix_cache=cache, out=lines.append))
+    assert any("reusing the sft phases" in line for line in lines)
+    assert sections(lines) == ["rce"]
+    assert [r for r in reused.history if r["phase"] == "sft"] == [r for r in first.history if r["phase"] == "sft"]
+    fresh, fresh_final = final_run(Runner(other, tiny, runs))
+    assert reused.history == fresh.history
+    for k in fresh_final:
+        np.testing.assert_array_equal(reused_final[k], fresh_final[k], err_msg=k)
 
 
 def test_a_run_without_grpo_shares_its_sft_and_rce_with_grpo_runs_both_ways(tiny, tmp_path):
@@ -192,7 +215,7 @@ def test_a_run_without_grpo_shares_its_sft_and_rce_with_grpo_runs_both_ways(tiny
     reused, reused_final = final_run(Runner(rce_only, tiny, runs, prefix_cache=str(tmp_path / "a"),
                                             out=lines.append))
     assert any("reusing the sft, rce phases" in line for line in lines)
-    assert not any(line.startswith("==") and "final" not in line for line in lines)  # no training phase
+    assert sections(lines) == []  # no training phase
     assert reused.history == fresh.history
     for k in fresh_final:
         np.testing.assert_array_equal(reused_final[k], fresh_final[k], err_msg=k)
@@ -218,9 +241,11 @@ def test_a_prefix_entry_appears_whole_so_runs_can_share_a_cache_at_once(tiny, tm
     monkeypatch.setattr(ckpt_lib, "save_params", watched)
     cfg, runs = tiny_config("scheme5_6", grpo_epochs=1), expand_runs({}, 0, 1)
     Runner(cfg, tiny, runs, prefix_cache=str(cache), out=lambda s: None).run()
-    (path, before), = saves
-    assert os.path.dirname(path) == str(cache / ".partial") and before == []
-    (key,) = [e for e in os.listdir(cache) if not e.startswith(".")]
+    assert len(saves) == 2  # after SFT and after RCE
+    for path, before in saves:
+        assert os.path.dirname(path) == str(cache / ".partial")
+        assert os.path.basename(path).split("-")[0] not in before
+    key, _ = [e for e in os.listdir(cache) if not e.startswith(".")]
     assert os.listdir(cache / ".partial") == []
     params, meta = ckpt_lib.load_params(str(cache / key))
     # another writer of the same key finishing later: its copy is dropped, the entry stays as it was
@@ -245,7 +270,7 @@ def test_runs_of_a_group_that_share_a_prefix_train_it_once_with_the_same_numbers
     lines = []
     shared = Runner(cfg, tiny, runs, out=lines.append, prefix_cache=str(tmp_path / "cache")).run()
     assert any("4 runs share 2 distinct sft, rce prefix(es)" in line for line in lines)
-    assert len([e for e in os.listdir(tmp_path / "cache") if not e.startswith(".")]) == 2
+    assert len([e for e in os.listdir(tmp_path / "cache") if not e.startswith(".")]) == 4  # after SFT, RCE
     def numbers(records):
         table = {(r["run"], r.get("phase"), r.get("epoch")): r for r in records}
         return {k: {m: v for m, v in rec.items() if isinstance(v, float)} for k, rec in table.items()}
