@@ -53,15 +53,16 @@ def grpo_flops_per_query_step(cfg, d: int, k: int, m: int, s: int, n: int, queri
     """Matrix-product FLOPs of one GRPO query-step (multiply-add = 2 FLOPs) and how they are counted.
 
     Forward per query: input_proj (K+1)·d·H (skipped when the backbone is frozen: the table is
-    projected once per epoch, N·d·H, amortised over the epoch's queries), per attention layer the
-    q/k/v/out projections H² + 2K·H² + H² and attention 2K·H, query_proj H², cand_proj K·H², scoring
-    S·M·K·H, gate (S−1)·M·2H². Training adds 2× the forward FLOPs of the trained part (with a frozen
-    backbone: everything but input_proj and cand_proj).
+    projected once per epoch, N·d·H, amortised over the epoch's queries), per attention layer (one query
+    token, whose keys are never projected: :class:`leverjax.model.MultiheadAttention`) the q projection,
+    W_kᵀq, W_v after the weighted sum and out_proj 4H², scores and weighted sum 2·heads·K·H; query_proj H²,
+    cand_proj K·H², scoring S·M·K·H, gate (S−1)·M·2H². Training adds 2× the forward FLOPs of the trained
+    part (with a frozen backbone: everything but input_proj and cand_proj).
     """
     h, layers = cfg.hidden, cfg.num_layers
     frozen = cfg.freeze_backbone
     input_proj = 0.0 if frozen else (k + 1) * d * h
-    attention = layers * (h * h + 2 * k * h * h + 2 * k * h + h * h)
+    attention = layers * (4 * h * h + 2 * cfg.num_heads * k * h)
     heads = h * h + k * h * h
     scoring = s * m * k * h + (s - 1) * m * 2 * h * h
     forward = 2 * (input_proj + attention + heads + scoring)
