@@ -237,7 +237,9 @@ def test_resume_after_interrupting_the_launcher(grid_a, tiny, tmp_path, monkeypa
     def interrupted(self, info):
         original(self, info)
         calls["n"] += 1
-        if calls["n"] == 4 + 3:  # all 4 epochs of rce_only, then 3 of the scheme5 group's 6
+        if calls["n"] == 4 + 2:  # rce_only's 4 epochs; the scheme5 group starts at GRPO from the SFT/RCE
+            # prefix rce_only left in the cache, and is killed in its second (last) GRPO epoch, after the
+            # first one's checkpoint
             raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(launch._Progress, "epoch", interrupted)
@@ -254,7 +256,7 @@ def test_resume_after_interrupting_the_launcher(grid_a, tiny, tmp_path, monkeypa
     result = launch.run_grid(["rce_only", "scheme5", "scheme5_6"], TINY, seeds=1, out=out, dataset=tiny,
                              experiment_overrides=NO_GRPO, printer=lines.append)
     assert any("1 of 3 runs already finished" in line for line in lines)
-    assert any(line.startswith("resuming g02") for line in lines)  # its shared SFT/RCE prefix, interrupted
+    assert any(line.startswith("resuming g02") and line.endswith("after grpo epoch 1") for line in lines)
     assert [g["state"] for g in result.groups] == ["skipped", "done"]
     assert open(result.csv).read() == open(reference.csv).read()
 
