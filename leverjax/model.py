@@ -278,11 +278,13 @@ class MultiheadAttention(nn.Module):
         heads = lambda x: x.reshape(x.shape[:-1] + (nh, dh))
         q = heads(query @ w[:h].T + b[:h])
         w_k, b_k, w_v, b_v = w[h:2 * h], b[h:2 * h], w[2 * h:], b[2 * h:]
-        # Few query tokens (the cross-attention has one) never project the keys: a score q·(W_k c + b_k)
-        # is (W_kᵀ q)·c plus q·b_k, the same for every key, which the softmax drops; an output
-        # Σ a (W_v c + b_v) is W_v (Σ a c) + (Σ a) b_v (Σ a = 1 unless dropout zeroed some a). That is
-        # O(K·H) per query token and head instead of O(K·H²) per key set; equal up to float rounding.
-        few = query.shape[-2] * nh < h
+        # Fewer query tokens than keys (the cross-attention has one) never project the keys: a score
+        # q·(W_k c + b_k) is (W_kᵀ q)·c plus q·b_k, the same for every key, which the softmax drops; an
+        # output Σ a (W_v c + b_v) is W_v (Σ a c) + (Σ a) b_v (Σ a = 1 unless dropout zeroed some a). That
+        # costs 2Q·H² + 2Q·heads·K·H multiply-adds instead of 2K·H² + 2Q·K·H; the cheaper one is taken
+        # (self-attention, Q = K, keeps torch's order). Equal up to float rounding.
+        n_q, n_k = query.shape[-2], keys.shape[-2]
+        few = n_q * (h + n_k * (nh - 1)) < n_k * h
         if few:
             scores = jnp.einsum("...qne,...ke->...nqk", jnp.einsum("...qnd,nde->...qne", q, w_k.reshape(nh, dh, h)),
                                 keys)

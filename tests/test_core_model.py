@@ -157,8 +157,8 @@ def _torch_attention_float64(params, query, keys, key_mask, num_heads):
 
 @pytest.mark.parametrize("tokens", [1, 12])
 def test_attention_equals_torch_formula_whether_or_not_keys_are_projected(tokens):
-    """One query token over many keys never projects the keys (scores and outputs are linear in them);
-    12 tokens x 2 heads >= 8 hidden projects them as torch does. Both give torch's numbers."""
+    """One query token over 10 keys never projects the keys (scores and outputs are linear in them);
+    12 tokens over 10 keys project them as torch does. Both give torch's numbers."""
     hidden, heads, keys_n = 8, 2, 10
     rng = np.random.default_rng(tokens)
     query = rng.normal(size=(3, tokens, hidden)).astype(np.float32)
