@@ -214,7 +214,7 @@ class Pipeline:
 
             def loss_fn(params, rng):
                 step_logp = sel.step_log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask, traj,
-                                               rng=rng, deterministic=False)
+                                               rng=rng, deterministic=False, per_trajectory=cfg.dropout_per_trajectory)
                 loss = losses.rce_loss(step_logp, traj, traj_mask, sel.logit_mask(batch.pool_mask), rewards, tau,
                                        batch.query_mask, hp["label_smoothing"])
                 return loss, {"tau": tau}

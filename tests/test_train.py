@@ -14,6 +14,7 @@ from leverjax.errors import LeverjaxError
 from leverjax.runner import Runner, TrainingDiverged, expand_runs
 from leverjax.evaluate import Evaluator
 from leverjax.program import make_train
+from leverjax.train import Pipeline
 
 TINY = dict(hidden=16, sft_epochs=2, rce_epochs=2, grpo_epochs=2, sft_batch_size=16, rce_batch_size=8,
             grpo_batch_size=8, eval_chunk=64, eval_shots=3)
@@ -163,6 +164,28 @@ def test_nan_guard_names_phase_and_keeps_last_checkpoint(tiny, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"grpo epoch \d: (train|val)_loss is nan"):
         runner.run()
     assert runner.store.latest_step() == 2  # the SFT and RCE epochs; nothing after the divergence
+
+
+
+def test_per_trajectory_dropout_reaches_the_rce_steps(tiny):
+    """--dropout_per_trajectory gives every trajectory its own dropout mask in RCE steps too, as the
+    reference's RCE encodes the query and pool once per beam: at the same rng the first RCE step's loss
+    differs from the shared-mask one, and without dropout the two are equal."""
+    from leverjax.data.device import DeviceData, gather
+
+    data = DeviceData.from_dataset(tiny)
+
+    def first_rce_loss(**overrides):
+        pipe = Pipeline(tiny_config("scheme5_6", sft_epochs=0, **overrides), tiny)
+        hp = pipe.hyperparameters()
+        state = pipe.begin_phase(0, pipe.init_state(data, hp, jax.random.PRNGKey(0)), data, hp)
+        state, ctx, batches = pipe.epoch_setup(0, state, 0, data, hp)
+        loss_fn = pipe._loss_fn("rce", gather(data, batches[0]), state, hp, ctx, 0)
+        return float(loss_fn(state["params"], jax.random.PRNGKey(1))[0])
+
+    assert first_rce_loss(dropout_per_trajectory=True) != first_rce_loss(dropout_per_trajectory=False)
+    assert first_rce_loss(dropout_per_trajectory=True, dropout=0.0, attn_dropout=0.0) == pytest.approx(
+        first_rce_loss(dropout_per_trajectory=False, dropout=0.0, attn_dropout=0.0), rel=1e-6)
 
 
 def test_runs_with_the_same_prefix_reuse_its_sft_and_rce(tiny, tmp_path):
