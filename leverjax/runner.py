@@ -165,9 +165,10 @@ class Runner:
     the whole run when it has no GRPO phase) is kept, keyed by everything that determines it (the config
     fields that act up to that phase, the seed, the data, ``init_from``); a later runner whose runs all
     find their key there starts after the longest such prefix (at GRPO; at RCE when only the SFT matches;
-    a run without GRPO at its final evaluation) instead of recomputing it (equal up to float rounding when the earlier group had another number of runs). Runs of
-    this runner that share a prefix key train that prefix once: a runner of one run per distinct key trains
-    the SFT/RCE phases into the cache first (``stop_at_prefix``), and every run then starts at GRPO from it.
+    a run without GRPO at its final evaluation) instead of recomputing it (equal up to float rounding when
+    the earlier group had another number of runs). Runs of this runner that share a prefix key train that
+    prefix once: a runner of one run per distinct key trains the SFT/RCE phases into the cache first
+    (``stop_at_prefix``), and every run then starts at GRPO from it.
     Entries appear whole (written aside, then renamed), so several runners may share one cache at once.
     """
 
