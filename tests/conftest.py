@@ -1,6 +1,8 @@
 import os
 import tempfile
 
+import pytest
+
 # Tests run on the CPU with deterministic float32 math. leverjax itself is imported as the installed
 # package (``pip install -r requirements.txt`` installs it editable).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -16,3 +18,13 @@ import jax  # noqa: E402
 _CACHE = os.environ.setdefault("LEVERJAX_CACHE_DIR", tempfile.mkdtemp(prefix="leverjax-xla-"))
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drops the in-memory compiled programs after each test module. Every XLA CPU executable keeps its
+    machine code mapped; the whole suite compiles thousands of them, and one process holding all of them
+    ran out of mappings late in the suite (XLA aborted or segfaulted in a compile). The on-disk cache
+    above keeps recompiling cheap."""
+    yield
+    jax.clear_caches()

@@ -133,7 +133,8 @@ def test_dropout_keeps_each_element_with_its_probability_independently():
         assert abs((flat[1:] & flat[:-1]).mean() - p * p) < 0.003
         assert abs((keep_a[:, :, 1:] & keep_a[:, :, :-1]).mean() - p * p) < 0.003
         np.testing.assert_array_equal(a, np.asarray(drop(rate, jax.random.PRNGKey(1))))  # same key, same mask
-    np.testing.assert_array_equal(np.asarray(Dropout(0.5).apply({}, x, deterministic=True)), np.asarray(x))
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda x: Dropout(0.5).apply({}, x, deterministic=True))(x)),
+                                  np.asarray(x))
 
 
 # -- attention -------------------------------------------------------------------------------------
@@ -165,9 +166,15 @@ def test_attention_equals_torch_formula_whether_or_not_keys_are_projected(tokens
     keys = rng.normal(size=(3, keys_n, hidden)).astype(np.float32)
     key_mask = np.arange(keys_n)[None, :] < np.array([[4], [keys_n], [0]])  # ragged, full, all masked
     mha = MultiheadAttention(hidden, heads, 0.0)
-    params = _perturb(mha.init(jax.random.PRNGKey(0), query, keys, key_mask, deterministic=True)["params"],
-                      jax.random.PRNGKey(1), scale=0.3)  # non-zero biases: the key bias must cancel
-    out = np.asarray(mha.apply({"params": params}, query, keys, key_mask, deterministic=True))
+
+    @jax.jit  # init, perturbation and forward in one program: one compile
+    def forward(query, keys, key_mask):
+        params = _perturb(mha.init(jax.random.PRNGKey(0), query, keys, key_mask, deterministic=True)["params"],
+                          jax.random.PRNGKey(1), scale=0.3)  # non-zero biases: the key bias must cancel
+        return params, mha.apply({"params": params}, query, keys, key_mask, deterministic=True)
+
+    params, out = forward(query, keys, key_mask)
+    params, out = jax.tree_util.tree_map(np.asarray, params), np.asarray(out)
     np.testing.assert_allclose(out, _torch_attention_float64(params, query.astype(np.float64),
                                                              keys.astype(np.float64), key_mask, heads),
                                rtol=1e-5, atol=1e-5)

@@ -177,11 +177,14 @@ def test_per_trajectory_dropout_reaches_the_rce_steps(tiny):
 
     def first_rce_loss(**overrides):
         pipe = Pipeline(tiny_config("scheme5_6", sft_epochs=0, **overrides), tiny)
-        hp = pipe.hyperparameters()
-        state = pipe.begin_phase(0, pipe.init_state(data, hp, jax.random.PRNGKey(0)), data, hp)
-        state, ctx, batches = pipe.epoch_setup(0, state, 0, data, hp)
-        loss_fn = pipe._loss_fn("rce", gather(data, batches[0]), state, hp, ctx, 0)
-        return float(loss_fn(state["params"], jax.random.PRNGKey(1))[0])
+
+        @jax.jit  # one program, not hundreds of eager ops
+        def loss(hp):
+            state = pipe.begin_phase(0, pipe.init_state(data, hp, jax.random.PRNGKey(0)), data, hp)
+            state, ctx, batches = pipe.epoch_setup(0, state, 0, data, hp)
+            loss_fn = pipe._loss_fn("rce", gather(data, batches[0]), state, hp, ctx, 0)
+            return loss_fn(state["params"], jax.random.PRNGKey(1))[0]
+        return float(loss(pipe.hyperparameters()))
 
     assert first_rce_loss(dropout_per_trajectory=True) != first_rce_loss(dropout_per_trajectory=False)
     assert first_rce_loss(dropout_per_trajectory=True, dropout=0.0, attn_dropout=0.0) == pytest.approx(
