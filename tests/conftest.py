@@ -23,8 +23,9 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
     """Drops the in-memory compiled programs after each test module. Every XLA CPU executable keeps its
-    machine code mapped; the whole suite compiles thousands of them, and one process holding all of them
-    ran out of mappings late in the suite (XLA aborted or segfaulted in a compile). The on-disk cache
+    machine code mapped and the suite compiles thousands of them; holding all of them in one process, the
+    suite died late (XLA segfaulted or aborted in a compile), most likely at the kernel's limit on memory
+    mappings (65,530 here; one module alone reaches about 33k). With this it passes. The on-disk cache
     above keeps recompiling cheap."""
     yield
     jax.clear_caches()
