@@ -177,9 +177,10 @@ def preset_config(name: str, shot_num: int, axes: dict | None = None, **fields) 
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    """``x / max(||x||, eps)`` over the last axis, like ``torch.nn.functional.normalize``."""
-    norm = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
-    return x / jnp.maximum(norm, eps)
+    """``x / max(||x||, eps)`` over the last axis, like ``torch.nn.functional.normalize``, with its gradient
+    also where ``x`` is zero (dropout can zero a whole small vector): ``sqrt(max(||x||², eps²))`` is the
+    same denominator, but unlike ``max(sqrt(||x||²), eps)`` its derivative at 0 is 0, not ∞·0 = NaN."""
+    return x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
 
 
 def _identity_plus_noise(key, shape, dtype=jnp.float32):
@@ -744,6 +745,19 @@ class Selector:
         def fn(module):
             q, c = module.encode(query_emb, cand_emb, cand_mask, deterministic=True)
             return module.decode(q, c, cand_mask, num_steps, allow_stop=allow_stop)[0]
+        return nn.apply(fn, self.module)({"params": params})
+
+    def score_and_decode(self, params, query_emb, cand_emb, cand_mask, traj, decode_steps, adaptive_steps: int = 0):
+        """Eval mode, every output from one encoding of each query: per-step log-probs ``[B, M, S, K']`` of
+        ``traj`` (as :meth:`step_log_probs`), ``{n: greedy picks [B, n]}`` for every ``n`` in ``decode_steps``
+        (never STOP, as ``greedy(..., allow_stop=False)``) and, with ``adaptive_steps``, the
+        ``adaptive_steps``-step greedy picks with STOP allowed (else ``None``)."""
+        def fn(module):
+            q, c = module.encode(query_emb, cand_emb, cand_mask, deterministic=True)
+            step_logp = module.score(q, c, cand_mask, traj)
+            picks = {n: module.decode(q, c, cand_mask, n, allow_stop=False)[0] for n in dict.fromkeys(decode_steps)}
+            adaptive = module.decode(q, c, cand_mask, adaptive_steps)[0] if adaptive_steps else None
+            return step_logp, picks, adaptive
         return nn.apply(fn, self.module)({"params": params})
 
     def logit_mask(self, cand_mask: jax.Array) -> jax.Array:

@@ -8,7 +8,8 @@ import optax
 import pytest
 
 from leverjax.losses import rce_loss, sft_loss
-from leverjax.model import Dropout, MultiheadAttention, PointerSelector, Selector, SelectorConfig, init_params
+from leverjax.model import (Dropout, MultiheadAttention, PointerSelector, Selector, SelectorConfig, init_params,
+                            l2_normalize)
 from leverjax.optim import BACKBONE, make_optimizer
 
 D, K, M, S, B = 24, 8, 5, 2, 3
@@ -154,6 +155,25 @@ def _torch_attention_float64(params, query, keys, key_mask, num_heads):
     attn /= attn.sum(-1, keepdims=True)
     out = np.einsum("bnqk,bknd->bqnd", attn, split(v)).reshape(query.shape[:-1] + (h,))
     return out @ np.asarray(params["out_proj"]["kernel"], np.float64) + np.asarray(params["out_proj"]["bias"])
+
+
+def test_normalisation_has_torchs_gradient_also_at_a_zero_vector():
+    """torch's ``F.normalize`` divides by ``max(||x||, eps)``: its gradient is ``(I − x̂x̂ᵀ)/||x||`` for a
+    vector longer than eps and ``I/eps`` at (or below) eps. Dropout zeroes whole vectors of a small hidden
+    size often enough (p^H per vector) that the second case occurs in training: a NaN there made a
+    hidden-16 RCE epoch diverge."""
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(3, 6)), rng.normal(size=(3, 6))
+    x[1] = 0.0
+    x[2] = 1e-14  # norm below eps
+    grad = np.asarray(jax.jit(jax.grad(lambda x: jnp.sum(l2_normalize(x) * w)))(jnp.asarray(x, jnp.float32)),
+                      np.float64)
+    n = np.linalg.norm(x[0])
+    u = x[0] / n
+    np.testing.assert_allclose(grad[0], (w[0] - u * (u @ w[0])) / n, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad[1:], w[1:] / 1e-12, rtol=1e-5)
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_array_equal(l2_normalize(jnp.zeros((2, 4))), 0.0)
 
 
 @pytest.mark.parametrize("tokens", [1, 12])
