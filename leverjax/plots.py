@@ -229,7 +229,8 @@ def _overview(plt, plot_dir: str, ctx: Context, metric: str, label: str, scale: 
         a.grid(alpha=0.3)
     ax.set_ylabel(label)
     dax.set_ylabel(f"Δ {label}")
-    fig.legend(loc="outside lower center", ncol=min(5, max(1, len(runs))), fontsize=8, frameon=False)
+    if ax.get_legend_handles_labels()[0]:  # nothing is drawn when every run failed before GRPO
+        fig.legend(loc="outside lower center", ncol=min(5, max(1, len(runs))), fontsize=8, frameon=False)
     path = os.path.join(plot_dir, f"overview_{metric}.png")
     fig.savefig(path, dpi=90)
     plt.close(fig)
