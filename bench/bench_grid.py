@@ -118,7 +118,7 @@ def bench_vmap(name: str, runs: list[int], epochs: int) -> dict:
     from leverjax import config as config_lib
     from leverjax.data.synth import load_or_make_default
     from leverjax.launch import CompileTimer
-    from leverjax.runner import Runner, expand_runs
+    from leverjax.runner import TRACKED_KEYS, Runner, expand_runs
 
     _fresh_cache()
     ds = load_or_make_default()
@@ -137,8 +137,7 @@ def bench_vmap(name: str, runs: list[int], epochs: int) -> dict:
                 for e in range(phase.epochs):
                     t0 = time.perf_counter()
                     new, _ = vp.epoch[i](state, jnp.int32(e), data, hp)
-                    tracked, val = vp.validate({k: new[k] for k in ("params", "ref_params", "best_params",
-                                                                    "best_value", "best_epoch")},
+                    tracked, val = vp.validate({k: new[k] for k in TRACKED_KEYS},
                                                jnp.int32(e), data, hp)
                     state = {**new, **tracked}
                     jax.block_until_ready(val)

@@ -23,9 +23,8 @@ without ``vmap``, the steps dispatched one by one from Python (``jit(_step)`` pe
 cost the scan avoids), the validation after the epoch, and, once per phase, ``begin_phase`` (for
 ``scheme5_6``'s GRPO phase a fresh AdamW state: the reference log-probs are taken when RCE begins)
 and the reference log-probs of every query (in evaluation chunks, as ``scheme5_6`` computes them once
-when RCE begins). The validation row is split once more: the greedy picks of the reference policy
-(for ``changed_vs_ref``), which the validation recomputes after every epoch although the reference
-policy does not change within a phase.
+when RCE begins). The reference policy's greedy picks on val (for ``changed_vs_ref``) are timed apart:
+they are taken once whenever the reference is set (``Pipeline.reference``), not in every validation.
 
 Every figure is the best of ``--reps`` timings after a compile-and-warm-up call. ``--trace_dir``
 writes a ``jax.profiler`` trace of one runner epoch per batch size (open it in Perfetto or
@@ -50,10 +49,9 @@ import experiments  # noqa: E402
 from leverjax import advantages as adv_lib  # noqa: E402
 from leverjax import optim  # noqa: E402
 from leverjax import train as train_lib  # noqa: E402
-from leverjax.data.device import DeviceData, gather, padded_batches  # noqa: E402
-from leverjax.evaluate import _fixed_picks  # noqa: E402
+from leverjax.data.device import DeviceData, gather  # noqa: E402
 from leverjax.data.synth import load_or_make_default  # noqa: E402
-from leverjax.runner import VmappedPipeline  # noqa: E402
+from leverjax.runner import TRACKED_KEYS, VmappedPipeline  # noqa: E402
 from leverjax.train import Pipeline  # noqa: E402
 from bench_train import time_calls  # noqa: E402  (bench/ is on the path when run as a script)
 
@@ -165,20 +163,15 @@ def profile(cfg, ds, batch: int, reps: int, trace_dir: str | None) -> dict:
     vhp = jax.tree_util.tree_map(lambda x: x[None], hp)
     t["epoch_runner"] = best_time(vp.epoch[i], vstate, epoch, data, vhp, reps=reps, label="epoch_runner")
     t["epoch_plain"] = best_time(jax.jit(functools.partial(pipe.train_epoch, i)), state, epoch, data, hp, reps=reps, label="epoch_plain")
-    tracked = {k: vstate[k] for k in ("params", "ref_params", "best_params", "best_value", "best_epoch")}
+    tracked = {k: vstate[k] for k in TRACKED_KEYS}
     t["validate"] = best_time(vp.validate, tracked, epoch, data, vhp, reps=reps, label="validate")
     t["begin"] = best_time(begin, state0, data, hp, reps=reps, label="begin")
     ref_logp = jax.jit(lambda p: pipe.sequence_log_probs(p, data))
     t["ref_logp"] = best_time(ref_logp, state["params"], reps=reps, label="ref_logp")
 
-    # the part of the validation that only depends on the reference policy (fixed within the phase)
-    val_index = jnp.asarray(pipe.split_index["val"])
-
-    def ref_picks(ref_params):
-        def chunk(idx):
-            return _fixed_picks(pipe.selector, ref_params, gather(data, idx), pipe.num_steps, pipe.num_steps)
-        return jax.lax.map(chunk, padded_batches(val_index, min(cfg.eval_chunk, val_index.shape[0])))
-    t["val_ref_picks"] = best_time(jax.jit(ref_picks), state["ref_params"], reps=reps, label="val_ref_picks")
+    # the reference policy's greedy picks on val: once whenever the reference is set, not in every validation
+    t["val_ref_picks"] = best_time(jax.jit(lambda p: pipe.greedy_picks(p, data, "val")), state["ref_params"],
+                                   reps=reps, label="val_ref_picks")
 
     jit_setup = jax.jit(setup)
     s1, ctx, batches = jit_setup(state)
@@ -231,7 +224,7 @@ def print_breakdown(results: list[dict]) -> None:
         ("  set-up + steps timed apart", lambda r: f"{ms(r['setup'] + r['step']):>16}{'':>7}"),
         ("  steps dispatched one by one from Python", lambda r: f"{ms(r['python_loop']):>16}{'':>7}"),
         ("validation after the epoch", lambda r: f"{ms(r['validate']):>16}{'':>7}"),
-        ("  of which the reference policy's greedy picks", lambda r: f"{ms(r['val_ref_picks']):>16}{'':>7}"),
+        ("reference policy's val picks (once per reference)", lambda r: f"{ms(r['val_ref_picks']):>16}{'':>7}"),
         ("begin_phase (fresh AdamW state; once per phase)", lambda r: f"{ms(r['begin']):>16}{'':>7}"),
         ("reference log-probs, all queries (once/run)", lambda r: f"{ms(r['ref_logp']):>16}{'':>7}"),
         ("query-steps/s (runner epoch)", lambda r: f"{r['queries'] / r['epoch_runner']:>16.0f}{'':>7}"),

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from leverjax import config as config_lib
 from leverjax import losses
-from leverjax.data.device import DeviceData, gather, padded_batches
+from leverjax.data.device import DeviceData, gather
 from leverjax.model import l2_normalize, trajectory_log_probs
 from leverjax.train import TRAIN_METRICS, Pipeline
 
@@ -51,15 +51,19 @@ def metric_names(shots: int, has_oracle: bool, stop: bool = False) -> list[str]:
     return names
 
 
-def _fixed_picks(selector, params, batch, num_steps: int, n: int):
-    """Greedy picks of an n-shot selection (never STOP), ``[B, n]``."""
-    return selector.greedy(params, batch.query_emb, batch.cand_emb, batch.pool_mask, n, allow_stop=False)
-
-
-def _per_query(selector, params, ref_params, data, raw_rewards, batch, *, num_steps, shots, label_smoothing,
+def _per_query(selector, params, ref_picks, data, raw_rewards, batch, *, num_steps, shots, label_smoothing,
                has_oracle):
-    """Every metric for one chunk of queries, ``[B]`` each."""
-    step_logp = selector.step_log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask, batch.traj)
+    """Every metric for one chunk of queries, ``[B]`` each; ``ref_picks [B, num_steps]`` are the
+    reference policy's greedy picks. The policy encodes each query once for all of its outputs."""
+    prefix = selector.config.prefix_consistent
+    oracle_shots = range(1, min(shots, MAX_ORACLE_SHOTS) + 1) if has_oracle else ()
+    longest = max(shots, num_steps)
+    # A prefix-consistent decoder's first n picks are its n-step picks; a slot decoder decodes each n apart.
+    decode_steps = (longest,) if prefix else (longest, num_steps, *oracle_shots)
+    step_logp, picks_of, adaptive = selector.score_and_decode(
+        params, batch.query_emb, batch.cand_emb, batch.pool_mask, batch.traj, decode_steps,
+        adaptive_steps=shots if selector.config.stop else 0)
+    n_picks = (lambda n: picks_of[longest][:, :n]) if prefix else (lambda n: picks_of[n])  # noqa: E731
     logp = trajectory_log_probs(step_logp, batch.traj)
     r = raw_rewards[batch.index]
     tm = batch.traj_mask
@@ -72,10 +76,7 @@ def _per_query(selector, params, ref_params, data, raw_rewards, batch, *, num_st
     out["expected_reward"] = jnp.sum(pi * r, -1)
     out["top1_reward"] = jnp.take_along_axis(r, jnp.argmax(scores, -1)[:, None], -1)[:, 0]
 
-    picks = _fixed_picks(selector, params, batch, num_steps, max(shots, num_steps))
-    ref_picks = _fixed_picks(selector, ref_params, batch, num_steps, num_steps)
-    prefix = selector.config.prefix_consistent
-    first = picks[:, :num_steps] if prefix else _fixed_picks(selector, params, batch, num_steps, num_steps)
+    first = n_picks(num_steps)
     match = jnp.all(first[:, None, :] == batch.traj, -1) & tm
     labelled = match.any(-1)
     out["greedy_labelled"] = labelled.astype(jnp.float32)
@@ -83,21 +84,17 @@ def _per_query(selector, params, ref_params, data, raw_rewards, batch, *, num_st
     out["changed_vs_ref"] = jnp.any(first != ref_picks, -1).astype(jnp.float32)
 
     pool_ids = data.pool_ids[batch.index]
-    rows = jnp.take_along_axis(pool_ids, picks[:, :shots], axis=1)  # global ids [B, shots]
+    rows = jnp.take_along_axis(pool_ids, picks_of[longest][:, :shots], axis=1)  # global ids [B, shots]
     if shots >= 2:
         e = l2_normalize(data.emb[rows])
         cos = jnp.einsum("bid,bjd->bij", e, e)
         off = 1.0 - jnp.eye(shots)
         out["redundancy"] = jnp.sum(cos * off, (1, 2)) / (shots * (shots - 1))
-    if has_oracle:
-        qrows = data.query_ids[batch.index]
-        for n in range(1, min(shots, MAX_ORACLE_SHOTS) + 1):
-            n_rows = rows[:, :n] if prefix else jnp.take_along_axis(
-                pool_ids, _fixed_picks(selector, params, batch, num_steps, n), axis=1)
-            out[f"oracle_acc_{n}"] = data.oracle_accuracy(qrows, n_rows)
+    qrows = data.query_ids[batch.index]
+    for n in oracle_shots:
+        out[f"oracle_acc_{n}"] = data.oracle_accuracy(qrows, jnp.take_along_axis(pool_ids, n_picks(n), axis=1))
     if selector.config.stop:
         k = batch.pool_mask.shape[1]
-        adaptive = selector.greedy(params, batch.query_emb, batch.cand_emb, batch.pool_mask, shots)
         is_stop = adaptive == k
         count = jnp.where(is_stop.any(-1), jnp.argmax(is_stop, -1), shots)  # picks before the first STOP
         out["stop_shots_mean"] = count.astype(jnp.float32)
@@ -112,16 +109,19 @@ def _per_query(selector, params, ref_params, data, raw_rewards, batch, *, num_st
     return out, labelled
 
 
-def evaluate(selector, params, ref_params, data, raw_rewards, index, *, num_steps: int, shots: int, chunk: int,
+def evaluate(selector, params, ref_picks, data, raw_rewards, batches, *, num_steps: int, shots: int,
              label_smoothing, has_oracle: bool) -> dict:
-    """Mean of every metric over the queries ``index`` (a 1-D array of query rows)."""
-    def per_chunk(idx):
+    """Mean of every metric over the queries of ``batches [chunks, chunk]`` (query rows, −1 = padding;
+    ``Pipeline.eval_batches``), with the reference policy's greedy picks ``ref_picks [chunks, chunk,
+    num_steps]`` in the same order (``Pipeline.greedy_picks``)."""
+    def per_chunk(args):
+        idx, ref = args
         batch = gather(data, idx)
-        out, labelled = _per_query(selector, params, ref_params, data, raw_rewards, batch, num_steps=num_steps,
+        out, labelled = _per_query(selector, params, ref, data, raw_rewards, batch, num_steps=num_steps,
                                    shots=shots, label_smoothing=label_smoothing, has_oracle=has_oracle)
         return out, labelled, batch.query_mask & batch.traj_mask.any(-1)
 
-    out, labelled, valid = jax.lax.map(per_chunk, padded_batches(index, min(chunk, index.shape[0])))
+    out, labelled, valid = jax.lax.map(per_chunk, (batches, ref_picks))
     flat = lambda x: x.reshape(-1)  # noqa: E731
     valid, labelled = flat(valid), flat(labelled)
     metrics = {}
@@ -141,9 +141,10 @@ class Evaluator:
         self.pipe = pipe
 
     def validate_epoch(self, state: dict, epoch, data: DeviceData, hp) -> tuple[dict, dict]:
-        """Evaluates on val (``val_*`` metrics) and keeps the parameters if they are the phase's best."""
+        """Evaluates on val (``val_*`` metrics; the reference policy's picks are the state's
+        ``ref_val_picks``) and keeps the parameters if they are the phase's best."""
         cfg = self.pipe.cfg
-        metrics = {f"val_{k}": v for k, v in self.evaluate(state["params"], state["ref_params"], data, hp,
+        metrics = {f"val_{k}": v for k, v in self.evaluate(state["params"], state["ref_val_picks"], data, hp,
                                                             "val").items()}
         value = metrics.get(self.best_metric_key, jnp.float32(jnp.nan))
         score = value if config_lib.best_mode(cfg) == "min" else -value
@@ -167,15 +168,20 @@ class Evaluator:
     def eval_metric_names(self) -> list[str]:
         return metric_names(self.pipe.cfg.eval_shots, self.pipe.has_oracle, self.pipe.selector.config.stop)
 
-    def evaluate(self, params, ref_params, data: DeviceData, hp, split: str) -> dict:
-        """Offline metrics of ``params`` on ``split`` (eval mode), see :mod:`leverjax.evaluate`."""
+    def evaluate(self, params, reference, data: DeviceData, hp, split: str) -> dict:
+        """Offline metrics of ``params`` on ``split`` (eval mode), see :mod:`leverjax.evaluate`.
+
+        ``reference`` is the reference policy, as its parameters or as its greedy picks on ``split``
+        (``Pipeline.greedy_picks``; the state keeps them for val as ``ref_val_picks``).
+        """
         pipe = self.pipe
-        index = pipe.split_index[split]
-        if len(index) == 0:
+        if len(pipe.split_index[split]) == 0:
             return {k: jnp.float32(jnp.nan) for k in self.eval_metric_names()}
+        if not isinstance(reference, jax.Array):  # parameters
+            reference = pipe.greedy_picks(reference, data, split)
         raw, _ = pipe.rewards(data, hp)
-        return evaluate(pipe.selector, params, ref_params, data, raw, jnp.asarray(index), num_steps=pipe.num_steps,
-                        shots=pipe.cfg.eval_shots, chunk=pipe.cfg.eval_chunk, label_smoothing=hp["label_smoothing"],
+        return evaluate(pipe.selector, params, reference, data, raw, pipe.eval_batches(split),
+                        num_steps=pipe.num_steps, shots=pipe.cfg.eval_shots, label_smoothing=hp["label_smoothing"],
                         has_oracle=pipe.has_oracle)
 
     @property
@@ -191,6 +197,8 @@ class Evaluator:
         """Metrics of the final and the best parameters on :attr:`final_split` (``test_*``,
         ``best_test_*``: the names stay those of the test split whichever split they come from)."""
         split = self.final_split or "test"
-        final = self.evaluate(state["params"], state["ref_params"], data, hp, split)
-        best = self.evaluate(state["best_params"], state["ref_params"], data, hp, split)
+        ref_picks = self.pipe.greedy_picks(state["ref_params"], data, split) if len(self.pipe.split_index[split]) \
+            else None
+        final = self.evaluate(state["params"], ref_picks, data, hp, split)
+        best = self.evaluate(state["best_params"], ref_picks, data, hp, split)
         return {**{f"test_{k}": v for k, v in final.items()}, **{f"best_test_{k}": v for k, v in best.items()}}

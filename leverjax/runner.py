@@ -127,7 +127,10 @@ class VmappedPipeline:
 
 # The part of the state evaluation reads and updates: the same structure in every phase, so the
 # evaluation program compiles once (the optimizer state's structure differs between phases).
-_TRACKED = ("params", "ref_params", "best_params", "best_value", "best_epoch")
+TRACKED_KEYS = ("params", "ref_val_picks", "best_params", "best_value", "best_epoch")
+# The training state's structure, saved with every checkpoint (absent: 1). 2 added the reference policy's
+# val picks (``ref_val_picks``). A checkpoint of another layout cannot be resumed.
+STATE_LAYOUT = 2
 _COMPILED: dict = {}
 
 
@@ -283,6 +286,11 @@ class Runner:
         if self.store and self.store.latest_step() is not None:
             step = self.store.latest_step()
             meta = self.store.restore_meta(step)
+            if meta.get("state_layout", 1) != STATE_LAYOUT:
+                raise LeverjaxError(
+                    f"{self.directory}: its last checkpoint (after {meta.get('phase_name')} epoch {meta.get('epoch')}) "
+                    f"holds a training state of layout {meta.get('state_layout', 1)}, written by another leverjax "
+                    f"version (this one writes layout {STATE_LAYOUT}); it cannot be resumed: rerun with --restart")
             state, meta = self._restore(step, meta)
             history = records_from_json(meta["history"])
             self.failures = {int(j): f for j, f in meta.get("failures", {}).items()}
@@ -317,7 +325,7 @@ class Runner:
             for e in range(first, phase.epochs):
                 t0 = time.perf_counter()
                 new_state, train = self.vp.epoch[i](state, jnp.int32(e), self.data, self.hp)
-                tracked, val = self.vp.validate({k: new_state[k] for k in _TRACKED}, jnp.int32(e), self.data, self.hp)
+                tracked, val = self.vp.validate({k: new_state[k] for k in TRACKED_KEYS}, jnp.int32(e), self.data, self.hp)
                 new_state = {**new_state, **tracked}
                 if self.mesh is not None:  # one input sharding for every epoch: the epoch program compiles once
                     new_state = jax.device_put(new_state, self.run_sharding)
@@ -332,6 +340,9 @@ class Runner:
                     self.on_epoch({"phase_index": i, "phase": phase.name, "epoch": e + 1, "phase_epochs": phase.epochs,
                                    "epochs_done": global_epoch, "epochs_total": total_epochs,
                                    "seconds": time.perf_counter() - t0, "records": records})
+                if len(self.failures) == len(self.runs):
+                    self.out(f"every run of {self.name} diverged: its training stops here")
+                    return Results(self.runs, history, [], {}, None, self.directory, dict(self.failures))
                 if self.store and ((e + 1) % self.cfg.checkpoint_every == 0 or e + 1 == phase.epochs):
                     self._save(global_epoch, state, i, e + 1, history)
             if i < prefix_end:
@@ -351,8 +362,9 @@ class Runner:
     # -- reuse of a shared SFT/RCE prefix --------------------------------------------------------
     # The best-epoch tracking is kept too: a run without GRPO is evaluated on its best parameters, and a
     # GRPO run keeps the prefix's best ones until its first finite validation value.
-    _PREFIX_KEYS = ("params", "rng", "ref_params", "ref_logp", "best_params", "best_value", "best_epoch")
-    _PREFIX_LAYOUT = 2  # in every key: entries of an older layout (without best_*) are never read
+    _PREFIX_KEYS = ("params", "rng", "ref_params", "ref_logp", "ref_val_picks", "best_params", "best_value",
+                    "best_epoch")
+    _PREFIX_LAYOUT = 3  # in every key: entries of an older layout (without best_* or ref_val_picks) are never read
 
     def _prefix_end(self) -> int:
         """Number of phases before the first GRPO phase, all of them in a run without GRPO (0: nothing
@@ -500,7 +512,7 @@ class Runner:
 
     def _save(self, step: int, state, phase_index: int, epoch: int, history: list[dict]) -> None:
         meta = {"phase": phase_index, "phase_name": self.pipe.phases[phase_index].name, "epoch": epoch,
-                "history": history}
+                "history": history, "state_layout": STATE_LAYOUT}
         if self.num_padded != len(self.runs):
             meta["num_padded"] = self.num_padded
         if self.failures:
@@ -514,8 +526,8 @@ def _with_params(state: dict, params, pipe: Pipeline, data) -> dict:
     """``state`` (vmapped) with every run's parameters, reference and best set to ``params``."""
     num_runs = jax.tree_util.tree_leaves(state["params"])[0].shape[0]
     stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(jnp.asarray(x), (num_runs,) + x.shape), params)
-    ref_logp = jax.vmap(lambda p: pipe.sequence_log_probs(p, data))(stacked)
-    return {**state, "params": stacked, "ref_params": stacked, "best_params": stacked, "ref_logp": ref_logp}
+    return {**state, **jax.vmap(lambda p: pipe.reference(p, data))(stacked), "params": stacked,
+            "best_params": stacked}
 
 
 # Columns of the per-epoch table, per phase kind (all are means over runs).

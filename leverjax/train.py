@@ -6,7 +6,8 @@
 the device-resident arrays (shared by all runs, never vmapped):
 
 * :meth:`Pipeline.init_state` — fresh parameters from a seed;
-* :meth:`Pipeline.begin_phase` — a fresh optimizer, reference log-probs as the config says;
+* :meth:`Pipeline.begin_phase` — a fresh optimizer, the reference policy (its log-probs and validation
+  picks) as the config says;
 * :meth:`Pipeline.train_epoch` — one shuffled epoch of one phase.
 
 Evaluation (:mod:`leverjax.evaluate`) and the whole run as one program (:mod:`leverjax.program`) build
@@ -116,8 +117,7 @@ class Pipeline:
         return {
             "params": params,
             "rng": rng,
-            "ref_params": params,
-            "ref_logp": self.sequence_log_probs(params, data),
+            **self.reference(params, data),
             "beta": hp["kl_beta"],
             "step": jnp.zeros((), jnp.int32),
             "opt_state": (),
@@ -149,9 +149,7 @@ class Pipeline:
             cfg.reference_policy in ("post_rce", "refresh_each_epoch") and phase.kind == "grpo"
             and previous != "grpo")
         if set_ref:
-            state["ref_params"] = state["params"]
-            state["ref_logp"] = self.sequence_log_probs(state["params"], data,
-                                                        phase if phase.kind == "grpo" else None)
+            state.update(self.reference(state["params"], data, phase if phase.kind == "grpo" else None))
         state["opt_state"] = self.optimizer(phase_index, hp, state["params"]).init(state["params"])
         state["step"] = jnp.zeros((), jnp.int32)
         state["best_value"] = jnp.float32(jnp.inf)
@@ -160,7 +158,30 @@ class Pipeline:
             state["beta"] = hp["kl_beta"]
         return state
 
-    # -- scoring ---------------------------------------------------------------------------------
+    # -- the reference policy and scoring ---------------------------------------------------------
+    def reference(self, params, data: DeviceData, phase: Phase | None = None) -> dict:
+        """The state entries that make ``params`` the reference policy: the parameters, their sequence
+        log-probs (for the KL and the PPO ratio; see :meth:`sequence_log_probs` for ``phase``) and their
+        greedy picks on the val split (``changed_vs_ref`` after every epoch compares with them: they are
+        computed once whenever the reference is set, not at every validation)."""
+        return {"ref_params": params, "ref_logp": self.sequence_log_probs(params, data, phase),
+                "ref_val_picks": self.greedy_picks(params, data, "val")}
+
+    def eval_batches(self, split: str) -> jax.Array:
+        """The query rows of ``split`` in evaluation chunks ``[chunks, chunk]`` (−1 = padding; one chunk of
+        padding when the split is empty)."""
+        index = jnp.asarray(self.split_index[split])
+        return padded_batches(index, max(1, min(self.cfg.eval_chunk, index.shape[0])))
+
+    def greedy_picks(self, params, data: DeviceData, split: str) -> jax.Array:
+        """Eval-mode greedy ``num_steps``-step picks (pool positions, never STOP) of every query of ``split``,
+        ``[chunks, chunk, num_steps]`` in :meth:`eval_batches` order."""
+        def chunk(idx):
+            b = gather(data, idx)
+            return self.selector.greedy(params, b.query_emb, b.cand_emb, b.pool_mask, self.num_steps,
+                                        allow_stop=False)
+        return jax.lax.map(chunk, self.eval_batches(split))
+
     def sequence_log_probs(self, params, data: DeviceData, phase: Phase | None = None) -> jax.Array:
         """Eval-mode sequence log-probs ``[Q, M]`` of every labelled trajectory (0 where padded).
 
@@ -313,8 +334,7 @@ class Pipeline:
             # input_proj is frozen in this phase: project the table once instead of every pool per step.
             ctx["table"] = self.projected_table(state["params"], data)
         if phase.kind == "grpo" and cfg.reference_policy == "refresh_each_epoch":
-            state = {**state, "ref_params": state["params"],
-                     "ref_logp": self.sequence_log_probs(state["params"], data, phase)}
+            state = {**state, **self.reference(state["params"], data, phase)}
         if phase.kind == "grpo" and cfg.grpo_top_k:
             # Each query is visited once per epoch: its top-k set for the epoch is computed up front.
             k = jnp.where(epoch == 0, cfg.top_k_first, cfg.top_k_after)

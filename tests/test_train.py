@@ -102,6 +102,15 @@ def test_resume_refuses_a_different_config(tiny, tmp_path):
         Runner(other, tiny, expand_runs({}, 0, 1), name="x", workdir=str(tmp_path))
 
 
+def test_a_checkpoint_of_another_state_layout_is_refused_by_name(tiny, tmp_path, monkeypatch):
+    cfg = tiny_config("scheme5_6", sft_epochs=1, rce_epochs=0, grpo_epochs=0)
+    Runner(cfg, tiny, expand_runs({}, 0, 1), name="x", workdir=str(tmp_path)).run()
+    from leverjax import runner as runner_lib
+    monkeypatch.setattr(runner_lib, "STATE_LAYOUT", runner_lib.STATE_LAYOUT + 1)
+    with pytest.raises(LeverjaxError, match=r"after sft epoch 1\) holds a training state of layout 2, .*--restart"):
+        Runner(cfg, tiny, expand_runs({}, 0, 1), name="x", workdir=str(tmp_path)).run()
+
+
 def test_two_vmapped_seeds_equal_two_single_seed_runs(tiny):
     cfg = tiny_config("scheme5_6")
     _, both = final_run(Runner(cfg, tiny, expand_runs({}, 0, 2)))
@@ -165,6 +174,17 @@ def test_nan_guard_names_phase_and_keeps_last_checkpoint(tiny, tmp_path):
         runner.run()
     assert runner.store.latest_step() == 2  # the SFT and RCE epochs; nothing after the divergence
 
+
+
+def test_a_group_whose_every_run_diverged_stops_training(tiny, tmp_path):
+    cfg = tiny_config("scheme5_6", grpo_lr=1e30, freeze_backbone=False, rce_epochs=1, sft_epochs=1, grpo_epochs=5)
+    lines = []
+    res = Runner(cfg, tiny, expand_runs({}, 0, 2), name="nan", workdir=str(tmp_path), on_nonfinite="record",
+                 out=lines.append).run()
+    assert set(res.failures) == {0, 1} and res.final == []
+    last = max(f["epoch"] for f in res.failures.values())
+    assert max(r["epoch"] for r in res.history if r["phase"] == "grpo") == last < 5  # 1-based
+    assert any(line == "every run of nan diverged: its training stops here" for line in lines)
 
 
 def test_per_trajectory_dropout_reaches_the_rce_steps(tiny):
