@@ -526,7 +526,7 @@ def _with_params(state: dict, params, pipe: Pipeline, data) -> dict:
     """``state`` (vmapped) with every run's parameters, reference and best set to ``params``."""
     num_runs = jax.tree_util.tree_leaves(state["params"])[0].shape[0]
     stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(jnp.asarray(x), (num_runs,) + x.shape), params)
-    return {**state, **jax.vmap(lambda p: pipe.reference(p, data))(stacked), "params": stacked,
+    return {**state, **jax.vmap(lambda p: pipe.reference(p, data, log_probs=False))(stacked), "params": stacked,
             "best_params": stacked}
 
 

@@ -111,13 +111,16 @@ class Pipeline:
 
     # -- state -----------------------------------------------------------------------------------
     def init_state(self, data: DeviceData, hp, rng) -> dict:
-        """Fresh parameters; the reference policy starts as the initial one."""
+        """Fresh parameters; the reference policy starts as the initial one. Its log-probs are left at
+        zero: only GRPO steps read them, and :meth:`begin_phase` sets the reference (log-probs included)
+        before the first GRPO phase whatever ``reference_policy`` says, so computing them here (every
+        query, every run) would be thrown away."""
         rng, init_rng = jax.random.split(rng)
         params = init_params(self.selector.config, init_rng, data.emb.shape[-1], num_steps=self.num_steps)
         return {
             "params": params,
             "rng": rng,
-            **self.reference(params, data),
+            **self.reference(params, data, log_probs=False),
             "beta": hp["kl_beta"],
             "step": jnp.zeros((), jnp.int32),
             "opt_state": (),
@@ -159,13 +162,15 @@ class Pipeline:
         return state
 
     # -- the reference policy and scoring ---------------------------------------------------------
-    def reference(self, params, data: DeviceData, phase: Phase | None = None) -> dict:
+    def reference(self, params, data: DeviceData, phase: Phase | None = None, log_probs: bool = True) -> dict:
         """The state entries that make ``params`` the reference policy: the parameters, their sequence
-        log-probs (for the KL and the PPO ratio; see :meth:`sequence_log_probs` for ``phase``) and their
-        greedy picks on the val split (``changed_vs_ref`` after every epoch compares with them: they are
-        computed once whenever the reference is set, not at every validation)."""
-        return {"ref_params": params, "ref_logp": self.sequence_log_probs(params, data, phase),
-                "ref_val_picks": self.greedy_picks(params, data, "val")}
+        log-probs (for the KL and the PPO ratio; see :meth:`sequence_log_probs` for ``phase``; zeros with
+        ``log_probs=False``) and their greedy picks on the val split (``changed_vs_ref`` after every epoch
+        compares with them: they are computed once whenever the reference is set, not at every
+        validation)."""
+        logp = self.sequence_log_probs(params, data, phase) if log_probs else \
+            jnp.zeros((data.query_ids.shape[0], self.max_traj), jnp.float32)
+        return {"ref_params": params, "ref_logp": logp, "ref_val_picks": self.greedy_picks(params, data, "val")}
 
     def eval_batches(self, split: str) -> jax.Array:
         """The query rows of ``split`` in evaluation chunks ``[chunks, chunk]`` (−1 = padding; one chunk of
