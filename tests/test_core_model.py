@@ -9,7 +9,7 @@ import pytest
 
 from leverjax.losses import rce_loss, sft_loss
 from leverjax.model import (Dropout, MultiheadAttention, PointerSelector, Selector, SelectorConfig, init_params,
-                            l2_normalize)
+                            l2_normalize, matmul)
 from leverjax.optim import BACKBONE, make_optimizer
 
 D, K, M, S, B = 24, 8, 5, 2, 3
@@ -155,6 +155,24 @@ def _torch_attention_float64(params, query, keys, key_mask, num_heads):
     attn /= attn.sum(-1, keepdims=True)
     out = np.einsum("bnqk,bknd->bqnd", attn, split(v)).reshape(query.shape[:-1] + (h,))
     return out @ np.asarray(params["out_proj"]["kernel"], np.float64) + np.asarray(params["out_proj"]["bias"])
+
+
+def test_matmul_has_the_plain_products_value_and_gradients_also_under_vmap():
+    """``matmul`` only changes how the weight gradient is laid out; value, both gradients and their vmap
+    over runs (each run its own weights) equal plain ``x @ w`` in float64 numpy."""
+    rng = np.random.default_rng(0)
+    x, w, c = rng.normal(size=(3, 4, 5, 6)), rng.normal(size=(3, 6, 7)), rng.normal(size=(3, 4, 5, 7))
+
+    def loss(x, w, c):
+        return jnp.sum(jnp.tanh(matmul(x, w)) * c)
+
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    value, (gx, gw) = jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1))))(f32(x), f32(w), f32(c))
+    y = np.einsum("rabn,rnm->rabm", x, w)
+    g = (1.0 - np.tanh(y) ** 2) * c
+    np.testing.assert_allclose(value, np.sum(np.tanh(y) * c, (1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(gx, np.einsum("rabm,rnm->rabn", g, w), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gw, np.einsum("rabn,rabm->rnm", x, g), rtol=1e-4, atol=1e-5)
 
 
 def test_normalisation_has_torchs_gradient_also_at_a_zero_vector():
