@@ -278,7 +278,12 @@ matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 class Dense(nn.Module):
-    """``nn.Dense`` (same parameters, names, defaults and init order) over :func:`matmul`."""
+    """``nn.Dense`` (same parameters, names, defaults and init order) over :func:`matmul`.
+
+    Called with a list of arrays, it applies to their concatenation along the last axis without forming
+    it: each part meets its rows of the kernel, and the parts' leading axes broadcast against each
+    other, so a part shared by many rows (a query state repeated over trajectories) is multiplied once.
+    """
 
     features: int
     use_bias: bool = True
@@ -287,8 +292,11 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
-        y = matmul(x, kernel)
+        parts = x if isinstance(x, (list, tuple)) else [x]
+        widths = [p.shape[-1] for p in parts]
+        kernel = self.param("kernel", self.kernel_init, (sum(widths), self.features), jnp.float32)
+        starts = [sum(widths[:i]) for i in range(len(parts))]
+        y = sum(matmul(p, kernel[a:a + w]) for p, a, w in zip(parts, starts, widths))
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32)
         return y
@@ -353,7 +361,9 @@ class GRUCell(nn.Module):
     hidden: int
 
     @nn.compact
-    def __call__(self, x, h):
+    def __call__(self, x, h, h_rows=None):
+        """``h_rows``: the distinct rows of ``h`` when ``h`` repeats them (broadcasting to ``h``), so that
+        ``W_hh h`` is computed once per distinct row."""
         n = self.hidden
         init = _torch_linear_bias_init(n)
         w_ih = self.param("weight_ih", init, (3 * n, n))
@@ -361,7 +371,7 @@ class GRUCell(nn.Module):
         b_ih = self.param("bias_ih", init, (3 * n,))
         b_hh = self.param("bias_hh", init, (3 * n,))
         gi = matmul(x, w_ih.T) + b_ih
-        gh = matmul(h, w_hh.T) + b_hh
+        gh = matmul(h if h_rows is None else h_rows, w_hh.T) + b_hh
         r = jax.nn.sigmoid(gi[..., :n] + gh[..., :n])
         z = jax.nn.sigmoid(gi[..., n:2 * n] + gh[..., n:2 * n])
         c = jnp.tanh(gi[..., 2 * n:] + r * gh[..., 2 * n:])
@@ -629,20 +639,26 @@ class PointerSelector(nn.Module):
         logits = jnp.where(chosen, CHOSEN_LOGIT, logits)
         return jnp.where(cand_mask[:, None, :], logits, PAD_LOGIT)
 
-    def advance(self, state, query, picked):
-        """Next query state after picking candidate vectors ``picked [B, M, H]`` (gate, GRU, mix or none)."""
+    def advance(self, state, query, picked, first: bool = False):
+        """Next query state after picking candidate vectors ``picked [B, M, H]`` (gate, GRU, mix or none).
+
+        ``first``: ``state`` is still the query repeated over the M rows (the first step), so the state's
+        share of the gate or GRU is computed once per query instead of once per trajectory.
+        """
         update = self.config.state_update
         if update == "none":
             return jnp.broadcast_to(query[:, None, :], state.shape)
+        rows = query[:, None, :] if first else state  # broadcasts to state
         if update == "gru":
-            return l2_normalize(self.decoder_gru(picked, state))
+            return l2_normalize(self.decoder_gru(picked, state, rows))
         if update == "mix":
             return l2_normalize(MIX_ALPHA * state + (1.0 - MIX_ALPHA) * picked)
-        g = nn.sigmoid(self.query_update_gate(jnp.concatenate([state, picked], axis=-1)))
+        g = nn.sigmoid(self.query_update_gate([rows, picked]))
         return l2_normalize(g * state + (1.0 - g) * picked)
 
-    def _update(self, state, ctx, label):
-        """The state after every row picked ``label [B, M]`` (a pool position, or K for STOP)."""
+    def _update(self, state, ctx, label, first: bool = False):
+        """The state after every row picked ``label [B, M]`` (a pool position, or K for STOP); ``first``:
+        the state is the initial one (the query repeated over the rows)."""
         cfg = self.config
         keys = ctx["keys"]
         k = keys.shape[1]
@@ -659,7 +675,7 @@ class PointerSelector(nn.Module):
             f = ctx["dpp"]
             got = jnp.take_along_axis(f[:, None], label[:, :, None, None], axis=2)[:, :, 0]
             new["dpp_sim"] = jnp.maximum(state["dpp_sim"], jnp.einsum("bkr,bmr->bmk", f, got))
-        h = self.advance(state["h"], ctx["query"], picked) if cfg.decoder != "slots" else state["h"]
+        h = self.advance(state["h"], ctx["query"], picked, first) if cfg.decoder != "slots" else state["h"]
         if cfg.stop:
             is_stop = label == k - 1
             hit = hit & ~is_stop[..., None]
@@ -685,7 +701,7 @@ class PointerSelector(nn.Module):
             logits = self._logits(t, state, ctx, deterministic=deterministic)
             out.append(jax.nn.log_softmax(logits, axis=-1))
             if t + 1 < s:
-                state = self._update(state, ctx, labels[:, :, t])
+                state = self._update(state, ctx, labels[:, :, t], first=t == 0)
         return jnp.stack(out, axis=2)
 
     def decode(self, query, cand, cand_mask, num_steps: int, *, allow_stop: bool = True):
@@ -706,7 +722,7 @@ class PointerSelector(nn.Module):
             pick = jnp.argmax(logits, axis=-1)
             picks.append(pick)
             logps.append(jnp.take_along_axis(jax.nn.log_softmax(logits, -1), pick[:, None], axis=-1)[:, 0])
-            state = self._update(state, ctx, pick[:, None])
+            state = self._update(state, ctx, pick[:, None], first=t == 0)
         return jnp.stack(picks, axis=1), jnp.stack(logps, axis=1)
 
     def __call__(self, query_emb, cand_emb, cand_mask, traj, *, deterministic: bool = True, projected: bool = False):
