@@ -5,7 +5,7 @@
     python bench/bench_grid.py --mode=grid --max_epochs=2   # phases cut to ~2 epochs, then extrapolated
 
 ``grid`` runs ``launch.run_grid(experiments.NAMES, seeds=5)`` into a fresh directory with a fresh
-compilation cache (so compile times are real), records per group the compile time (tracing + XLA
+compilation cache (so compile times are real; ``--cache=DIR`` reuses one for a warm start), records per group the compile time (tracing + XLA
 compilation, measured by ``jax.monitoring``), the steady time per epoch of each phase (epochs after the
 first of each phase), and the rest (first-epoch extra, checkpoint writes, final evaluation). With
 ``--max_epochs`` (see :func:`truncation`) it also extrapolates the full grid: compile + full epochs × steady time + the rest
@@ -26,10 +26,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from leverjax.fileio import dumps_strict  # noqa: E402
 
 
-def _fresh_cache() -> str:
+def _fresh_cache(path: str | None = None) -> str:
+    """Compiled programs go to ``path`` (a cache an earlier run left: a warm start), else to a new empty
+    folder (cold: compile times are real)."""
     import jax
 
-    path = tempfile.mkdtemp(prefix="leverjax-bench-xla-")
+    path = path or tempfile.mkdtemp(prefix="leverjax-bench-xla-")
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     return path
@@ -42,13 +44,14 @@ def truncation(counts: set[int], cap: int) -> dict[int, int]:
     return {c: c if c <= cap else cap + 1 + above.index(c) for c in counts}
 
 
-def bench_grid(seeds: int, max_epochs: int | None, out: str | None, names: list[str] | None = None) -> dict:
+def bench_grid(seeds: int, max_epochs: int | None, out: str | None, names: list[str] | None = None,
+               cache: str | None = None) -> dict:
     import jax
 
     import experiments
     from leverjax import launch
 
-    cache = _fresh_cache()
+    cache = _fresh_cache(cache)
     epochs: list[dict] = []
     original = launch._Progress.epoch
 
@@ -166,6 +169,8 @@ def main() -> None:
     parser.add_argument("--runs", default="1,16", help="vmap: run counts to compare")
     parser.add_argument("--epochs", type=int, default=3, help="vmap: epochs per phase (the first is not timed)")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--cache", default=None, help="grid: the compilation cache to use (e.g. the 'cache' an "
+                        "earlier run printed in its JSON: a warm start); default: a new empty one")
     args = parser.parse_args()
     from absl import logging
 
@@ -174,7 +179,7 @@ def main() -> None:
         import experiments
 
         names = args.experiments and list(experiments.COLLECTIONS.get(args.experiments, args.experiments.split(",")))
-        result = bench_grid(args.seeds, args.max_epochs, args.out, names)
+        result = bench_grid(args.seeds, args.max_epochs, args.out, names, args.cache)
     else:
         result = bench_vmap(args.experiment, [int(r) for r in args.runs.split(",")], args.epochs)
     if args.json:

@@ -56,7 +56,9 @@ def grpo_flops_per_query_step(cfg, d: int, k: int, m: int, s: int, n: int, queri
     projected once per epoch, N·d·H, amortised over the epoch's queries), per attention layer (one query
     token, whose keys are never projected: :class:`leverjax.model.MultiheadAttention`) the q projection,
     W_kᵀq, W_v after the weighted sum and out_proj 4H², scores and weighted sum 2·heads·K·H; query_proj H²,
-    cand_proj K·H², scoring S·M·K·H, gate (S−1)·M·2H². Training adds 2× the forward FLOPs of the trained
+    cand_proj K·H², scoring S·M·K·H, gate (S−1) updates of M rows, 2H² each, except that the first update's
+    state half (the query, the same for every trajectory) is computed once: H² + M·H² + (S−2)·M·2H². Training
+    adds 2× the forward FLOPs of the trained
     part (with a frozen backbone: everything but input_proj and cand_proj).
     """
     h, layers = cfg.hidden, cfg.num_layers
@@ -64,7 +66,8 @@ def grpo_flops_per_query_step(cfg, d: int, k: int, m: int, s: int, n: int, queri
     input_proj = 0.0 if frozen else (k + 1) * d * h
     attention = layers * (4 * h * h + 2 * cfg.num_heads * k * h)
     heads = h * h + k * h * h
-    scoring = s * m * k * h + (s - 1) * m * 2 * h * h
+    gate = (h * h + m * h * h + (s - 2) * m * 2 * h * h) if s >= 2 else 0
+    scoring = s * m * k * h + gate
     forward = 2 * (input_proj + attention + heads + scoring)
     trained = forward - (2 * k * h * h if frozen else 0.0)
     table = 2 * n * d * h / queries if frozen else 0.0

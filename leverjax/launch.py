@@ -66,7 +66,7 @@ from leverjax.fileio import read_json, records_from_json, write_json_atomic, wri
 from leverjax.data import filter_queries, load_npz
 from leverjax.data.synth import default_dataset_path, load_or_make_default
 from leverjax.errors import ConfigError, LeverjaxError
-from leverjax.runner import Runner, RunSpec, fmt_value
+from leverjax.runner import Runner, RunSpec, fmt_value, release_compiled
 
 CSV_COLUMNS = ("group", "experiment", "run", "seed", "phase", "epoch", "metric", "value", "overrides")
 _NOT_IN_RUN_NAME = config_lib.RUN_ONLY  # seeds and output places are no part of what a run is
@@ -737,6 +737,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
                 group_log.append({"id": group.id, "experiments": group.experiments, "runs": len(todo),
                                   "seconds": time.perf_counter() - t0, "compile_seconds": timer.seconds,
                                   "state": "failed", "reason": reason})
+                release_compiled()
                 continue
         seconds = time.perf_counter() - t0
         records = _write_group_results(out, rel, todo, specs, results, prov)
@@ -764,6 +765,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
         write_metrics(out, grid, statuses)
         if many:
             printer(f"»» group {group.id} done in {_fmt_seconds(seconds)} (compile {timer.seconds:.1f}s)")
+        release_compiled()  # groups share no program, and a process holds a limited number of memory mappings
 
     summary = write_metrics(out, grid, statuses)
     if distributed.is_primary():

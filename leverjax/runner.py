@@ -134,6 +134,16 @@ STATE_LAYOUT = 2
 _COMPILED: dict = {}
 
 
+def release_compiled() -> None:
+    """Drops every compiled program of this process (the shared pipelines and jit's caches). Each XLA CPU
+    executable keeps its machine code mapped, and a process may hold at most ``vm.max_map_count`` mappings
+    (65,530 by default on Linux): a grid of 31 groups in one process died in its 20th (``LLVM compilation
+    error: Cannot allocate memory``) with most of the machine's memory free. The launcher calls this after
+    every group; the on-disk compilation cache keeps a later recompile of the same program cheap."""
+    _COMPILED.clear()
+    jax.clear_caches()
+
+
 def compiled_pipeline(cfg: config_lib.Config, dataset) -> VmappedPipeline:
     """The jitted, vmapped pipeline for ``cfg``'s static part on ``dataset``, shared by every runner
     with the same static signature (so a second runner of the same shapes compiles nothing)."""

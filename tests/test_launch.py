@@ -336,3 +336,26 @@ def test_static_sweep_is_one_group_per_value_with_the_numbers_of_each_value_alon
         res = Runner(cfg, tiny, launch.run_specs(cfg, [run]), out=lambda s: None).run()
         np.testing.assert_allclose(grouped[f"scheme5[selector={selector}]"], res.final[0]["test_loss"], rtol=2e-5)
     assert grouped["scheme5[selector=v4_1]"] != grouped["scheme5[selector=v2]"]
+
+
+def test_the_grid_releases_each_groups_compiled_programs(tiny, tmp_path, monkeypatch):
+    """Every XLA CPU executable keeps its code mapped and a process may hold only vm.max_map_count
+    mappings: a 31-group grid died in its 20th group. After each group the launcher drops the group's
+    programs, so the mappings fall back instead of piling up."""
+    from leverjax import runner as runner_lib
+
+    seen = []
+
+    def spy():
+        maps = lambda: len(open("/proc/self/maps").readlines()) if os.path.exists("/proc/self/maps") else 0  # noqa: E731
+        before = maps()
+        runner_lib.release_compiled()
+        seen.append((before, maps(), len(runner_lib._COMPILED)))
+
+    monkeypatch.setattr(launch, "release_compiled", spy)
+    result = launch.run_grid(["scheme5", "scheme3"], TINY, seeds=1, out=str(tmp_path), dataset=tiny,
+                             printer=lambda s: None)
+    assert [g["state"] for g in result.groups] == ["done", "done"]
+    assert len(seen) == 2 and all(left == 0 for _, _, left in seen)
+    if os.path.exists("/proc/self/maps"):
+        assert all(after < before for before, after, _ in seen), seen
