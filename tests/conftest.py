@@ -25,7 +25,8 @@ def _release_compiled_programs():
     """Drops the in-memory compiled programs after each test module. Every XLA CPU executable keeps its
     machine code mapped and the suite compiles thousands of them; holding all of them in one process, the
     suite died late (XLA segfaulted or aborted in a compile), most likely at the kernel's limit on memory
-    mappings (65,530 here; one module alone reaches about 33k). With this it passes. The on-disk cache
-    above keeps recompiling cheap."""
+    mappings (65,530 here; one module alone reaches about 33k; a 31-group grid in one process met the same
+    limit, measured, and the launcher now releases each group's programs the same way). With this it
+    passes. The on-disk cache above keeps recompiling cheap."""
     yield
     jax.clear_caches()
