@@ -197,8 +197,7 @@ class Evaluator:
         """Metrics of the final and the best parameters on :attr:`final_split` (``test_*``,
         ``best_test_*``: the names stay those of the test split whichever split they come from)."""
         split = self.final_split or "test"
-        ref_picks = self.pipe.greedy_picks(state["ref_params"], data, split) if len(self.pipe.split_index[split]) \
-            else None
+        ref_picks = self.pipe.greedy_picks(state["ref_params"], data, split)  # once for both
         final = self.evaluate(state["params"], ref_picks, data, hp, split)
         best = self.evaluate(state["best_params"], ref_picks, data, hp, split)
         return {**{f"test_{k}": v for k, v in final.items()}, **{f"best_test_{k}": v for k, v in best.items()}}
