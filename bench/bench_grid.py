@@ -45,7 +45,7 @@ def truncation(counts: set[int], cap: int) -> dict[int, int]:
 
 
 def bench_grid(seeds: int, max_epochs: int | None, out: str | None, names: list[str] | None = None,
-               cache: str | None = None) -> dict:
+               cache: str | None = None, workers: int | None = None) -> dict:
     import jax
 
     import experiments
@@ -55,9 +55,9 @@ def bench_grid(seeds: int, max_epochs: int | None, out: str | None, names: list[
     epochs: list[dict] = []
     original = launch._Progress.epoch
 
-    def record(self, info):  # every epoch's time, tagged with its group
-        epochs.append({"group": self.group.id, **info})
-        original(self, info)
+    def record(self, group_id, info):  # every epoch's time, tagged with its group
+        epochs.append({"group": group_id, **info})
+        original(self, group_id, info)
 
     launch._Progress.epoch = record
     per_experiment = {}
@@ -72,7 +72,7 @@ def bench_grid(seeds: int, max_epochs: int | None, out: str | None, names: list[
     t0 = time.perf_counter()
     names = names or list(experiments.NAMES)
     per_experiment = {k: v for k, v in per_experiment.items() if k in names}
-    result = launch.run_grid(names, {}, {}, seeds=seeds, out=out, tables=False,
+    result = launch.run_grid(names, {}, {}, seeds=seeds, out=out, tables=False, workers=workers,
                              experiment_overrides=per_experiment, printer=lambda s: print(s, flush=True))
     wall = time.perf_counter() - t0
     launch._Progress.epoch = original
@@ -97,9 +97,12 @@ def bench_grid(seeds: int, max_epochs: int | None, out: str | None, names: list[
                        "compile_s": log["compile_seconds"], "epochs_s": trained, "steady_epoch_s": steady,
                        "rest_s": rest, "epochs_run": len(mine), "epochs_full": full_epochs,
                        "full_estimate_s": estimate})
+    # Groups trained side by side (--workers) overlap: the full grid's wall is estimated as the sum of
+    # its groups' estimates shrunk by the overlap this run measured (the sum of its groups' walls / its wall).
+    overlap = sum(g["wall_s"] for g in groups) / wall if groups else 1.0
     report = {"mode": "grid", "seeds": seeds, "max_epochs": max_epochs, "runs": len(result.grid.runs),
-              "groups": groups, "wall_s": wall, "devices": [str(d) for d in jax.devices()],
-              "full_estimate_s": sum(g["full_estimate_s"] for g in groups) if max_epochs else wall,
+              "groups": groups, "wall_s": wall, "devices": [str(d) for d in jax.devices()], "overlap": overlap,
+              "full_estimate_s": sum(g["full_estimate_s"] for g in groups) / overlap if max_epochs else wall,
               "failed": [s["run"] for s in result.failed], "out": out, "cache": cache}
     print(f"\n{'group':<5} {'runs':>4} {'compile':>8} {'wall':>8} {'full est.':>9}  steady s/epoch   experiments")
     for g in groups:
@@ -109,7 +112,8 @@ def bench_grid(seeds: int, max_epochs: int | None, out: str | None, names: list[
     print(f"\nmeasured wall {wall:.0f}s for {report['runs']} runs"
           + (f"; phases cut to about {max_epochs} epochs; full grid estimated at {report['full_estimate_s']:.0f}s"
              if max_epochs else ""))
-    print(f"compile total {sum(g['compile_s'] for g in groups):.0f}s over {len(groups)} groups")
+    print(f"compile total {sum(g['compile_s'] for g in groups):.0f}s over {len(groups)} groups; groups' walls add up to "
+          f"{overlap:.2f}x the wall (groups trained side by side)")
     return report
 
 
@@ -168,6 +172,8 @@ def main() -> None:
     parser.add_argument("--experiment", default="current", help="vmap: the group's experiment")
     parser.add_argument("--runs", default="1,16", help="vmap: run counts to compare")
     parser.add_argument("--epochs", type=int, default=3, help="vmap: epochs per phase (the first is not timed)")
+    parser.add_argument("--workers", type=int, default=None, help="grid: groups trained at once (run.py --workers; "
+                        "default: run.py's)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--cache", default=None, help="grid: the compilation cache to use (e.g. the 'cache' an "
                         "earlier run printed in its JSON: a warm start); default: a new empty one")
@@ -179,7 +185,7 @@ def main() -> None:
         import experiments
 
         names = args.experiments and list(experiments.COLLECTIONS.get(args.experiments, args.experiments.split(",")))
-        result = bench_grid(args.seeds, args.max_epochs, args.out, names, args.cache)
+        result = bench_grid(args.seeds, args.max_epochs, args.out, names, args.cache, args.workers)
     else:
         result = bench_vmap(args.experiment, [int(r) for r in args.runs.split(",")], args.epochs)
     if args.json:

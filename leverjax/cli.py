@@ -37,6 +37,10 @@ _MAIN = {
                  "the grid, else the first]"),
     "restart": (flags.DEFINE_bool, False, "Start over: discard the results directory's runs and recompute cached "
                 "SFT/RCE prefixes instead of resuming. [default false]"),
+    "workers": (flags.DEFINE_integer, None, "Train up to this many groups of a grid at once, each in a process of "
+                "its own (every group computes what it computes alone; a group that reuses another's SFT/RCE "
+                "prefix waits for it). [default: 2 on a CPU of 2 or more cores when the grid has several groups, "
+                "else 1]"),
     "list_experiments": (flags.DEFINE_bool, False, "List the registered experiments and exit."),
     "wandb_project": (flags.DEFINE_string, None, "Also log every run to this Weights & Biases project (needs "
                       "`pip install wandb`; WANDB_MODE=offline keeps the logs on disk)."),
@@ -179,7 +183,8 @@ def _main(argv) -> None:
     if len(names) == 1 and names[0] in experiments.COLLECTIONS:
         names = list(experiments.COLLECTIONS[names[0]])
     launch.main(names, config_overrides(), parse_sweeps(FLAGS.sweep), restart=FLAGS.restart, out=FLAGS.out,
-                baseline=FLAGS.baseline, init_from=FLAGS.init_from, wandb_project=FLAGS.wandb_project)
+                baseline=FLAGS.baseline, init_from=FLAGS.init_from, wandb_project=FLAGS.wandb_project,
+                workers=FLAGS.workers)
 
 
 def run() -> None:

@@ -12,8 +12,10 @@ or from Python (a notebook)::
 ``SWEEP`` merged with ``sweep`` (given values win) × ``seeds`` consecutive seeds. Runs whose configs have
 the same :func:`~leverjax.config.static_signature` form a *group*: one compiled program that trains all of
 them vmapped (:class:`~leverjax.runner.Runner`), with the run axis sharded over a mesh of every device
-(the runs padded with copies of the last run to a multiple of the device count). Groups run one after
-another. A run whose config is invalid, or whose loss turns NaN, is recorded as failed with its reason;
+(the runs padded with copies of the last run to a multiple of the device count). On a CPU two groups
+train at once by default, each in a worker process of its own (``workers``; :mod:`leverjax.workers`), a
+group waiting for the group that trains the SFT/RCE prefix it reuses; else groups run one after another.
+A run whose config is invalid, or whose loss turns NaN, is recorded as failed with its reason;
 the others go on.
 
 **Results directory** (every file written atomically: a temporary file, then ``os.replace``)::
@@ -61,6 +63,7 @@ import numpy as np
 import experiments
 from leverjax import config as config_lib
 from leverjax import distributed, provenance, stats, tracking
+from leverjax import workers as workers_lib
 from leverjax.checkpoint import status_file_name
 from leverjax.fileio import read_json, records_from_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from leverjax.data import filter_queries, load_npz
@@ -412,7 +415,7 @@ def _epochs(cfg: config_lib.Config) -> int:
 class _Progress:
     """One line per epoch for the whole grid: groups and runs done, elapsed time and an estimate of the
     time left (run-epochs left at the rate measured on epochs without compilation, plus the mean compile
-    time per group for the groups not started)."""
+    time per group for the groups not started; with groups trained side by side, divided among them)."""
 
     def __init__(self, grid: Grid, pending: Mapping[str, list[GridRun]], finished_runs: int,
                  printer: Callable[[str], None], quiet: bool = False):
@@ -421,36 +424,38 @@ class _Progress:
         self.runs_total = sum(1 for r in grid.runs if r.config is not None)
         self.runs_done = finished_runs
         self.groups_done = sum(1 for g in grid.groups if not pending[g.id])
-        self.future_units = sum(_epochs(r.config) for runs in pending.values() for r in runs)
-        self.units_left = self.future_units  # run-epochs left: the current group's plus those not started
+        self.future_units = sum(_epochs(r.config) for runs in pending.values() for r in runs)  # groups not started
         self.groups_left = sum(1 for g in grid.groups if pending[g.id])
         self.steady_units = self.steady_seconds = 0.0
         self.compile_seconds: list[float] = []
         self.t0 = time.perf_counter()
-        self.group: Group | None = None
-        self.timer: CompileTimer | None = None
-        self.index = 0
-        self.n = 0
+        self.active: dict[str, dict] = {}  # group id -> index, runs, run-epochs left, compile timer
+        self.parallel = 1  # the most groups seen training at once
 
-    def begin(self, index: int, group: Group, n: int, timer: "CompileTimer") -> None:
-        self.group, self.index, self.n, self.timer = group, index, n, timer
+    def begin(self, index: int, group: Group, n: int, timer: "CompileTimer | None" = None) -> None:
         self.groups_left -= 1
-        self.future_units -= n * _epochs(group.runs[0].config)  # a group's runs share their epoch counts
+        units = n * _epochs(group.runs[0].config)  # a group's runs share their epoch counts
+        self.future_units -= units
+        self.active[group.id] = {"index": index, "n": n, "units": units, "timer": timer}
+        self.parallel = max(self.parallel, len(self.active))
         exps = ", ".join(group.experiments)
         self.printer(f"\n»» group {group.id} ({index}/{self.groups_total}): {exps} — {n} run(s) in one program")
 
-    def epoch(self, info: dict) -> None:
-        self.units_left = self.future_units + self.n * (info["epochs_total"] - info["epochs_done"])
+    def epoch(self, group_id: str, info: dict) -> None:
+        active = self.active[group_id]
+        active["units"] = active["n"] * (info["epochs_total"] - info["epochs_done"])
         if info["epoch"] > 1:  # the first epoch of a phase includes its compilation
-            self.steady_units += self.n
+            self.steady_units += active["n"]
             self.steady_seconds += info["seconds"]
         left = self.time_left()
         eta = f", ~{_fmt_seconds(left)} left" if left is not None else ""
-        self.printer(f"»» grid: group {self.index}/{self.groups_total} epoch {info['epochs_done']}/"
-                     f"{info['epochs_total']} | groups done {self.groups_done}/{self.groups_total}, runs done "
+        others = f" (+{len(self.active) - 1} more at once)" if len(self.active) > 1 else ""
+        self.printer(f"»» grid: group {active['index']}/{self.groups_total} epoch {info['epochs_done']}/"
+                     f"{info['epochs_total']}{others} | groups done {self.groups_done}/{self.groups_total}, runs done "
                      f"{self.runs_done}/{self.runs_total} | {_fmt_seconds(time.perf_counter() - self.t0)} elapsed{eta}")
 
-    def end(self, runs: int, compile_seconds: float) -> None:
+    def end(self, group_id: str, runs: int, compile_seconds: float) -> None:
+        self.active.pop(group_id, None)
         self.groups_done += 1
         self.runs_done += runs
         self.compile_seconds.append(compile_seconds)
@@ -458,9 +463,11 @@ class _Progress:
     def time_left(self) -> float | None:
         if not self.steady_units:
             return None
-        seen = self.compile_seconds + ([self.timer.seconds] if self.timer else [])
+        timers = [a["timer"].seconds for a in self.active.values() if a["timer"] is not None]
+        seen = self.compile_seconds + timers
         compile_each = sum(seen) / len(seen) if seen else 0.0
-        return self.units_left * self.steady_seconds / self.steady_units + self.groups_left * compile_each
+        units = self.future_units + sum(a["units"] for a in self.active.values())
+        return (units * self.steady_seconds / self.steady_units + self.groups_left * compile_each) / self.parallel
 
 
 class CompileTimer:
@@ -603,6 +610,132 @@ def _backfill_events(root: str, grid: Grid, statuses: Mapping[str, dict | None],
             tb.finish(run.name, rec["history"], rec.get("final"))
 
 
+@dataclasses.dataclass(frozen=True)
+class _GroupJob:
+    """What training one group needs besides the group itself (sent to a worker process as is)."""
+
+    out: str
+    prefix_cache: str
+    restart: bool
+    init_from: str | None
+    tables: bool
+    keep_checkpoints: bool
+    provenance: dict
+
+
+def _train_group(job: _GroupJob, group: Group, todo: Sequence[GridRun], ds, devices, printer: Callable[[str], None],
+                 on_start: Callable[["CompileTimer"], None], on_epoch: Callable[[dict, Mapping[str, str]], None]) -> dict:
+    """Trains the runs ``todo`` of ``group`` (one vmapped program) and writes their statuses, ``results.json``
+    and, unless kept, deletes their checkpoints. Returns the outcome: ``state`` (done | failed), ``reason``
+    (failed), ``seconds``, ``compile_seconds``, ``statuses`` (run name -> status record) and ``records`` (per
+    run: history, final metrics, failure). A failure of the group is recorded, not raised (except with
+    several cooperating processes, which could go on out of step)."""
+    paths = _Paths(job.out)
+    specs = run_specs(todo[0].config, todo)
+    directory = f"{group.id}-{group.key}-{_hash([(r.name, r.config_hash) for r in todo], 6)}"
+    rel = os.path.join("runs", directory)
+    for run in todo:
+        _write_status(paths, run, "running", group=group.id, directory=rel)
+    names = {spec.label: run.name for spec, run in zip(specs, todo)}
+    t0 = time.perf_counter()
+    with CompileTimer() as timer:
+        on_start(timer)
+        try:
+            runner = Runner(todo[0].config, ds, specs, name=directory, workdir=paths.runs,
+                            out=printer if job.tables else (lambda s: None), on_nonfinite="record",
+                            devices=devices, on_epoch=lambda info: on_epoch(info, names), restart=job.restart,
+                            init_from=job.init_from, prefix_cache=job.prefix_cache,
+                            extra_meta={"grid_group": group.id, "grid_runs": [r.name for r in todo]})
+            results = runner.run()
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 -- any failure of one group is recorded; the grid goes on
+            if distributed.is_multiprocess():
+                raise
+            reason = f"{type(e).__name__}: {e}"
+            printer(f"»» group {group.id} failed: {reason}")
+            statuses = {run.name: _write_status(paths, run, "failed", kind="error", reason=reason, group=group.id,
+                                                directory=rel) for run in todo}
+            return {"state": "failed", "reason": reason, "seconds": time.perf_counter() - t0,
+                    "compile_seconds": timer.seconds, "statuses": statuses, "records": None}
+    seconds = time.perf_counter() - t0
+    records = _write_group_results(job.out, rel, todo, specs, results, job.provenance)
+    statuses = {}
+    for j, run in enumerate(todo):
+        failure = results.failures.get(j)
+        if failure:
+            statuses[run.name] = _write_status(paths, run, "failed", kind="diverged", reason=failure["reason"],
+                                               failure=failure, group=group.id, directory=rel)
+            printer(f"»» {run.name} diverged: {failure['reason']} (recorded; the other runs went on)")
+        else:
+            statuses[run.name] = _write_status(paths, run, "done", group=group.id, directory=rel)
+    distributed.barrier("group-done")  # no process still reads the group's checkpoints
+    if not job.keep_checkpoints and distributed.is_primary():
+        shutil.rmtree(os.path.join(job.out, rel, "ckpt"), ignore_errors=True)
+    return {"state": "done", "seconds": seconds, "compile_seconds": timer.seconds, "statuses": statuses,
+            "records": records}
+
+
+_WORKER_DATASETS: dict[tuple, Any] = {}  # in a worker process: the data sets it has loaded
+
+
+def _train_group_in_worker(task: tuple[Group, list[GridRun]], emit: Callable[[tuple], None], job: _GroupJob,
+                           dataset) -> dict:
+    """:func:`_train_group` in a worker process (:func:`leverjax.workers.run_tasks`): its progress and printed
+    lines go to the launcher as messages; the group's compiled programs are released afterwards."""
+    group, todo = task
+    cfg = todo[0].config
+    if dataset is None:
+        key = _data_key(cfg)
+        if key not in _WORKER_DATASETS:
+            _WORKER_DATASETS[key] = load_dataset(cfg, printer=lambda s: None)  # the launcher has said it
+        dataset = _WORKER_DATASETS[key]
+    try:
+        return _train_group(job, group, todo, dataset, None, lambda line: emit(("print", line)),
+                            on_start=lambda timer: None, on_epoch=lambda info, names: emit(("epoch", info, names)))
+    finally:
+        release_compiled()
+
+
+def auto_workers(groups: int) -> int:
+    """How many groups :func:`run_grid` trains at once by default: 2 on a CPU of 2 or more cores when there
+    are several groups (measured on 2 cores: see :mod:`leverjax.workers`), else 1 (one accelerator is
+    not shared between processes)."""
+    return 2 if groups > 1 and jax.default_backend() == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+
+
+def _resolve_workers(workers: int | None, groups: int, devices_given: bool) -> int:
+    """The number of groups trained at once: ``workers`` checked against the launch (``None``: the default)."""
+    if workers is None:
+        return 1 if distributed.is_multiprocess() or devices_given else auto_workers(groups)
+    if workers < 1:
+        raise ConfigError(f"--workers={workers} must be at least 1")
+    if workers > 1 and distributed.is_multiprocess():
+        raise ConfigError(f"--workers={workers} cannot be combined with several cooperating processes "
+                          "(--distributed): each group is already spread over them; use --workers=1")
+    if workers > 1 and devices_given:
+        raise ConfigError(f"workers={workers} trains groups in processes of their own, which use their own "
+                          "devices: give no devices, or workers=1")
+    return min(workers, max(groups, 1))
+
+
+def _prefix_dependencies(groups: Sequence[Group], pending: Mapping[str, list[GridRun]],
+                         init_from: str | None) -> dict[str, set[str]]:
+    """For each group, the earlier groups it should wait for: the first group with a run of the same SFT
+    prefix (same data, seed and SFT-phase config) trains it into the prefix cache, and a later group that
+    starts while it trains would train it again (the result is the same, the time is lost)."""
+    first: dict[str, str] = {}
+    depends: dict[str, set[str]] = {}
+    for group in groups:
+        depends[group.id] = set()
+        for run in pending[group.id]:
+            key = _hash([_data_key(run.config), run.seed, init_from, config_lib.prefix_fields(run.config, "sft")], 16)
+            producer = first.setdefault(key, group.id)
+            if producer != group.id:
+                depends[group.id].add(producer)
+    return depends
+
+
 def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
              sweep: Mapping[str, Sequence[Any]] | None = None, *, seeds: int | None = None, out: str | None = None,
              restart: bool = False, baseline: str | None = None, dataset=None, devices: Sequence | None = None,
@@ -610,7 +743,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
              experiment_overrides: Mapping[str, Mapping[str, Any]] | None = None,
              keep_checkpoints: bool = False, init_from: str | None = None,
              prefix_cache: str | None = None, wandb_project: str | None = None,
-             command: str | None = None) -> GridResult:
+             command: str | None = None, workers: int | None = None) -> GridResult:
     """Trains the grid (see the module docstring) into ``out`` and writes its metrics, summary and report.
 
     ``dataset``: a :class:`~leverjax.data.Dataset` to train every group on instead of loading each config's
@@ -623,10 +756,13 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     ``out``, shared by every results directory there).
     ``wandb_project``: also log every run to this Weights & Biases project (needs ``wandb``).
     ``command``: the command line recorded in the provenance (default: this process's).
+    ``workers``: train up to this many groups at once, each in a process of its own (:mod:`leverjax.workers`);
+    ``None`` decides (:func:`auto_workers`). Each group computes what it computes alone.
     """
     printer = printer or ((lambda s: print(s, flush=True)) if distributed.is_primary() else (lambda s: None))
     t_start = time.perf_counter()
     grid = expand_grid(names, overrides, sweep, seeds=seeds, experiment_overrides=experiment_overrides)
+    _resolve_workers(workers, len(grid.groups), devices is not None)  # a bad value fails before anything is written
     if baseline and baseline not in grid.experiments and baseline not in {r.variant for r in grid.runs}:
         raise ConfigError(f"--baseline={baseline!r} is not a run of this grid; runs: "
                           f"{', '.join(dict.fromkeys(r.variant for r in grid.runs))}")
@@ -662,7 +798,8 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     if distributed.is_primary():
         write_json_atomic(paths.grid, {**grid.to_json(), "provenance": prov})
         write_json_atomic(os.path.join(out, "baselines.json"), _baselines(out, reference, printer))
-    devices = list(devices) if devices is not None else jax.devices()
+    devices_given = devices is not None
+    devices = list(devices) if devices_given else jax.devices()
 
     # With several processes, process 0's view of the finished runs decides for all of them.
     statuses: dict[str, dict | None] = distributed.broadcast(
@@ -692,80 +829,83 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     progress = _Progress(grid, pending, finished, printer, quiet=not many)
     tb = tracking.TensorBoardLogs(out)
     group_log: list[dict] = []
-    for index, group in enumerate(grid.groups, 1):
-        todo = pending[group.id]
-        if not todo:
+    job = _GroupJob(out=out, prefix_cache=prefix_cache, restart=restart, init_from=init_from, tables=tables,
+                    keep_checkpoints=keep_checkpoints, provenance=prov)
+    index_of = {g.id: i for i, g in enumerate(grid.groups, 1)}
+    to_train = [g for g in grid.groups if pending[g.id]]
+    for group in grid.groups:
+        if not pending[group.id]:
             group_log.append({"id": group.id, "experiments": group.experiments, "runs": 0, "state": "skipped"})
-            continue
-        base = todo[0].config
-        specs = run_specs(base, todo)
-        directory = f"{group.id}-{group.key}-{_hash([(r.name, r.config_hash) for r in todo], 6)}"
-        rel = os.path.join("runs", directory)
-        for run in todo:
-            statuses[run.name] = _write_status(paths, run, "running", group=group.id, directory=rel)
-        t0 = time.perf_counter()
-        with CompileTimer() as timer:
-            progress.begin(index, group, len(todo), timer)
-            try:
-                ds = dataset_for(base)
-                names = {spec.label: run.name for spec, run in zip(specs, todo)}
+    workers = _resolve_workers(workers, len(to_train), devices_given)
+    if workers > 1:
+        printer(f"grid: training up to {workers} groups at once, each in a process of its own (--workers)")
 
-                def on_epoch(info, names=names):
-                    progress.epoch(info)
-                    if distributed.is_primary():
-                        for rec in info.get("records", ()):
-                            tb.epoch(names[rec["run"]], info["epochs_done"], rec["phase"], rec)
-
-                runner = Runner(base, ds, specs, name=directory, workdir=paths.runs,
-                                out=printer if tables else (lambda s: None), on_nonfinite="record",
-                                devices=devices, on_epoch=on_epoch, restart=restart, init_from=init_from,
-                                prefix_cache=prefix_cache,
-                                extra_meta={"grid_group": group.id, "grid_runs": [r.name for r in todo]})
-                results = runner.run()
-            except KeyboardInterrupt:
-                tb.close()
-                raise
-            except Exception as e:  # noqa: BLE001 -- any failure of one group is recorded; the grid goes on
-                if distributed.is_multiprocess():
-                    raise  # the processes could go on out of step; the others stop when this one exits
-                reason = f"{type(e).__name__}: {e}"
-                printer(f"»» group {group.id} failed: {reason}")
-                for run in todo:
-                    statuses[run.name] = _write_status(paths, run, "failed", kind="error", reason=reason,
-                                                       group=group.id, directory=rel)
-                progress.end(len(todo), timer.seconds)
-                group_log.append({"id": group.id, "experiments": group.experiments, "runs": len(todo),
-                                  "seconds": time.perf_counter() - t0, "compile_seconds": timer.seconds,
-                                  "state": "failed", "reason": reason})
-                release_compiled()
-                continue
-        seconds = time.perf_counter() - t0
-        records = _write_group_results(out, rel, todo, specs, results, prov)
+    def record_epoch(group: Group, info: dict, names: Mapping[str, str]) -> None:
+        progress.epoch(group.id, info)
         if distributed.is_primary():
-            for run, rec in zip(todo, records):
+            for rec in info.get("records", ()):
+                tb.epoch(names[rec["run"]], info["epochs_done"], rec["phase"], rec)
+
+    def group_ended(group: Group, outcome: dict) -> None:
+        todo = pending[group.id]
+        statuses.update(outcome["statuses"])
+        done = outcome["state"] == "done"
+        if done and distributed.is_primary():
+            for run, rec in zip(todo, outcome["records"]):
                 tb.finish(run.name, rec["history"], rec["final"])
                 if wandb_logs is not None:
                     wandb_logs.log_run(run.name, run.variant, rec["history"], rec["final"],
                                        {**config_lib.to_dict(run.config), "experiment": run.experiment,
                                         "grid": out}, rec["failure"])
-        for j, run in enumerate(todo):
-            failure = results.failures.get(j)
-            if failure:
-                statuses[run.name] = _write_status(paths, run, "failed", kind="diverged", reason=failure["reason"],
-                                                   failure=failure, group=group.id, directory=rel)
-                printer(f"»» {run.name} diverged: {failure['reason']} (recorded; the other runs went on)")
-            else:
-                statuses[run.name] = _write_status(paths, run, "done", group=group.id, directory=rel)
-        distributed.barrier("group-done")  # no process still reads the group's checkpoints
-        if not keep_checkpoints and distributed.is_primary():
-            shutil.rmtree(os.path.join(out, rel, "ckpt"), ignore_errors=True)
-        progress.end(len(todo), timer.seconds)
-        group_log.append({"id": group.id, "experiments": group.experiments, "runs": len(todo), "seconds": seconds,
-                          "compile_seconds": timer.seconds, "state": "done"})
-        write_metrics(out, grid, statuses)
-        if many:
-            printer(f"»» group {group.id} done in {_fmt_seconds(seconds)} (compile {timer.seconds:.1f}s)")
-        release_compiled()  # groups share no program, and a process holds a limited number of memory mappings
+        progress.end(group.id, len(todo), outcome["compile_seconds"])
+        group_log.append({"id": group.id, "experiments": group.experiments, "runs": len(todo),
+                          "seconds": outcome["seconds"], "compile_seconds": outcome["compile_seconds"],
+                          "state": outcome["state"], **({} if done else {"reason": outcome["reason"]})})
+        if done:
+            write_metrics(out, grid, statuses)
+            if many:
+                printer(f"»» group {group.id} done in {_fmt_seconds(outcome['seconds'])} "
+                        f"(compile {outcome['compile_seconds']:.1f}s)")
+
+    try:
+        if workers > 1:
+            by_id = {g.id: g for g in to_train}
+
+            def show(group_id: str, message: tuple) -> None:
+                kind, *data = message
+                if kind == "epoch":
+                    record_epoch(by_id[group_id], *data)
+                else:  # a line the group's runner printed, marked with its group
+                    printer("\n".join(f"[{group_id}] {line}" if line else line for line in data[0].split("\n")))
+
+            def lost(group_id: str, exitcode: int | None) -> None:
+                reason = f"its worker process died (exit code {exitcode})"
+                printer(f"»» group {group_id} failed: {reason}")
+                statuses_lost = {run.name: _write_status(paths, run, "failed", kind="error", reason=reason,
+                                                         group=group_id) for run in pending[group_id]}
+                group_ended(by_id[group_id], {"state": "failed", "reason": reason, "seconds": 0.0,
+                                              "compile_seconds": 0.0, "statuses": statuses_lost, "records": None})
+
+            workers_lib.run_tasks(
+                {g.id: (g, pending[g.id]) for g in to_train}, workers=workers, worker_fn=_train_group_in_worker,
+                worker_args=(job, dataset), depends=_prefix_dependencies(to_train, pending, init_from),
+                cost={g.id: len(pending[g.id]) * _epochs(g.runs[0].config) for g in to_train},
+                on_start=lambda gid: progress.begin(index_of[gid], by_id[gid], len(pending[gid])), on_message=show,
+                on_done=lambda gid, outcome: group_ended(by_id[gid], outcome), on_lost=lost)
+        else:
+            for group in to_train:
+                todo = pending[group.id]
+                outcome = _train_group(
+                    job, group, todo, dataset_for(todo[0].config), devices, printer,
+                    on_start=lambda timer, group=group, todo=todo: progress.begin(index_of[group.id], group,
+                                                                                  len(todo), timer),
+                    on_epoch=lambda info, names, group=group: record_epoch(group, info, names))
+                group_ended(group, outcome)
+                release_compiled()  # groups share no program, and a process holds a limited number of memory mappings
+    except KeyboardInterrupt:
+        tb.close()
+        raise
+    group_log.sort(key=lambda g: index_of[g["id"]])
 
     summary = write_metrics(out, grid, statuses)
     if distributed.is_primary():
@@ -853,7 +993,7 @@ def print_summary(result: GridResult, printer: Callable[[str], None]) -> None:
 
 def main(names: Sequence[str], overrides: Mapping[str, Any], sweep: Mapping[str, Sequence[Any]], *,
          restart: bool = False, out: str | None = None, baseline: str | None = None,
-         init_from: str | None = None, wandb_project: str | None = None) -> GridResult:
+         init_from: str | None = None, wandb_project: str | None = None, workers: int | None = None) -> GridResult:
     """``run.py``: one experiment or a grid, with the command line's values. A single experiment writes to
     ``<workdir>/<experiment>`` (default ``checkpoints/<experiment>``), a grid to ``--out`` (default
     ``results/<experiments>``); both through :func:`run_grid`, so both hold the same files."""
@@ -862,7 +1002,7 @@ def main(names: Sequence[str], overrides: Mapping[str, Any], sweep: Mapping[str,
         workdir = overrides.get("workdir") or experiments.get(names[0]).config.workdir
         out = os.path.join(workdir, names[0])
     result = run_grid(names, overrides, sweep, out=out, restart=restart, baseline=baseline, init_from=init_from,
-                      wandb_project=wandb_project)
+                      wandb_project=wandb_project, workers=workers)
     if result.failed and len(result.failed) == len(result.grid.runs):
         raise LeverjaxError(f"every run failed; the first: {result.failed[0]['run']}: "
                             f"{result.failed[0].get('reason', '')}")

@@ -643,7 +643,7 @@ def _offline_reference_sentence(ctx: Context) -> list[str]:
 
 # -- the legend -------------------------------------------------------------------------------------
 
-_IGNORED = ("seed", "seeds", "workdir", "checkpoint_every", "eval_chunk")
+_IGNORED = ("seed", "seeds", "workdir", "checkpoint_every", "checkpoint_seconds", "eval_chunk")
 _CHOICE_WORDS = {
     "advantage": {"zscore": "z-score advantages", "rank": "rank advantages", "mean": "mean-centred advantages",
                   "rloo": "RLOO advantages", "none": "raw rewards as advantages"},

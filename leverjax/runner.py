@@ -31,7 +31,7 @@ from leverjax import stats
 from leverjax.data.device import DeviceData
 from leverjax.errors import LeverjaxError
 from leverjax.evaluate import Evaluator
-from leverjax.fileio import records_from_json, write_json_atomic, write_jsonl_atomic
+from leverjax.fileio import dumps_strict, records_from_json, write_json_atomic, write_jsonl_atomic
 from leverjax.interop import load_selector_params
 from leverjax.train import Pipeline
 
@@ -321,6 +321,8 @@ class Runner:
                 state, history, start_phase = reused
 
         prefix_end = self._prefix_end()
+        self._write_metrics(history)  # what the checkpoint or the prefix holds (drops epochs after a checkpoint)
+        last_save = time.perf_counter()
         global_epoch = sum(p.epochs for p in self.pipe.phases[:start_phase]) + start_epoch
         total_epochs = sum(p.epochs for p in self.pipe.phases)
         for i in range(start_phase, len(self.pipe.phases)):
@@ -344,6 +346,7 @@ class Runner:
                 self._nan_guard(phase.name, e, records)
                 state = new_state
                 history.extend(records)
+                self._write_metrics(records, append=True)
                 global_epoch += 1
                 table.row(e, records, time.perf_counter() - t0)
                 if self.on_epoch:
@@ -353,8 +356,11 @@ class Runner:
                 if len(self.failures) == len(self.runs):
                     self.out(f"every run of {self.name} diverged: its training stops here")
                     return Results(self.runs, history, [], {}, None, self.directory, dict(self.failures))
-                if self.store and ((e + 1) % self.cfg.checkpoint_every == 0 or e + 1 == phase.epochs):
+                due = (e + 1) % self.cfg.checkpoint_every == 0 and \
+                    time.perf_counter() - last_save >= self.cfg.checkpoint_seconds
+                if self.store and (due or e + 1 == phase.epochs):
                     self._save(global_epoch, state, i, e + 1, history)
+                    last_save = time.perf_counter()
             if i < prefix_end:
                 self._save_prefix(state, history, i + 1)
                 if i + 1 == prefix_end and self.stop_at_prefix:
@@ -528,8 +534,18 @@ class Runner:
         if self.failures:
             meta["failures"] = {str(j): f for j, f in self.failures.items()}
         self.store.save(step, state, meta)  # every process: orbax writes each process's shards
-        if distributed.is_primary():
-            write_jsonl_atomic(os.path.join(self.directory, "metrics.jsonl"), history)
+
+    def _write_metrics(self, records: list[dict], append: bool = False) -> None:
+        """``metrics.jsonl`` of the run directory: rewritten with ``records`` (the history so far), or with
+        ``records`` (an epoch's) appended. A line torn by a kill is replaced when the run resumes."""
+        if not self.directory or not distributed.is_primary():
+            return
+        path = os.path.join(self.directory, "metrics.jsonl")
+        if not append:
+            write_jsonl_atomic(path, records)
+            return
+        with open(path, "a") as f:
+            f.write("".join(dumps_strict(r) + "\n" for r in records))
 
 
 def _with_params(state: dict, params, pipe: Pipeline, data) -> dict:

@@ -25,7 +25,9 @@ TINY = dict(hidden=16, sft_epochs=1, rce_epochs=0, grpo_epochs=3, sft_batch_size
             grpo_batch_size=8, eval_chunk=64, eval_shots=2)
 SYNTH = dict(seed=0, num_examples=200, num_queries=40, num_test_queries=40, pool_size=8, max_trajectories=6, dim=16)
 # Two experiments of one program: 2 runs on the 4 devices of two processes (padded to 4).
-GRID = ["--experiment=scheme5,scheme5_6", "--seeds=1", *[f"--{k}={v}" for k, v in TINY.items()]]
+# checkpoint_seconds=0: a checkpoint after every (millisecond) epoch, for the resume test
+GRID = ["--experiment=scheme5,scheme5_6", "--seeds=1", "--checkpoint_seconds=0",
+        *[f"--{k}={v}" for k, v in TINY.items()]]
 WAIT = 900  # seconds any one process may take (compiling on a loaded 2-core machine is slow)
 
 # Runs run.py after recording every file this process opens for writing or moves into place from Python

@@ -61,7 +61,7 @@ def grid_a(tiny, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("grid_a"))
     lines = []
     result = launch.run_grid(["rce_only", "scheme5", "scheme5_6"], TINY, seeds=1, out=out, dataset=tiny,
-                             experiment_overrides=NO_GRPO, printer=lines.append)
+                             experiment_overrides=NO_GRPO, printer=lines.append, workers=1)
     return result, lines
 
 
@@ -234,8 +234,8 @@ def test_resume_after_interrupting_the_launcher(grid_a, tiny, tmp_path, monkeypa
     calls = {"n": 0}
     original = launch._Progress.epoch
 
-    def interrupted(self, info):
-        original(self, info)
+    def interrupted(self, group_id, info):
+        original(self, group_id, info)
         calls["n"] += 1
         if calls["n"] == 4 + 2:  # rce_only's 4 epochs; the scheme5 group starts at GRPO from the SFT/RCE
             # prefix rce_only left in the cache, and is killed in its second (last) GRPO epoch, after the
@@ -243,9 +243,10 @@ def test_resume_after_interrupting_the_launcher(grid_a, tiny, tmp_path, monkeypa
             raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(launch._Progress, "epoch", interrupted)
+    every_epoch = {**TINY, "checkpoint_seconds": 0.0}  # the tiny epochs take milliseconds
     with pytest.raises(KeyboardInterrupt):
-        launch.run_grid(["rce_only", "scheme5", "scheme5_6"], TINY, seeds=1, out=out, dataset=tiny,
-                        experiment_overrides=NO_GRPO, printer=lambda s: None)
+        launch.run_grid(["rce_only", "scheme5", "scheme5_6"], every_epoch, seeds=1, out=out, dataset=tiny,
+                        experiment_overrides=NO_GRPO, printer=lambda s: None, workers=1)
     monkeypatch.setattr(launch._Progress, "epoch", original)
     assert status(out, "rce_only/seed=0")["state"] == "done"
     assert status(out, "scheme5/seed=0")["state"] == "running"
@@ -253,8 +254,8 @@ def test_resume_after_interrupting_the_launcher(grid_a, tiny, tmp_path, monkeypa
     with open(os.path.join(out, "metrics.csv"), "a") as f:  # a torn CSV must not be trusted by the re-run
         f.write("g02,scheme5,scheme5,0,grpo,1,val_loss,0.12")
     lines = []
-    result = launch.run_grid(["rce_only", "scheme5", "scheme5_6"], TINY, seeds=1, out=out, dataset=tiny,
-                             experiment_overrides=NO_GRPO, printer=lines.append)
+    result = launch.run_grid(["rce_only", "scheme5", "scheme5_6"], every_epoch, seeds=1, out=out, dataset=tiny,
+                             experiment_overrides=NO_GRPO, printer=lines.append, workers=1)
     assert any("1 of 3 runs already finished" in line for line in lines)
     assert any(line.startswith("resuming g02") and line.endswith("after grpo epoch 1") for line in lines)
     assert [g["state"] for g in result.groups] == ["skipped", "done"]
@@ -354,8 +355,79 @@ def test_the_grid_releases_each_groups_compiled_programs(tiny, tmp_path, monkeyp
 
     monkeypatch.setattr(launch, "release_compiled", spy)
     result = launch.run_grid(["scheme5", "scheme3"], TINY, seeds=1, out=str(tmp_path), dataset=tiny,
-                             printer=lambda s: None)
+                             printer=lambda s: None, workers=1)
     assert [g["state"] for g in result.groups] == ["done", "done"]
     assert len(seen) == 2 and all(left == 0 for _, _, left in seen)
     if os.path.exists("/proc/self/maps"):
         assert all(after < before for before, after, _ in seen), seen
+
+
+# -- several groups at once (--workers) ------------------------------------------------------------
+
+
+def test_two_workers_train_each_group_as_one_process_does(grid_a, tiny, tmp_path):
+    """With workers=2 the groups train in two processes: scheme5's group waits for rce_only's, whose SFT/RCE
+    prefix it reuses, and then trains beside scheme3's; every run's metrics equal grid_a's (one process)."""
+    reference, _ = grid_a
+    lines = []
+    result = launch.run_grid(["rce_only", "scheme5", "scheme5_6", "scheme3"], TINY, seeds=1, out=str(tmp_path / "g"),
+                             dataset=tiny, experiment_overrides=NO_GRPO, printer=lines.append, workers=2,
+                             prefix_cache=str(tmp_path / "prefixes"), report=False)
+    assert [g["state"] for g in result.groups] == ["done", "done", "done"]
+    assert any("training up to 2 groups at once" in line for line in lines)
+    assert any(line.startswith("[g02] reusing the sft, rce phases") for line in lines)
+    assert any(line.startswith("[g03] reusing the sft, rce phases") for line in lines)
+    assert any("(+1 more at once)" in line for line in lines)  # g02 and g03 side by side
+    first = {g: next(i for i, line in enumerate(lines) if f"»» group {g} " in line) for g in ("g02", "g03")}
+    g01_done = next(i for i, line in enumerate(lines) if line.startswith("»» group g01 done"))
+    assert first["g02"] > g01_done and first["g03"] > g01_done, lines
+    mine = [r for r in read_csv(result.csv) if r["experiment"] != "scheme3"]
+    assert mine == read_csv(reference.csv)
+    assert {r["experiment"] for r in read_csv(result.csv)} == {"rce_only", "scheme5", "scheme5_6", "scheme3"}
+
+
+def _toy_task(payload, emit, scale):
+    """A worker function for test_worker_pool_*: dies on "die", else emits a message and returns."""
+    if payload == "die":
+        os._exit(3)
+    emit(("seen", payload))
+    return payload * scale
+
+
+def test_worker_pool_runs_dependencies_first_and_survives_a_dead_worker():
+    from leverjax import workers
+
+    events = []
+    workers.run_tasks({"a": 1, "b": "die", "c": 3, "d": 4}, workers=2, worker_fn=_toy_task, worker_args=(10,),
+                      depends={"d": {"a"}}, cost={"c": 5.0},
+                      on_start=lambda t: events.append(("start", t)),
+                      on_message=lambda t, m: events.append(("message", t, m)),
+                      on_done=lambda t, out: events.append(("done", t, out)),
+                      on_lost=lambda t, code: events.append(("lost", t, code)))
+    assert sorted(e for e in events if e[0] == "done") == [("done", "a", 10), ("done", "c", 30), ("done", "d", 40)]
+    assert ("lost", "b", 3) in events
+    assert ("message", "c", ("seen", 3)) in events
+    assert events.index(("start", "d")) > events.index(("done", "a", 10))
+    assert [e[1] for e in events if e[0] == "start"][:2] == ["a", "c"]  # a is waited for, then c is the costliest
+
+
+def test_next_task_prefers_what_others_wait_for_then_the_costliest():
+    from leverjax.workers import next_task
+
+    depends = {"b": {"a"}, "c": {"a"}, "e": {"d"}}
+    assert next_task(["a", "b", "c", "d", "e"], set(), depends, {"d": 9.0}) == "a"  # two wait for a
+    assert next_task(["b", "c", "d", "e"], {"a"}, depends, {"b": 1.0, "c": 2.0}) == "d"  # e waits for d
+    assert next_task(["b", "c"], {"a"}, depends, {"b": 1.0, "c": 2.0}) == "c"
+    assert next_task(["b", "c"], {"a"}, depends, {}) == "b"  # ties: the grid's order
+    assert next_task(["b", "c"], set(), depends, {}) is None  # a has not ended
+
+
+def test_bad_worker_counts_fail_before_training(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="--workers=0 must be at least 1"):
+        launch.run_grid(["scheme5", "scheme3"], TINY, seeds=1, out=str(tmp_path / "a"), dataset=tiny, workers=0)
+    import jax
+
+    with pytest.raises(ConfigError, match="give no devices, or workers=1"):
+        launch.run_grid(["scheme5", "scheme3"], TINY, seeds=1, out=str(tmp_path / "b"), dataset=tiny, workers=2,
+                        devices=jax.devices())
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")

@@ -68,7 +68,7 @@ def test_whole_run_program_compiles_and_runs(tiny):
 
 
 def test_resume_after_interruption_gives_identical_metrics(tiny, tmp_path, monkeypatch):
-    cfg = tiny_config("scheme5_6", checkpoint_every=1)
+    cfg = tiny_config("scheme5_6", checkpoint_every=1, checkpoint_seconds=0.0)
     runs = expand_runs({}, 0, 2)
     _, full = final_run(Runner(cfg, tiny, runs, name="full", workdir=str(tmp_path)))
 
