@@ -418,13 +418,16 @@ class _Progress:
     time per group for the groups not started; with groups trained side by side, divided among them)."""
 
     def __init__(self, grid: Grid, pending: Mapping[str, list[GridRun]], finished_runs: int,
-                 printer: Callable[[str], None], quiet: bool = False):
+                 printer: Callable[[str], None], quiet: bool = False, units: Mapping[str, int] | None = None):
         self.printer = (lambda s: None) if quiet else printer  # quiet: one group whose tables say it all
         self.groups_total = len(grid.groups)
         self.runs_total = sum(1 for r in grid.runs if r.config is not None)
         self.runs_done = finished_runs
         self.groups_done = sum(1 for g in grid.groups if not pending[g.id])
-        self.future_units = sum(_epochs(r.config) for runs in pending.values() for r in runs)  # groups not started
+        # run-epochs of the groups not started (``units``: per group, those it will train, prefixes reused)
+        self.units = dict(units) if units is not None else \
+            {g: sum(_epochs(r.config) for r in runs) for g, runs in pending.items()}
+        self.future_units = sum(self.units.get(g.id, 0) for g in grid.groups if pending[g.id])
         self.groups_left = sum(1 for g in grid.groups if pending[g.id])
         self.steady_units = self.steady_seconds = 0.0
         self.compile_seconds: list[float] = []
@@ -434,7 +437,7 @@ class _Progress:
 
     def begin(self, index: int, group: Group, n: int, timer: "CompileTimer | None" = None) -> None:
         self.groups_left -= 1
-        units = n * _epochs(group.runs[0].config)  # a group's runs share their epoch counts
+        units = self.units.get(group.id, n * _epochs(group.runs[0].config))
         self.future_units -= units
         self.active[group.id] = {"index": index, "n": n, "units": units, "timer": timer}
         self.parallel = max(self.parallel, len(self.active))
@@ -443,9 +446,13 @@ class _Progress:
 
     def epoch(self, group_id: str, info: dict) -> None:
         active = self.active[group_id]
-        active["units"] = active["n"] * (info["epochs_total"] - info["epochs_done"])
+        runs = info.get("runs", active["n"])  # fewer while a group trains its runs' shared prefixes
+        if runs == active["n"]:
+            active["units"] = active["n"] * (info["epochs_total"] - info["epochs_done"])
+        else:
+            active["units"] = max(active["units"] - runs, 0)
         if info["epoch"] > 1:  # the first epoch of a phase includes its compilation
-            self.steady_units += active["n"]
+            self.steady_units += runs
             self.steady_seconds += info["seconds"]
         left = self.time_left()
         eta = f", ~{_fmt_seconds(left)} left" if left is not None else ""
@@ -719,6 +726,12 @@ def _resolve_workers(workers: int | None, groups: int, devices_given: bool) -> i
     return min(workers, max(groups, 1))
 
 
+def _prefix_key(run: GridRun, through: str, init_from: str | None) -> str:
+    """What decides a run's state after its phases up to ``through`` (sft | rce), as the launcher sees it
+    (the runner's prefix-cache key adds the data's contents and the phase list)."""
+    return _hash([_data_key(run.config), run.seed, init_from, config_lib.prefix_fields(run.config, through)], 16)
+
+
 def _prefix_dependencies(groups: Sequence[Group], pending: Mapping[str, list[GridRun]],
                          init_from: str | None) -> dict[str, set[str]]:
     """For each group, the earlier groups it should wait for: the first group with a run of the same SFT
@@ -729,11 +742,28 @@ def _prefix_dependencies(groups: Sequence[Group], pending: Mapping[str, list[Gri
     for group in groups:
         depends[group.id] = set()
         for run in pending[group.id]:
-            key = _hash([_data_key(run.config), run.seed, init_from, config_lib.prefix_fields(run.config, "sft")], 16)
-            producer = first.setdefault(key, group.id)
+            producer = first.setdefault(_prefix_key(run, "sft", init_from), group.id)
             if producer != group.id:
                 depends[group.id].add(producer)
     return depends
+
+
+def _expected_run_epochs(groups: Sequence[Group], pending: Mapping[str, list[GridRun]],
+                         init_from: str | None) -> dict[str, int]:
+    """Per group, the run-epochs it will train: a run whose SFT/RCE (or SFT) prefix an earlier run of the
+    grid trains starts after it (for the progress lines' estimate of the time left)."""
+    seen: dict[str, set[str]] = {"sft": set(), "rce": set()}
+    units = {}
+    for group in groups:
+        units[group.id] = 0
+        for run in pending[group.id]:
+            cfg, keys = run.config, {k: _prefix_key(run, k, init_from) for k in seen}
+            skip = cfg.sft_epochs + cfg.rce_epochs if keys["rce"] in seen["rce"] else \
+                cfg.sft_epochs if keys["sft"] in seen["sft"] else 0
+            units[group.id] += _epochs(cfg) - skip
+            for k in seen:
+                seen[k].add(keys[k])
+    return units
 
 
 def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
@@ -826,13 +856,14 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
         if run.config is None:
             printer(f"grid: {run.name} not run: {run.error}")
     many = len(grid.experiments) > 1 or len(grid.groups) > 1 or not tables  # one experiment: its tables say it all
-    progress = _Progress(grid, pending, finished, printer, quiet=not many)
+    to_train = [g for g in grid.groups if pending[g.id]]
+    progress = _Progress(grid, pending, finished, printer, quiet=not many,
+                         units=_expected_run_epochs(to_train, pending, init_from))
     tb = tracking.TensorBoardLogs(out)
     group_log: list[dict] = []
     job = _GroupJob(out=out, prefix_cache=prefix_cache, restart=restart, init_from=init_from, tables=tables,
                     keep_checkpoints=keep_checkpoints, provenance=prov)
     index_of = {g.id: i for i, g in enumerate(grid.groups, 1)}
-    to_train = [g for g in grid.groups if pending[g.id]]
     for group in grid.groups:
         if not pending[group.id]:
             group_log.append({"id": group.id, "experiments": group.experiments, "runs": 0, "state": "skipped"})
@@ -889,7 +920,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
             workers_lib.run_tasks(
                 {g.id: (g, pending[g.id]) for g in to_train}, workers=workers, worker_fn=_train_group_in_worker,
                 worker_args=(job, dataset), depends=_prefix_dependencies(to_train, pending, init_from),
-                cost={g.id: len(pending[g.id]) * _epochs(g.runs[0].config) for g in to_train},
+                cost=progress.units,
                 on_start=lambda gid: progress.begin(index_of[gid], by_id[gid], len(pending[gid])), on_message=show,
                 on_done=lambda gid, outcome: group_ended(by_id[gid], outcome), on_lost=lost)
         else:

@@ -351,6 +351,7 @@ class Runner:
                 table.row(e, records, time.perf_counter() - t0)
                 if self.on_epoch:
                     self.on_epoch({"phase_index": i, "phase": phase.name, "epoch": e + 1, "phase_epochs": phase.epochs,
+                                   "runs": len(self.runs),
                                    "epochs_done": global_epoch, "epochs_total": total_epochs,
                                    "seconds": time.perf_counter() - t0, "records": records})
                 if len(self.failures) == len(self.runs):

@@ -431,3 +431,27 @@ def test_bad_worker_counts_fail_before_training(tiny, tmp_path):
         launch.run_grid(["scheme5", "scheme3"], TINY, seeds=1, out=str(tmp_path / "b"), dataset=tiny, workers=2,
                         devices=jax.devices())
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+
+def test_groups_wait_for_the_group_that_trains_their_prefix_and_count_only_what_they_train():
+    grid = launch.expand_grid(experiments.SCHEMES, seeds=2)
+    pending = {g.id: g.runs for g in grid.groups}
+    by_exp = {e: g for g in grid.groups for e in g.experiments}
+    depends = launch._prefix_dependencies(grid.groups, pending, None)
+    units = launch._expected_run_epochs(grid.groups, pending, None)
+    first = by_exp["rce_only"].id
+    for exp in ("current", "scheme3", "scheme5", "scheme7", "scheme7_1", "scheme9", "scheme10", "scheme5_6_fixed"):
+        assert depends[by_exp[exp].id] == {first}, exp
+    for exp in ("rce_only", "scheme4", "scheme8", "scheme5_8"):  # their reward mode changes the SFT targets
+        assert depends[by_exp[exp].id] == set(), exp
+
+    def grpo(runs):
+        return sum(r.config.grpo_positive_only_epochs + r.config.grpo_epochs for r in runs)
+
+    assert units[first] == sum(launch._epochs(r.config) for r in by_exp["rce_only"].runs)
+    for exp in ("current", "scheme5", "scheme7"):  # start at GRPO from rce_only's prefix
+        assert units[by_exp[exp].id] == grpo(by_exp[exp].runs), exp
+    fixed = by_exp["scheme5_6_fixed"].runs  # its RCE differs: starts at RCE from rce_only's SFT
+    assert units[by_exp["scheme5_6_fixed"].id] == sum(r.config.rce_epochs for r in fixed) + grpo(fixed)
+    own = by_exp["scheme4"].runs
+    assert units[by_exp["scheme4"].id] == sum(launch._epochs(r.config) for r in own)
