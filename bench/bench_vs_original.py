@@ -29,8 +29,10 @@ What it does:
 4. **leverjax**, for each batch size (``--rce_batch_size = --grpo_batch_size = b``): ``run.py
    --experiment=E --data --init_from --sft_epochs=0 --rce_epochs --grpo_epochs`` in a subprocess,
    first with an empty compilation cache (``cold``, compile included) and then with the cache it
-   left (``warm``). Both programs validate after every epoch and write per-epoch checkpoints, as
-   they do by default; leverjax also evaluates the final parameters and writes its report.
+   left (``warm``). Both programs validate after every epoch and write a checkpoint after every
+   epoch (the original's way; leverjax's default, ``--checkpoint_seconds=30``, writes fewer, so it is
+   given ``--checkpoint_seconds=0`` here); leverjax also evaluates the final parameters and writes its
+   report.
 
 **Timing.** Wall-clock, from the lines each subprocess prints, time-stamped as they arrive
 (``PYTHONUNBUFFERED=1``): RCE runs from the phase's header (the original's "阶段2：RCE预热",
@@ -336,7 +338,8 @@ def run_leverjax(args, batch: int, cache: str, sft: str, npz: str, work: str, la
            "PYTHONPATH": os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     cmd = [sys.executable, "run.py", f"--experiment={args.experiment}", f"--data={npz}", f"--init_from={sft}",
            "--sft_epochs=0", f"--rce_epochs={args.rce_epochs}", f"--grpo_epochs={args.grpo_epochs}",
-           f"--rce_batch_size={batch}", f"--grpo_batch_size={batch}", f"--seed={args.seed}", f"--workdir={out}"]
+           f"--rce_batch_size={batch}", f"--grpo_batch_size={batch}", f"--seed={args.seed}", f"--workdir={out}",
+           "--checkpoint_seconds=0"]  # a checkpoint after every epoch, as the original writes
     lines, wall, rc = run_timed(cmd, cwd=ROOT, env=env, log_path=os.path.join(work, f"leverjax_{label}.log"),
                                 echo=args.verbose)
     if rc != 0:
