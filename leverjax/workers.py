@@ -156,7 +156,10 @@ def run_tasks(payloads: Mapping[Hashable, Any], *, workers: int, worker_fn: Call
             except (BrokenPipeError, EOFError):
                 pass
         for w in pool:
-            w["process"].wait(timeout=60)
+            try:
+                w["process"].wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass  # ended below
     finally:
         for w in pool:
             if w["process"].poll() is None:
