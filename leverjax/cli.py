@@ -160,6 +160,10 @@ def start_distributed() -> None:
 def main(argv) -> None:
     try:
         _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; what finished is on disk
+        print("\ninterrupted: finished runs and the last checkpoints are kept; the same command resumes",
+              file=sys.stderr, flush=True)
+        sys.exit(130)
     except LeverjaxError as e:
         if distributed.is_multiprocess():  # exit at once: JAX's exit handlers would wait for the other processes
             distributed.abort(str(e))

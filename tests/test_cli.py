@@ -2,8 +2,10 @@
 and resumes instead of retraining."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -91,3 +93,43 @@ def test_tiny_run_writes_outputs_and_a_rerun_resumes(tmp_path):
     jax.tree_util.tree_map(np.testing.assert_array_equal, params, direct)
     with pytest.raises(Exception, match=r"--run=2: .* has 2 finished run\(s\) \(0: scheme5_6/seed=0; 1: scheme5_6/seed=1\)"):
         checkpoint.resolve_params_folder(str(out), 2)
+
+
+def test_ctrl_c_is_one_line_and_leaves_no_worker_behind(tmp_path):
+    """Ctrl-C during a two-group grid trained by two workers: exit code 130, one line, no traceback, and the
+    worker processes end with the launcher."""
+    data = tmp_path / "tiny.npz"
+    save_npz(synth.make_synthetic(seed=0, num_examples=300, num_queries=60, pool_size=8, max_trajectories=6,
+                                  dim=16), str(data))
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), f"--data={data}",
+                             "--experiment=scheme5,scheme3", "--hidden=16", "--sft_epochs=1", "--rce_epochs=1",
+                             "--grpo_epochs=500", "--grpo_batch_size=8", "--workers=2", f"--out={tmp_path / 'g'}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "g").glob("runs/*/metrics.jsonl")):  # a worker is training
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    workers = _workers_of(proc.pid)
+    assert workers
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted: finished runs and the last checkpoints are kept" in err and "Traceback" not in err
+    time.sleep(1)
+    assert not _workers_of(proc.pid) and not any(os.path.exists(f"/proc/{pid}") for pid in workers)
+
+
+def _workers_of(parent: int) -> list[str]:
+    """The leverjax worker processes whose parent is ``parent`` (from /proc)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline") as f:
+                cmdline = f.read()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and "leverjax.workers" in cmdline:
+            found.append(pid)
+    return found
