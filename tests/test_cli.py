@@ -104,7 +104,9 @@ def test_ctrl_c_is_one_line_and_leaves_no_worker_behind(tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), f"--data={data}",
                              "--experiment=scheme5,scheme3", "--hidden=16", "--sft_epochs=1", "--rce_epochs=1",
                              "--grpo_epochs=500", "--grpo_batch_size=8", "--workers=2", f"--out={tmp_path / 'g'}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell's background job starts with SIGINT ignored, and Python keeps it so
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not list((tmp_path / "g").glob("runs/*/metrics.jsonl")):  # a worker is training
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
