@@ -101,12 +101,13 @@ def test_ctrl_c_is_one_line_and_leaves_no_worker_behind(tmp_path):
     data = tmp_path / "tiny.npz"
     save_npz(synth.make_synthetic(seed=0, num_examples=300, num_queries=60, pool_size=8, max_trajectories=6,
                                   dim=16), str(data))
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), f"--data={data}",
+    # A shell's background job starts with SIGINT ignored, and Python keeps it so: the child restores it.
+    restore = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", restore, os.path.join(ROOT, "run.py"), f"--data={data}",
                              "--experiment=scheme5,scheme3", "--hidden=16", "--sft_epochs=1", "--rce_epochs=1",
                              "--grpo_epochs=500", "--grpo_batch_size=8", "--workers=2", f"--out={tmp_path / 'g'}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # a shell's background job starts with SIGINT ignored, and Python keeps it so
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not list((tmp_path / "g").glob("runs/*/metrics.jsonl")):  # a worker is training
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
