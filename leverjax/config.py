@@ -194,8 +194,8 @@ class Config:
     checkpoint_seconds: float = RUN(30.0, "Least seconds of training between two checkpoints (0: every "
                                     "checkpoint_every epochs). A phase's last epoch is always saved; a killed run "
                                     "resumes from its last checkpoint, recomputing at most about this much "
-                                    "(identically). A checkpoint of the whole vmapped state costs about 0.1 s of "
-                                    "CPU a save for 10 runs.", kind="run", at_least=0)
+                                    "(identically). A save of the vmapped state of 5-10 runs costs about 0.15 s.",
+                                    kind="run", at_least=0)
     workdir: str = RUN("checkpoints", "Output root of a single experiment (checkpoints/<experiment>/).", kind="run")
 
 

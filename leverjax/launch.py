@@ -418,16 +418,14 @@ class _Progress:
     time per group for the groups not started; with groups trained side by side, divided among them)."""
 
     def __init__(self, grid: Grid, pending: Mapping[str, list[GridRun]], finished_runs: int,
-                 printer: Callable[[str], None], quiet: bool = False, units: Mapping[str, int] | None = None):
+                 units: Mapping[str, int], printer: Callable[[str], None], quiet: bool = False):
         self.printer = (lambda s: None) if quiet else printer  # quiet: one group whose tables say it all
         self.groups_total = len(grid.groups)
         self.runs_total = sum(1 for r in grid.runs if r.config is not None)
         self.runs_done = finished_runs
         self.groups_done = sum(1 for g in grid.groups if not pending[g.id])
-        # run-epochs of the groups not started (``units``: per group, those it will train, prefixes reused)
-        self.units = dict(units) if units is not None else \
-            {g: sum(_epochs(r.config) for r in runs) for g, runs in pending.items()}
-        self.future_units = sum(self.units.get(g.id, 0) for g in grid.groups if pending[g.id])
+        self.units = dict(units)  # per group to train: the run-epochs it trains (reused prefixes left out)
+        self.future_units = sum(self.units.values())  # those of the groups not started
         self.groups_left = sum(1 for g in grid.groups if pending[g.id])
         self.steady_units = self.steady_seconds = 0.0
         self.compile_seconds: list[float] = []
@@ -437,7 +435,7 @@ class _Progress:
 
     def begin(self, index: int, group: Group, n: int, timer: "CompileTimer | None" = None) -> None:
         self.groups_left -= 1
-        units = self.units.get(group.id, n * _epochs(group.runs[0].config))
+        units = self.units[group.id]
         self.future_units -= units
         self.active[group.id] = {"index": index, "n": n, "units": units, "timer": timer}
         self.parallel = max(self.parallel, len(self.active))
@@ -446,7 +444,7 @@ class _Progress:
 
     def epoch(self, group_id: str, info: dict) -> None:
         active = self.active[group_id]
-        runs = info.get("runs", active["n"])  # fewer while a group trains its runs' shared prefixes
+        runs = info["runs"]  # fewer than the group's while it trains its runs' shared prefixes
         if runs == active["n"]:
             active["units"] = active["n"] * (info["epochs_total"] - info["epochs_done"])
         else:
@@ -857,8 +855,8 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
             printer(f"grid: {run.name} not run: {run.error}")
     many = len(grid.experiments) > 1 or len(grid.groups) > 1 or not tables  # one experiment: its tables say it all
     to_train = [g for g in grid.groups if pending[g.id]]
-    progress = _Progress(grid, pending, finished, printer, quiet=not many,
-                         units=_expected_run_epochs(to_train, pending, init_from))
+    progress = _Progress(grid, pending, finished, _expected_run_epochs(to_train, pending, init_from), printer,
+                         quiet=not many)
     tb = tracking.TensorBoardLogs(out)
     group_log: list[dict] = []
     job = _GroupJob(out=out, prefix_cache=prefix_cache, restart=restart, init_from=init_from, tables=tables,

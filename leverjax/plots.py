@@ -132,7 +132,8 @@ def _curves(plt, plot_dir: str, ctx: Context, variant: str, seeds: dict[int, Run
     from matplotlib.ticker import MaxNLocator
 
     panels = _curve_panels(ctx)
-    # a fixed layout: "constrained" measures every text artist again and cost 1.3 s of the 1.9 s a figure
+    # a fixed layout: "constrained" re-measures every text artist; the schemes report's 19 of these
+    # figures took 14.8 s with it, 9.1 s without
     fig, axes = plt.subplots(2, 4, figsize=(17, 7.4))
     fig.subplots_adjust(left=0.045, right=0.99, bottom=0.075, top=0.88, wspace=0.22, hspace=0.5)
     longest = max(seeds.values(), key=lambda r: len(r.epochs))
