@@ -21,7 +21,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-from leverjax import export_qwen as eq  # noqa: E402
+from leverjax.tools import export_qwen as eq  # noqa: E402
 
 flags.DEFINE_integer("n", 64, "Examples per image size.")
 flags.DEFINE_list("image_sizes", ["56", "448"], "Square image sizes in pixels.")

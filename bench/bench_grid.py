@@ -48,8 +48,8 @@ def bench_grid(seeds: int, max_epochs: int | None, out: str | None, names: list[
                cache: str | None = None, workers: int | None = None) -> dict:
     import jax
 
-    import experiments
-    from leverjax import launch
+    from leverjax.run import registry as experiments
+    from leverjax.run import launch
 
     cache = _fresh_cache(cache)
     epochs: list[dict] = []
@@ -121,11 +121,11 @@ def bench_vmap(name: str, runs: list[int], epochs: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    import experiments
-    from leverjax import config as config_lib
+    from leverjax.run import registry as experiments
+    from leverjax.core import config as config_lib
     from leverjax.data.synth import load_or_make_default
-    from leverjax.launch import CompileTimer
-    from leverjax.runner import TRACKED_KEYS, Runner, expand_runs
+    from leverjax.run.launch import CompileTimer
+    from leverjax.run.engine import TRACKED_KEYS, Runner, expand_runs
 
     _fresh_cache()
     ds = load_or_make_default()
@@ -182,7 +182,7 @@ def main() -> None:
 
     logging.set_verbosity(logging.WARNING)
     if args.mode == "grid":
-        import experiments
+        from leverjax.run import registry as experiments
 
         names = args.experiments and list(experiments.COLLECTIONS.get(args.experiments, args.experiments.split(",")))
         result = bench_grid(args.seeds, args.max_epochs, args.out, names, args.cache, args.workers)

@@ -24,7 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from leverjax.model import Selector, SelectorConfig, init_params  # noqa: E402
+from leverjax.core.model import Selector, SelectorConfig, init_params  # noqa: E402
 
 
 def _time(fn, args, min_seconds):

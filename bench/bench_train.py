@@ -26,9 +26,9 @@ import time
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-import experiments  # noqa: E402
+from leverjax.run import registry as experiments
 from leverjax.data.synth import load_or_make_default  # noqa: E402
-from leverjax.runner import compiled_pipeline, expand_runs, run_hyperparameters, run_keys  # noqa: E402
+from leverjax.run.engine import compiled_pipeline, expand_runs, run_hyperparameters, run_keys  # noqa: E402
 from leverjax.data.device import DeviceData  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,7 +54,7 @@ def grpo_flops_per_query_step(cfg, d: int, k: int, m: int, s: int, n: int, queri
 
     Forward per query: input_proj (K+1)·d·H (skipped when the backbone is frozen: the table is
     projected once per epoch, N·d·H, amortised over the epoch's queries), per attention layer (one query
-    token, whose keys are never projected: :class:`leverjax.model.MultiheadAttention`) the q projection,
+    token, whose keys are never projected: :class:`leverjax.core.model.MultiheadAttention`) the q projection,
     W_kᵀq, W_v after the weighted sum and out_proj 4H², scores and weighted sum 2·heads·K·H; query_proj H²,
     cand_proj K·H², scoring S·M·K·H, gate (S−1) updates of M rows, 2H² each, except that the first update's
     state half (the query, the same for every trajectory) is computed once: H² + M·H² + (S−2)·M·2H². Training

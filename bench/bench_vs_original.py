@@ -16,7 +16,7 @@ What it does:
    two files read back by its importer (``convert_rl_data``), so both programs see the same queries,
    pools, trajectories, labels and train/val split (the original derives it from the ids).
 2. **One SFT checkpoint.** leverjax trains SFT for ``--sft_epochs`` (0: the initialisation) and
-   exports it with ``leverjax.interop.export_pt`` in the original's v3 layout; the original loads it
+   exports it with ``leverjax.tools.interop.export_pt`` in the original's v3 layout; the original loads it
    with ``--sft_ckpt`` (its log says the parameters match), leverjax with ``--init_from``. Neither
    program's timing includes SFT.
 3. **The original**, once: ``python -m lever_lm.workflows.grpo_post_train --sft_ckpt --beam_data
@@ -267,7 +267,8 @@ def make_sft_checkpoint(args, cfg, ds, work: str) -> str:
     import jax
     import numpy as np
 
-    from leverjax import interop, runner
+    from leverjax.tools import interop
+    from leverjax.run import engine as runner
 
     sft_cfg = dataclasses.replace(cfg, sft_epochs=max(args.sft_epochs, 1), rce_epochs=0, grpo_epochs=0)
     r = runner.Runner(sft_cfg, ds, runner.expand_runs({}, args.seed, 1), name="sft", out=lambda s: None)
@@ -419,7 +420,7 @@ def main() -> None:
 
     import jax
 
-    import experiments
+    from leverjax.run import registry as experiments
 
     cfg = experiments.get(args.experiment).config
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; jax {jax.__version__} on "

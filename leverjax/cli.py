@@ -1,6 +1,6 @@
 """``run.py``'s command line: the main flags, then one flag per config field, derived from its declaration.
 
-Every field of :class:`leverjax.config.Config` is a flag of the same name whose help, default and choices
+Every field of :class:`leverjax.core.config.Config` is a flag of the same name whose help, default and choices
 come from the field (enum fields are enum flags). ``--help`` prints the main flags first, then the config
 fields grouped by section, and exits 0.
 """
@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+from typing import Any, Mapping, Sequence
 
 import jax
 from absl import app, flags, logging
 
-import experiments
-from leverjax import config as config_lib
-from leverjax import distributed, launch
+from leverjax.core import config as config_lib
 from leverjax.errors import ConfigError, LeverjaxError, exit_on_error
+from leverjax.report.markdown import write_report
+from leverjax.run import distributed, launch
+from leverjax.run import registry as experiments
+from leverjax.tools import interop
 
 FLAGS = flags.FLAGS
 
@@ -186,9 +189,28 @@ def _main(argv) -> None:
     names = [n.strip() for n in FLAGS.experiment.split(",") if n.strip()]
     if len(names) == 1 and names[0] in experiments.COLLECTIONS:
         names = list(experiments.COLLECTIONS[names[0]])
-    launch.main(names, config_overrides(), parse_sweeps(FLAGS.sweep), restart=FLAGS.restart, out=FLAGS.out,
-                baseline=FLAGS.baseline, init_from=FLAGS.init_from, wandb_project=FLAGS.wandb_project,
-                workers=FLAGS.workers)
+    train(names, config_overrides(), parse_sweeps(FLAGS.sweep), restart=FLAGS.restart, out=FLAGS.out,
+          baseline=FLAGS.baseline, init_from=FLAGS.init_from, wandb_project=FLAGS.wandb_project,
+          workers=FLAGS.workers)
+
+
+def train(names: Sequence[str], overrides: Mapping[str, Any], sweep: Mapping[str, Sequence[Any]], *,
+         restart: bool = False, out: str | None = None, baseline: str | None = None,
+         init_from: str | None = None, wandb_project: str | None = None, workers: int | None = None) -> launch.GridResult:
+    """``run.py``: one experiment or a grid, with the command line's values. A single experiment writes to
+    ``<workdir>/<experiment>`` (default ``checkpoints/<experiment>``), a grid to ``--out`` (default
+    ``results/<experiments>``); both through :func:`run_grid`, so both hold the same files."""
+    names = list(dict.fromkeys(names))
+    if len(names) == 1 and out is None:
+        workdir = overrides.get("workdir") or experiments.get(names[0]).config.workdir
+        out = os.path.join(workdir, names[0])
+    result = launch.run_grid(names, overrides, sweep, out=out, restart=restart, baseline=baseline, init_from=init_from,
+                             load_init=interop.load_selector_params, report=write_report,
+                             wandb_project=wandb_project, workers=workers)
+    if result.failed and len(result.failed) == len(result.grid.runs):
+        raise LeverjaxError(f"every run failed; the first: {result.failed[0]['run']}: "
+                            f"{result.failed[0].get('reason', '')}")
+    return result
 
 
 def run() -> None:

@@ -1,7 +1,12 @@
 import os
+import sys
 import tempfile
 
 import pytest
+
+# The tests' shared helpers (``original/``: transcriptions of the original) import from this folder, whatever
+# the directory pytest was started from.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # Tests run on the CPU with deterministic float32 math. leverjax itself is imported as the installed
 # package (``pip install -r requirements.txt`` installs it editable).

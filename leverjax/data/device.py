@@ -2,8 +2,8 @@
 
 :class:`DeviceData` holds what training and evaluation read (padding ids clipped to 0; the masks say
 what is real). :func:`gather` takes a batch of query rows from it, :func:`padded_batches` cuts a query
-index into whole batches. On synthetic data :meth:`DeviceData.oracle_accuracy` scores any selection
-exactly, so evaluation reaches the simulator's ground truth through the data set.
+index into whole batches. On synthetic data ``DeviceData.oracle`` carries the simulator's ground truth;
+the evaluation hands it to the simulator's oracle (:func:`leverjax.data.synth.oracle_accuracy`).
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from leverjax.data.synth import oracle_accuracy
 
 
 class DeviceData(NamedTuple):
@@ -47,10 +45,6 @@ class DeviceData(NamedTuple):
             rel=jnp.asarray(ds.rel, jnp.float32),
             oracle={k: jnp.asarray(v) for k, v in ds.oracle.items()},
         )
-
-    def oracle_accuracy(self, query_rows: jax.Array, demo_rows: jax.Array) -> jax.Array:
-        """Exact expected accuracy ``[B]`` of showing ``demo_rows [B, n]`` (rows of ``emb``) to ``query_rows``."""
-        return oracle_accuracy(self.oracle, query_rows, demo_rows)
 
 
 class Batch(NamedTuple):
