@@ -50,16 +50,17 @@ def bench_grid(seeds: int, max_epochs: int | None, out: str | None, names: list[
 
     from leverjax.run import registry as experiments
     from leverjax.run import launch
+    from leverjax.run import console
 
     cache = _fresh_cache(cache)
     epochs: list[dict] = []
-    original = launch._Progress.epoch
+    original = console.Progress.epoch
 
     def record(self, group_id, info):  # every epoch's time, tagged with its group
         epochs.append({"group": group_id, **info})
         original(self, group_id, info)
 
-    launch._Progress.epoch = record
+    console.Progress.epoch = record
     per_experiment = {}
     if max_epochs:
         fields = ("sft_epochs", "rce_epochs", "grpo_epochs", "grpo_positive_only_epochs")
@@ -75,7 +76,7 @@ def bench_grid(seeds: int, max_epochs: int | None, out: str | None, names: list[
     result = launch.run_grid(names, {}, {}, seeds=seeds, out=out, tables=False, workers=workers,
                              experiment_overrides=per_experiment, printer=lambda s: print(s, flush=True))
     wall = time.perf_counter() - t0
-    launch._Progress.epoch = original
+    console.Progress.epoch = original
 
     groups = []
     for g, log in zip(result.grid.groups, result.groups):
@@ -124,7 +125,7 @@ def bench_vmap(name: str, runs: list[int], epochs: int) -> dict:
     from leverjax.run import registry as experiments
     from leverjax.core import config as config_lib
     from leverjax.data.synth import load_or_make_default
-    from leverjax.run.launch import CompileTimer
+    from leverjax.run.console import CompileTimer
     from leverjax.run.engine import TRACKED_KEYS, Runner, expand_runs
 
     _fresh_cache()

@@ -49,7 +49,11 @@ def imports_of(path: str, module: str) -> list[tuple[int, str]]:
     tree = ast.parse(open(path).read(), path)
     package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
     out = []
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and ast.unparse(block.test)
+                   in ("TYPE_CHECKING", "typing.TYPE_CHECKING") for stmt in block.body for n in ast.walk(stmt)}
     for node in ast.walk(tree):
+        if id(node) in typing_only:  # annotations only: never imported at run time
+            continue
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "leverjax"]
         elif isinstance(node, ast.ImportFrom):

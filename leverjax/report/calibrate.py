@@ -47,7 +47,7 @@ from leverjax.data.synth import get_preset, make_synthetic
 from leverjax.errors import ConfigError, exit_on_error
 from leverjax.core.evaluate import Evaluator
 from leverjax.fileio import write_text_atomic
-from leverjax.report.markdown import load_runs
+from leverjax.report.load import load_runs
 from leverjax.core.train import Pipeline
 
 # The reports' values (Qwen2.5-VL-3B; the issue's table): accuracy of the trained selector at 1..4 shots.

@@ -27,7 +27,6 @@ The orientation of a metric (``min`` for the loss, ``max`` otherwise) turns ρ i
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Sequence
 
 import numpy as np

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import itertools
 import json
 import math
@@ -27,6 +26,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from leverjax.run import checkpoint as ckpt_lib
 from leverjax.core import config as config_lib
 from leverjax.run import distributed
+from leverjax.run import keys as keys_lib
+from leverjax.run.console import EpochTable
 from leverjax.core import stats
 from leverjax.data.device import DeviceData
 from leverjax.errors import ConfigError, LeverjaxError
@@ -337,7 +338,7 @@ class Runner:
                 state = self.vp.begin[i](state, self.data, self.hp)
                 if self.mesh is not None:
                     state = jax.device_put(state, self.run_sharding)
-            table = _Table(self.vp.evaluator, i, len(self.runs), self.out)
+            table = EpochTable(self.vp.evaluator, i, len(self.runs), self.out)
             table.header()
             for e in range(first, phase.epochs):
                 t0 = time.perf_counter()
@@ -386,7 +387,6 @@ class Runner:
     # GRPO run keeps the prefix's best ones until its first finite validation value.
     _PREFIX_KEYS = ("params", "rng", "ref_params", "ref_logp", "ref_val_picks", "best_params", "best_value",
                     "best_epoch")
-    _PREFIX_LAYOUT = 3  # in every key: entries of an older layout (without best_* or ref_val_picks) are never read
 
     def _prefix_end(self) -> int:
         """Number of phases before the first GRPO phase, all of them in a run without GRPO (0: nothing
@@ -396,30 +396,17 @@ class Runner:
 
     @functools.cached_property
     def _data_digest(self) -> str:
-        """A fingerprint of the dataset's contents (part of every prefix key)."""
-        data = self.pipe.dataset
-        digest = hashlib.sha1()
-        for a in (data.emb, data.query_ids, data.pool_ids, data.traj, data.acc, data.correct, data.gt_prob, data.rel,
-                  data.split):
-            digest.update(np.ascontiguousarray(a).tobytes())
-        return digest.hexdigest()
+        return keys_lib.data_fingerprint(self.pipe.dataset)
 
     def _prefix_keys(self, end: int | None = None) -> list[str]:
         """One key per (padded) run: equal keys reach equal states after the first ``end`` phases (default:
         the whole prefix)."""
         end = self._prefix_end() if end is None else end
         through = self.pipe.phases[end - 1].kind
-        init = self._init_from
-        init = f"{os.path.abspath(init)}@{os.path.getmtime(init)}" if init and os.path.exists(init) else init
-        keys = []
-        for run in self.runs + [self.runs[-1]] * (self.num_padded - len(self.runs)):
-            values = config_lib.prefix_fields(config_lib.replace(self.cfg, dict(run.overrides)), through)
-            blob = json.dumps({"layout": self._PREFIX_LAYOUT, "config": values, "seed": run.seed,
-                               "data": self._data_digest, "init_from": init,
-                               "phases": [(p.name, p.epochs) for p in self.pipe.phases[:end]]},
-                              sort_keys=True, default=str)
-            keys.append(hashlib.sha1(blob.encode()).hexdigest()[:16])
-        return keys
+        assert [(p.name, p.epochs) for p in self.pipe.phases[:end]] == keys_lib.prefix_phases(self.cfg, through)
+        return [keys_lib.prefix_key(config_lib.replace(self.cfg, dict(run.overrides)), run.seed, through,
+                                    self._data_digest, self._init_from)
+                for run in self.runs + [self.runs[-1]] * (self.num_padded - len(self.runs))]
 
     def _train_shared_prefix(self) -> bool:
         """Trains the prefix of each distinct prefix key among the runs once, into the cache (by a runner of
@@ -562,41 +549,3 @@ def _with_params(state: dict, params, pipe: Pipeline, data) -> dict:
             "best_params": stacked}
 
 
-# Columns of the per-epoch table, per phase kind (all are means over runs).
-_COLUMNS = {
-    "sft": ["train_loss", "val_loss", "val_expected_reward"],
-    "rce": ["train_loss", "train_tau", "val_loss", "val_expected_reward"],
-    "grpo": ["train_loss", "train_ppo_loss", "train_kl", "train_beta", "train_adv_std", "train_zero_var_frac",
-             "train_mean_ratio", "val_loss", "val_expected_reward", "val_changed_vs_ref"],
-}
-_SHORT = {"train_loss": "loss", "train_tau": "tau", "val_loss": "val_loss", "val_expected_reward": "val_E[r]",
-          "train_ppo_loss": "ppo", "train_kl": "kl", "train_beta": "beta", "train_adv_std": "adv_std",
-          "train_zero_var_frac": "zero_var", "train_mean_ratio": "ratio", "val_changed_vs_ref": "changed",
-          "val_oracle_acc_1": "acc@1", "val_oracle_acc_2": "acc@2", "val_oracle_acc_3": "acc@3",
-          "val_oracle_acc_4": "acc@4", "val_oracle_acc_adaptive": "acc@stop"}
-
-
-class _Table:
-    """Per-epoch rows with a progress bar, the live loss and the phase's key metrics."""
-
-    def __init__(self, evaluator: Evaluator, phase_index: int, num_runs: int, out):
-        self.phase = evaluator.pipe.phases[phase_index]
-        names = evaluator.metric_names(phase_index)
-        self.cols = [c for c in _COLUMNS[self.phase.kind] if c in names]
-        self.cols += [c for c in names if c.startswith("val_oracle_acc_")]
-        self.num_runs = num_runs
-        self.out = out
-
-    def header(self) -> None:
-        runs = f", mean of {self.num_runs} runs" if self.num_runs > 1 else ""
-        self.out(f"\n== {self.phase.name}: {self.phase.epochs} epochs × {self.phase.steps_per_epoch} steps "
-                 f"of {self.phase.batch_size} queries{runs}")
-        self.out(f"{'epoch':>9} {'progress':<12}" + "".join(f"{_SHORT.get(c, c):>10}" for c in self.cols) + "      time")
-
-    def row(self, epoch: int, records: list[dict], seconds: float) -> None:
-        done = (epoch + 1) / self.phase.epochs
-        bar = "[" + "#" * int(round(10 * done)) + "." * (10 - int(round(10 * done))) + "]"
-        vals = [float(np.nanmean([r[c] for r in records])) if any(math.isfinite(r[c]) for r in records) else math.nan
-                for c in self.cols]
-        self.out(f"{epoch + 1:>4}/{self.phase.epochs:<4} {bar:<12}" + "".join(f"{v:>10.4g}" for v in vals)
-                 + f"  {seconds:6.2f}s")

@@ -45,13 +45,7 @@ rebuilt from the per-group ``results.json`` files, which are written only when a
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
-import io
-import itertools
-import json
-import math
 import os
 import shutil
 import time
@@ -60,466 +54,27 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
-from leverjax.run import registry as experiments
 from leverjax.core import config as config_lib
-from leverjax.run import distributed
-from leverjax.run import provenance
-from leverjax.core import stats
-from leverjax.run import tracking
-from leverjax.run import workers as workers_lib
-from leverjax.run.checkpoint import status_file_name
-from leverjax.fileio import read_json, records_from_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from leverjax.data import filter_queries, load_npz
 from leverjax.data.synth import default_dataset_path, load_or_make_default
 from leverjax.errors import ConfigError
-from leverjax.run.engine import Runner, RunSpec, fmt_value, release_compiled
-
-CSV_COLUMNS = ("group", "experiment", "run", "seed", "phase", "epoch", "metric", "value", "overrides")
-_NOT_IN_RUN_NAME = config_lib.RUN_ONLY  # seeds and output places are no part of what a run is
-
-
-def _hash(obj: Any, n: int = 8) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
-
-
-@dataclasses.dataclass(frozen=True)
-class GridRun:
-    """One run of the grid: an experiment, its sweep values, a seed and the resolved config."""
-
-    experiment: str
-    sweep: tuple[tuple[str, Any], ...]
-    seed: int
-    config: config_lib.Config | None  # None when the config is invalid (``error`` says why)
-    overrides: str = ""  # what differs from the registry experiment: "field=value;..." (overrides + sweep)
-    error: str = ""
-
-    @property
-    def variant(self) -> str:
-        """The run without its seed (seeds are replicates: the report averages over them)."""
-        if not self.sweep:
-            return self.experiment
-        return f"{self.experiment}[{','.join(f'{k}={fmt_value(v)}' for k, v in self.sweep)}]"
-
-    @property
-    def name(self) -> str:
-        return f"{self.variant}/seed={self.seed}"
-
-    @property
-    def config_hash(self) -> str:
-        if self.config is None:
-            return _hash({"experiment": self.experiment, "overrides": self.overrides, "error": self.error})
-        return _hash(config_lib.to_dict(self.config), 12)
-
-
-@dataclasses.dataclass
-class Group:
-    """Runs sharing one static signature: one compiled program."""
-
-    id: str  # g01, g02, ... in order of first appearance
-    signature: str
-    runs: list[GridRun]
-
-    @property
-    def key(self) -> str:
-        return _hash(self.signature)
-
-    @property
-    def experiments(self) -> list[str]:
-        return list(dict.fromkeys(r.experiment for r in self.runs))
-
-
-@dataclasses.dataclass
-class Grid:
-    experiments: list[str]
-    overrides: dict
-    sweep: dict
-    runs: list[GridRun]
-    groups: list[Group]
-    notes: list[str] = dataclasses.field(default_factory=list)  # overrides that replace an experiment's own values
-
-    def group_of(self, run: GridRun) -> Group | None:
-        return next((g for g in self.groups if run in g.runs), None)
-
-    def to_json(self) -> dict:
-        return {
-            "experiments": self.experiments,
-            "overrides": self.overrides,
-            "notes": self.notes,
-            "descriptions": {name: experiments.get(name).description for name in self.experiments},
-            "sweep": {k: list(v) for k, v in self.sweep.items()},
-            "groups": [{"id": g.id, "key": g.key, "experiments": g.experiments, "runs": [r.name for r in g.runs],
-                        "static": json.loads(g.signature)} for g in self.groups],
-            "runs": [{"name": r.name, "experiment": r.experiment, "variant": r.variant, "seed": r.seed,
-                      "sweep": dict(r.sweep), "overrides": r.overrides, "config_hash": r.config_hash,
-                      "group": (self.group_of(r).id if r.config is not None else None), "error": r.error,
-                      "config": config_lib.to_dict(r.config) if r.config is not None else None}
-                     for r in self.runs],
-        }
-
-
-def expand_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
-                sweep: Mapping[str, Sequence[Any]] | None = None, *, seeds: int | None = None,
-                experiment_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Grid:
-    """The runs of ``names`` × (each experiment's SWEEP merged with ``sweep``) × seeds, grouped by static signature.
-
-    ``overrides`` apply to every experiment (like command-line flags); ``experiment_overrides[name]`` to one
-    experiment, after them. A sweep may name any config field but the seed and output ones: sweepable
-    values share a group, static values (``selector``, ``num_layers``, ``grpo_epochs``, ...) split the runs
-    into one group per value. An unknown experiment or sweep field raises
-    :class:`ConfigError`; an override that is invalid for one experiment, or a sweep value invalid for one
-    run, makes only those runs failed ones (``GridRun.error``).
-    """
-    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
-    if not names:
-        raise ConfigError("no experiment given; see --list_experiments")
-    overrides = dict(overrides or {})
-    if seeds is not None:
-        overrides["seeds"] = seeds
-    sweep = {k: tuple(dict.fromkeys(v)) for k, v in (sweep or {}).items()}
-    for field in sweep:  # any field: static values make groups of their own (one compile each)
-        if field not in config_lib.FIELDS or field in _NOT_IN_RUN_NAME:
-            raise ConfigError(f"--sweep: {field!r} is not a config field that can be swept; fields: "
-                              f"{', '.join(f for f in config_lib.FIELDS if f not in _NOT_IN_RUN_NAME)}")
-    experiment_overrides = {k: dict(v) for k, v in (experiment_overrides or {}).items()}
-    unknown = sorted(set(experiment_overrides) - set(names))
-    if unknown:
-        raise ConfigError(f"experiment_overrides for {', '.join(unknown)}, which are not in the grid")
-    runs: list[GridRun] = []
-    notes: list[str] = []
-    for name in names:
-        exp = experiments.get(name)
-        own = experiments.overrides(name)
-        for field, value in overrides.items():
-            if field in own and own[field] != value and field not in _NOT_IN_RUN_NAME:
-                notes.append(f"--{field}={fmt_value(value)} replaces {name}'s own {field}={fmt_value(own[field])}")
-        these = {**overrides, **experiment_overrides.get(name, {})}
-        shown = {k: v for k, v in these.items() if k not in _NOT_IN_RUN_NAME}
-        merged = {**exp.sweep, **sweep}
-        fields = list(merged)
-        combos = list(itertools.product(*(merged[f] for f in fields))) if fields else [()]
-        try:
-            cfg = config_lib.replace(exp.config, these)
-        except ConfigError as e:
-            base_seed = int(these.get("seed", exp.config.seed))
-            count = int(these.get("seeds", exp.config.seeds))
-            for combo in combos:
-                for s in range(max(count, 1)):
-                    text = _overrides_text(shown, dict(zip(fields, combo)))
-                    runs.append(GridRun(name, tuple(zip(fields, combo)), base_seed + s, None, text, str(e)))
-            continue
-        for combo in combos:
-            values = dict(zip(fields, combo))
-            text = _overrides_text(shown, values)
-            for s in range(cfg.seeds):
-                seed = cfg.seed + s
-                try:
-                    run_cfg = config_lib.replace(cfg, {**values, "seed": seed, "seeds": 1})
-                    runs.append(GridRun(name, tuple(zip(fields, combo)), seed, run_cfg, text))
-                except ConfigError as e:
-                    runs.append(GridRun(name, tuple(zip(fields, combo)), seed, None, text, str(e)))
-    by_signature: dict[str, list[GridRun]] = {}
-    for run in runs:
-        if run.config is not None:
-            by_signature.setdefault(config_lib.static_signature(run.config), []).append(run)
-    groups = [Group(f"g{i + 1:02d}", sig, members) for i, (sig, members) in enumerate(by_signature.items())]
-    return Grid(names, overrides, sweep, runs, groups, notes)
-
-
-def _overrides_text(overrides: Mapping[str, Any], sweep_values: Mapping[str, Any]) -> str:
-    merged = {**overrides, **sweep_values}
-    return ";".join(f"{k}={fmt_value(merged[k])}" for k in sorted(merged))
-
-
-def run_specs(base: config_lib.Config, runs: Sequence[GridRun]):
-    """The Runner's specs of ``runs`` relative to the group's ``base`` config: each run's sweepable fields
-    that differ from ``base`` (so ``run_hyperparameters(base, specs)`` gives every run its own values)."""
-    specs = []
-    for r in runs:
-        diff = tuple((f, getattr(r.config, f)) for f in config_lib.SWEEPABLE
-                     if getattr(r.config, f) != getattr(base, f))
-        specs.append(RunSpec(diff, r.seed, r.experiment))
-    return specs
-
-
-def default_out(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
-                sweep: Mapping[str, Any] | None = None, root: str = "results") -> str:
-    """``results/<experiments>[-<hash of the overrides and sweeps>]``: the same command, the same directory
-    (so a re-run resumes); the seed count is not part of it, so more seeds add runs to the same grid."""
-    names = list(dict.fromkeys(names))
-    collection = [tag for tag, members in experiments.COLLECTIONS.items() if set(names) == set(members)]
-    if collection:
-        tag = collection[0]
-    else:
-        tag = "+".join(names)
-        if len(tag) > 60:
-            tag = f"{names[0]}+{len(names) - 1}more-{_hash(names, 6)}"
-    extra = {k: v for k, v in (overrides or {}).items() if k not in _NOT_IN_RUN_NAME}
-    if extra or sweep:
-        tag += "-" + _hash([extra, {k: list(v) for k, v in (sweep or {}).items()}], 6)
-    return os.path.join(root, tag)
-
+from leverjax.fileio import read_json, write_json_atomic
+from leverjax.run import distributed, provenance, tracking
+from leverjax.run import registry as experiments
+from leverjax.run import workers as workers_lib
+from leverjax.run.console import CompileTimer, Progress, fmt_seconds, print_summary, run_epochs
+from leverjax.run.engine import Runner, release_compiled
+from leverjax.run.grid import Grid, GridRun, Group, default_out, expand_grid, run_specs
+from leverjax.run.keys import data_fingerprint, prefix_key, short_hash
+from leverjax.run.results import GridResult, Paths, finished_results, is_finished, write_group_results, write_metrics, write_status
 
 # -- results directory ------------------------------------------------------------------------------
-
-
-class _Paths:
-    def __init__(self, root: str):
-        self.root = root
-        self.grid = os.path.join(root, "grid.json")
-        self.status = os.path.join(root, "status")
-        self.runs = os.path.join(root, "runs")
-        self.csv = os.path.join(root, "metrics.csv")
-        self.report = os.path.join(root, "report.md")
-        self.summary = os.path.join(root, "summary.json")
-        self.jsonl = os.path.join(root, "metrics.jsonl")
-        self.plots = os.path.join(root, "plots")
-
-    def status_file(self, run: GridRun) -> str:
-        return os.path.join(self.status, status_file_name(run.name))
-
-
-def _finished(status: dict | None, run: GridRun, root: str) -> bool:
-    """Whether ``run`` needs no training: done (with its results on disk), or failed in a way a re-run
-    repeats (divergence is deterministic; a bad config stays bad). Other errors are retried."""
-    if not status or status.get("config_hash") != run.config_hash:
-        return False
-    if status.get("state") == "done":
-        return os.path.exists(os.path.join(root, status.get("directory", ""), "results.json"))
-    return status.get("state") == "failed" and status.get("kind") in ("diverged", "config")
-
-
-def _write_status(paths: _Paths, run: GridRun, state: str, **extra) -> dict:
-    record = {"run": run.name, "experiment": run.experiment, "variant": run.variant, "seed": run.seed,
-              "overrides": run.overrides, "config_hash": run.config_hash, "state": state,
-              "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
-    if distributed.is_primary():
-        write_json_atomic(paths.status_file(run), record)
-    return record
-
-
-def final_split_note(split: str | None) -> str | None:
-    """One line saying why the final metrics are not on the test split (``None`` when they are)."""
-    if split == "test":
-        return None
-    if split == "val":
-        return "the data has no test queries: the final evaluation uses the val split"
-    return "the data has no test or val queries: there is no final evaluation"
-
-
-def final_split_record(split: str | None) -> dict:
-    """``{"final_split": ...}`` plus the reason when it is not the test split (for the JSON outputs)."""
-    note = final_split_note(split)
-    return {"final_split": split, **({"final_split_reason": note} if note else {})}
-
-
-_UNDEFINED_REASONS = {
-    "greedy_labelled_reward": "no greedy selection of the split is a labelled trajectory",
-}
-
-
-def undefined_record(final_records: list[dict], summary: dict) -> dict:
-    """``{"undefined": {metric: reason}}`` for the metrics written as ``null`` (empty when none is)."""
-    out = {}
-    for rec in final_records:
-        for k, v in rec.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                base = k.removeprefix("best_").removeprefix("test_")
-                out.setdefault(k, _UNDEFINED_REASONS.get(base, "not finite on the split's queries (no query "
-                                                               "defines it)"))
-    if any(not math.isfinite(half) and math.isfinite(mean)
-           for group in summary.values() for mean, half in group.values()):
-        out["summary_ci"] = "a group with one seed has no confidence interval (its half width is null)"
-    return {"undefined": out} if out else {}
-
-
-def _csv_number(value) -> str:
-    """A metric value for the CSV: ``nan`` where the JSON holds ``null`` (an undefined value)."""
-    return "nan" if value is None else repr(float(value))
-
-
-def finished_results(root: str, grid: Grid, statuses: Mapping[str, dict | None]) -> list[tuple[GridRun, dict, dict]]:
-    """``(run, status, results record)`` of the grid's runs whose ``results.json`` is on disk, in grid order.
-    Runs of earlier grids in the same directory are left out."""
-    cache: dict[str, dict] = {}
-    out = []
-    for run in grid.runs:
-        st = statuses.get(run.name)
-        if not st or st.get("config_hash") != run.config_hash or not st.get("directory"):
-            continue
-        path = os.path.join(root, st["directory"], "results.json")
-        if path not in cache:
-            try:
-                with open(path) as f:
-                    content = json.load(f)
-                cache[path] = {r["name"]: {**r, "final_split": content.get("final_split", "test")}
-                               for r in content["runs"]}
-            except (OSError, ValueError, KeyError):
-                cache[path] = {}
-        rec = cache[path].get(run.name)
-        if rec is not None and rec.get("config_hash") == run.config_hash:
-            out.append((run, st, rec))
-    return out
-
-
-def write_metrics(root: str, grid: Grid, statuses: Mapping[str, dict | None]) -> dict:
-    """Rebuilds ``metrics.csv`` (long: one row per run × epoch × metric), ``metrics.jsonl`` (one record per
-    run, phase and epoch) and ``summary.json`` (every run's final test metrics and their mean ± 95% CI per
-    variant) from the per-group ``results.json`` of the finished runs; returns the summary (``rows``: the
-    number of CSV rows)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    records, finals, splits = [], [], []
-    rows = 0
-    for run, st, rec in finished_results(root, grid, statuses):
-        splits.append(rec["final_split"])
-        head = (st.get("group", ""), run.experiment, run.variant, run.seed)
-        ident = {"run": run.name, "variant": run.variant, "experiment": run.experiment, "seed": run.seed}
-        for epoch_rec in rec["history"]:
-            records.append({**ident, **epoch_rec})
-            for metric, value in epoch_rec.items():
-                if metric in ("phase", "epoch"):
-                    continue
-                writer.writerow((*head, epoch_rec["phase"], epoch_rec["epoch"], metric, _csv_number(value),
-                                 run.overrides))
-                rows += 1
-        if rec.get("final"):
-            finals.append({**ident, **records_from_json([rec["final"]])[0]})
-        for metric, value in (rec.get("final") or {}).items():
-            writer.writerow((*head, "final", "", metric, _csv_number(value), run.overrides))
-            rows += 1
-    split = max(set(splits), key=splits.count) if splits else "test"
-    by_variant = stats.summarize(finals, "variant")
-    summary = {**final_split_record(split), "final": finals, "summary": by_variant,
-               **undefined_record(finals, by_variant)}
-    if distributed.is_primary():
-        write_text_atomic(os.path.join(root, "metrics.csv"), buf.getvalue())
-        write_jsonl_atomic(os.path.join(root, "metrics.jsonl"), records)
-        write_json_atomic(os.path.join(root, "summary.json"), summary)
-    return {**summary, "rows": rows}
 
 
 # -- progress and compile times ---------------------------------------------------------------------
 
 
-def _fmt_seconds(s: float) -> str:
-    s = max(0.0, s)
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{int(s // 3600)}h{int((s % 3600) // 60):02d}m"
-
-
-def _epochs(cfg: config_lib.Config) -> int:
-    return cfg.sft_epochs + cfg.rce_epochs + cfg.grpo_positive_only_epochs + cfg.grpo_epochs
-
-
-class _Progress:
-    """One line per epoch for the whole grid: groups and runs done, elapsed time and an estimate of the
-    time left (run-epochs left at the rate measured on epochs without compilation, plus the mean compile
-    time per group for the groups not started; with groups trained side by side, divided among them)."""
-
-    def __init__(self, grid: Grid, pending: Mapping[str, list[GridRun]], finished_runs: int,
-                 units: Mapping[str, int], printer: Callable[[str], None], quiet: bool = False):
-        self.printer = (lambda s: None) if quiet else printer  # quiet: one group whose tables say it all
-        self.groups_total = len(grid.groups)
-        self.runs_total = sum(1 for r in grid.runs if r.config is not None)
-        self.runs_done = finished_runs
-        self.groups_done = sum(1 for g in grid.groups if not pending[g.id])
-        self.units = dict(units)  # per group to train: the run-epochs it trains (reused prefixes left out)
-        self.future_units = sum(self.units.values())  # those of the groups not started
-        self.groups_left = sum(1 for g in grid.groups if pending[g.id])
-        self.steady_units = self.steady_seconds = 0.0
-        self.compile_seconds: list[float] = []
-        self.t0 = time.perf_counter()
-        self.active: dict[str, dict] = {}  # group id -> index, runs, run-epochs left, compile timer
-        self.parallel = 1  # the most groups seen training at once
-
-    def begin(self, index: int, group: Group, n: int, timer: "CompileTimer | None" = None) -> None:
-        self.groups_left -= 1
-        units = self.units[group.id]
-        self.future_units -= units
-        self.active[group.id] = {"index": index, "n": n, "units": units, "timer": timer}
-        self.parallel = max(self.parallel, len(self.active))
-        exps = ", ".join(group.experiments)
-        self.printer(f"\n»» group {group.id} ({index}/{self.groups_total}): {exps} — {n} run(s) in one program")
-
-    def epoch(self, group_id: str, info: dict) -> None:
-        active = self.active[group_id]
-        runs = info["runs"]  # fewer than the group's while it trains its runs' shared prefixes
-        if runs == active["n"]:
-            active["units"] = active["n"] * (info["epochs_total"] - info["epochs_done"])
-        else:
-            active["units"] = max(active["units"] - runs, 0)
-        if info["epoch"] > 1:  # the first epoch of a phase includes its compilation
-            self.steady_units += runs
-            self.steady_seconds += info["seconds"]
-        left = self.time_left()
-        eta = f", ~{_fmt_seconds(left)} left" if left is not None else ""
-        others = f" (+{len(self.active) - 1} more at once)" if len(self.active) > 1 else ""
-        self.printer(f"»» grid: group {active['index']}/{self.groups_total} epoch {info['epochs_done']}/"
-                     f"{info['epochs_total']}{others} | groups done {self.groups_done}/{self.groups_total}, runs done "
-                     f"{self.runs_done}/{self.runs_total} | {_fmt_seconds(time.perf_counter() - self.t0)} elapsed{eta}")
-
-    def end(self, group_id: str, runs: int, compile_seconds: float) -> None:
-        self.active.pop(group_id, None)
-        self.groups_done += 1
-        self.runs_done += runs
-        self.compile_seconds.append(compile_seconds)
-
-    def time_left(self) -> float | None:
-        if not self.steady_units:
-            return None
-        timers = [a["timer"].seconds for a in self.active.values() if a["timer"] is not None]
-        seen = self.compile_seconds + timers
-        compile_each = sum(seen) / len(seen) if seen else 0.0
-        units = self.future_units + sum(a["units"] for a in self.active.values())
-        return (units * self.steady_seconds / self.steady_units + self.groups_left * compile_each) / self.parallel
-
-
-class CompileTimer:
-    """Seconds JAX spent tracing, lowering and compiling (or fetching from the persistent cache) while active."""
-
-    EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
-              "/jax/core/compile/backend_compile_duration")
-
-    def __init__(self):
-        self.seconds = 0.0
-
-    def _listener(self, event: str, duration: float, **kwargs) -> None:
-        if event in self.EVENTS:
-            self.seconds += duration
-
-    def __enter__(self) -> "CompileTimer":
-        jax.monitoring.register_event_duration_secs_listener(self._listener)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            jax.monitoring.unregister_event_duration_listener(self._listener)
-        except (AttributeError, ValueError):
-            pass
-
-
 # -- the launcher ---------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class GridResult:
-    directory: str
-    grid: Grid
-    statuses: dict  # run name -> status record
-    groups: list[dict]  # per group: id, experiments, runs trained, seconds, compile_seconds, state
-    csv: str
-    report: str | None
-    seconds: float
-    summary: dict = dataclasses.field(default_factory=dict)  # variant -> metric -> [mean, 95% CI half width]
-    final_split: str | None = "test"  # the split of the final metrics (val when the data has no test queries)
-
-    @property
-    def failed(self) -> list[dict]:
-        return [s for s in self.statuses.values() if s and s.get("state") == "failed"]
 
 
 def load_dataset(cfg: config_lib.Config, printer: Callable[[str], None] = print):
@@ -592,10 +147,7 @@ def _baselines(root: str, sets: Sequence[dict], printer: Callable[[str], None]) 
     for entry in sets:
         cfg, ds = entry["config"], entry["dataset"]
         reward = {k: getattr(cfg, k) for k in ("reward_mode", "w_hard", "w_soft", "w_rel")}
-        digest = hashlib.sha1()
-        for a in (ds.emb, ds.query_ids, ds.pool_ids, ds.traj, ds.acc, ds.correct, ds.gt_prob, ds.rel, ds.split):
-            digest.update(np.ascontiguousarray(a).tobytes())
-        fingerprint = _hash([BASELINES_VERSION, digest.hexdigest(), reward, cfg.eval_shots], 16)
+        fingerprint = short_hash([BASELINES_VERSION, data_fingerprint(ds), reward, cfg.eval_shots], 16)
         head = {"fingerprint": fingerprint, "data": cfg.data, "require_positive_query": cfg.require_positive_query,
                 "min_group_size": cfg.min_group_size, "reward": reward, "variants": entry["variants"]}
         if fingerprint in previous:
@@ -640,12 +192,12 @@ def _train_group(job: _GroupJob, group: Group, todo: Sequence[GridRun], ds, devi
     (failed), ``seconds``, ``compile_seconds``, ``statuses`` (run name -> status record) and ``records`` (per
     run: history, final metrics, failure). A failure of the group is recorded, not raised (except with
     several cooperating processes, which could go on out of step)."""
-    paths = _Paths(job.out)
+    paths = Paths(job.out)
     specs = run_specs(todo[0].config, todo)
-    directory = f"{group.id}-{group.key}-{_hash([(r.name, r.config_hash) for r in todo], 6)}"
+    directory = f"{group.id}-{group.key}-{short_hash([(r.name, r.config_hash) for r in todo], 6)}"
     rel = os.path.join("runs", directory)
     for run in todo:
-        _write_status(paths, run, "running", group=group.id, directory=rel)
+        write_status(paths, run, "running", group=group.id, directory=rel)
     names = {spec.label: run.name for spec, run in zip(specs, todo)}
     t0 = time.perf_counter()
     with CompileTimer() as timer:
@@ -664,21 +216,21 @@ def _train_group(job: _GroupJob, group: Group, todo: Sequence[GridRun], ds, devi
                 raise
             reason = f"{type(e).__name__}: {e}"
             printer(f"»» group {group.id} failed: {reason}")
-            statuses = {run.name: _write_status(paths, run, "failed", kind="error", reason=reason, group=group.id,
+            statuses = {run.name: write_status(paths, run, "failed", kind="error", reason=reason, group=group.id,
                                                 directory=rel) for run in todo}
             return {"state": "failed", "reason": reason, "seconds": time.perf_counter() - t0,
                     "compile_seconds": timer.seconds, "statuses": statuses, "records": None}
     seconds = time.perf_counter() - t0
-    records = _write_group_results(job.out, rel, todo, specs, results, job.provenance)
+    records = write_group_results(job.out, rel, todo, specs, results, job.provenance)
     statuses = {}
     for j, run in enumerate(todo):
         failure = results.failures.get(j)
         if failure:
-            statuses[run.name] = _write_status(paths, run, "failed", kind="diverged", reason=failure["reason"],
+            statuses[run.name] = write_status(paths, run, "failed", kind="diverged", reason=failure["reason"],
                                                failure=failure, group=group.id, directory=rel)
             printer(f"»» {run.name} diverged: {failure['reason']} (recorded; the other runs went on)")
         else:
-            statuses[run.name] = _write_status(paths, run, "done", group=group.id, directory=rel)
+            statuses[run.name] = write_status(paths, run, "done", group=group.id, directory=rel)
     distributed.barrier("group-done")  # no process still reads the group's checkpoints
     if not job.keep_checkpoints and distributed.is_primary():
         shutil.rmtree(os.path.join(job.out, rel, "ckpt"), ignore_errors=True)
@@ -729,14 +281,14 @@ def _resolve_workers(workers: int | None, groups: int, devices_given: bool) -> i
     return min(workers, max(groups, 1))
 
 
-def _prefix_key(run: GridRun, through: str, init_from: str | None) -> str:
-    """What decides a run's state after its phases up to ``through`` (sft | rce), as the launcher sees it
-    (the runner's prefix-cache key adds the data's contents and the phase list)."""
-    return _hash([_data_key(run.config), run.seed, init_from, config_lib.prefix_fields(run.config, through)], 16)
+def _prefix_key(run: GridRun, through: str, init_from: str | None, data_of: Callable[[config_lib.Config], str]) -> str:
+    """The run's prefix key (:func:`leverjax.run.keys.prefix_key`, the one the runner's prefix cache uses);
+    ``data_of(config)`` is the fingerprint of the data set the run trains on."""
+    return prefix_key(run.config, run.seed, through, data_of(run.config), init_from)
 
 
-def _prefix_dependencies(groups: Sequence[Group], pending: Mapping[str, list[GridRun]],
-                         init_from: str | None) -> dict[str, set[str]]:
+def _prefix_dependencies(groups: Sequence[Group], pending: Mapping[str, list[GridRun]], init_from: str | None,
+                         data_of: Callable[[config_lib.Config], str]) -> dict[str, set[str]]:
     """For each group, the earlier groups it should wait for: the first group with a run of the same SFT
     prefix (same data, seed and SFT-phase config) trains it into the prefix cache, and a later group that
     starts while it trains would train it again (the result is the same, the time is lost)."""
@@ -745,14 +297,14 @@ def _prefix_dependencies(groups: Sequence[Group], pending: Mapping[str, list[Gri
     for group in groups:
         depends[group.id] = set()
         for run in pending[group.id]:
-            producer = first.setdefault(_prefix_key(run, "sft", init_from), group.id)
+            producer = first.setdefault(_prefix_key(run, "sft", init_from, data_of), group.id)
             if producer != group.id:
                 depends[group.id].add(producer)
     return depends
 
 
-def _expected_run_epochs(groups: Sequence[Group], pending: Mapping[str, list[GridRun]],
-                         init_from: str | None) -> dict[str, int]:
+def _expected_run_epochs(groups: Sequence[Group], pending: Mapping[str, list[GridRun]], init_from: str | None,
+                         data_of: Callable[[config_lib.Config], str]) -> dict[str, int]:
     """Per group, the run-epochs it will train: a run whose SFT/RCE (or SFT) prefix an earlier run of the
     grid trains starts after it (for the progress lines' estimate of the time left)."""
     seen: dict[str, set[str]] = {"sft": set(), "rce": set()}
@@ -760,10 +312,10 @@ def _expected_run_epochs(groups: Sequence[Group], pending: Mapping[str, list[Gri
     for group in groups:
         units[group.id] = 0
         for run in pending[group.id]:
-            cfg, keys = run.config, {k: _prefix_key(run, k, init_from) for k in seen}
+            cfg, keys = run.config, {k: _prefix_key(run, k, init_from, data_of) for k in seen}
             skip = cfg.sft_epochs + cfg.rce_epochs if keys["rce"] in seen["rce"] else \
                 cfg.sft_epochs if keys["sft"] in seen["sft"] else 0
-            units[group.id] += _epochs(cfg) - skip
+            units[group.id] += run_epochs(cfg) - skip
             for k in seen:
                 seen[k].add(keys[k])
     return units
@@ -806,7 +358,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     distributed.agree("grid", {"grid": grid.to_json(), "out": out, "restart": restart, "baseline": baseline,
                                "devices": len(devices) if devices is not None else None,
                                "checkpoints": keep_checkpoints}, what="command (resolved grid)")
-    paths = _Paths(out)
+    paths = Paths(out)
     prefix_cache = prefix_cache or os.path.join(os.path.dirname(os.path.abspath(out)), "prefix_cache")
     wandb_logs = tracking.WandbLogs(wandb_project, out) if wandb_project else None  # fails early without wandb
     if restart and distributed.is_primary():
@@ -828,6 +380,14 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
             datasets[key] = load_dataset(cfg, printer)
         return datasets[key]
 
+    fingerprints: dict[tuple, str] = {}
+
+    def data_of(cfg: config_lib.Config) -> str:
+        key = _data_key(cfg)
+        if key not in fingerprints:
+            fingerprints[key] = data_fingerprint(dataset_for(cfg))
+        return fingerprints[key]
+
     reference = _reference_sets(grid, baseline, dataset_for)  # loads the data sets (the default one is made)
     prov = provenance.collect(command=command, data_paths=[None] if dataset is not None else
                               list(dict.fromkeys(_data_path(r.config) for r in grid.runs if r.config is not None)))
@@ -842,11 +402,11 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
         "grid-statuses", {r.name: read_json(paths.status_file(r)) for r in grid.runs})
     for run in grid.runs:
         if run.config is None:
-            statuses[run.name] = _write_status(paths, run, "failed", kind="config", reason=run.error)
-    pending = {g.id: [r for r in g.runs if not _finished(statuses[r.name], r, out)] for g in grid.groups}
+            statuses[run.name] = write_status(paths, run, "failed", kind="config", reason=run.error)
+    pending = {g.id: [r for r in g.runs if not is_finished(statuses[r.name], r, out)] for g in grid.groups}
     for group in grid.groups:
         for run in pending[group.id]:
-            statuses[run.name] = _write_status(paths, run, "pending", group=group.id)
+            statuses[run.name] = write_status(paths, run, "pending", group=group.id)
     finished = sum(1 for g in grid.groups for r in g.runs if r not in pending[g.id])
     valid = sum(1 for r in grid.runs if r.config is not None)
     if len(grid.experiments) == 1:
@@ -863,7 +423,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
             printer(f"grid: {run.name} not run: {run.error}")
     many = len(grid.experiments) > 1 or len(grid.groups) > 1 or not tables  # one experiment: its tables say it all
     to_train = [g for g in grid.groups if pending[g.id]]
-    progress = _Progress(grid, pending, finished, _expected_run_epochs(to_train, pending, init_from), printer,
+    progress = Progress(grid, pending, finished, _expected_run_epochs(to_train, pending, init_from, data_of), printer,
                          quiet=not many)
     tb = tracking.TensorBoardLogs(out)
     group_log: list[dict] = []
@@ -901,7 +461,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
         if done:
             write_metrics(out, grid, statuses)
             if many:
-                printer(f"»» group {group.id} done in {_fmt_seconds(outcome['seconds'])} "
+                printer(f"»» group {group.id} done in {fmt_seconds(outcome['seconds'])} "
                         f"(compile {outcome['compile_seconds']:.1f}s)")
 
     try:
@@ -918,14 +478,14 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
             def lost(group_id: str, exitcode: int | None) -> None:
                 reason = f"its worker process died (exit code {exitcode})"
                 printer(f"»» group {group_id} failed: {reason}")
-                statuses_lost = {run.name: _write_status(paths, run, "failed", kind="error", reason=reason,
+                statuses_lost = {run.name: write_status(paths, run, "failed", kind="error", reason=reason,
                                                          group=group_id) for run in pending[group_id]}
                 group_ended(by_id[group_id], {"state": "failed", "reason": reason, "seconds": 0.0,
                                               "compile_seconds": 0.0, "statuses": statuses_lost, "records": None})
 
             workers_lib.run_tasks(
                 {g.id: (g, pending[g.id]) for g in to_train}, workers=workers, worker_fn=_train_group_in_worker,
-                worker_args=(job, dataset), depends=_prefix_dependencies(to_train, pending, init_from),
+                worker_args=(job, dataset), depends=_prefix_dependencies(to_train, pending, init_from, data_of),
                 cost=progress.units,
                 on_start=lambda gid: progress.begin(index_of[gid], by_id[gid], len(pending[gid])), on_message=show,
                 on_done=lambda gid, outcome: group_ended(by_id[gid], outcome), on_lost=lost)
@@ -958,69 +518,3 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     return result
 
 
-def _write_group_results(root: str, rel: str, runs: Sequence[GridRun], specs, results,
-                         prov: dict | None = None) -> list[dict]:
-    """``runs/<group>/results.json``: every run's epoch records (up to its failure) and final test metrics,
-    and the provenance of the process that trained them; returns the per-run records."""
-    index = {spec.label: j for j, spec in enumerate(specs)}
-    assert len(index) == len(specs), "run labels of a group must be unique"
-    history: list[list[dict]] = [[] for _ in runs]
-    for rec in results.history:
-        history[index[rec["run"]]].append(
-            {k: v for k, v in rec.items() if k not in ("run", "group", "seed")})
-    out = []
-    for j, run in enumerate(runs):
-        failure = results.failures.get(j)
-        records = history[j]
-        if failure:  # keep the epochs up to and including the one that diverged
-            stop = next((i for i, r in enumerate(records)
-                         if r["phase"] == failure["phase"] and r["epoch"] == failure["epoch"]), len(records) - 1)
-            records = records[: stop + 1]
-        final = None if failure else {k: v for k, v in results.final[j].items() if k not in ("run", "group", "seed")}
-        out.append({"name": run.name, "config_hash": run.config_hash, "experiment": run.experiment,
-                    "variant": run.variant, "seed": run.seed, "history": records, "final": final,
-                    "failure": failure})
-    if distributed.is_primary():
-        write_json_atomic(os.path.join(root, rel, "results.json"),
-                          {**final_split_record(results.final_split), "runs": out, "provenance": prov})
-    return out
-
-
-def print_summary(result: GridResult, printer: Callable[[str], None]) -> None:
-    """The groups' times (several groups), the final test metrics (mean ± 95% CI over seeds per variant),
-    where the outputs are, and the failed runs with their reasons."""
-    trained = [g for g in result.groups if g["state"] != "skipped"]
-    if len(result.grid.groups) > 1 and trained:
-        printer("\n== grid groups (compile = tracing + compiling, or fetching from the persistent cache)")
-        printer(f"{'group':<6} {'runs':>5} {'wall':>9} {'compile':>9}  experiments")
-        for g in trained:
-            printer(f"{g['id']:<6} {g['runs']:>5} {g.get('seconds', 0):>8.1f}s {g.get('compile_seconds', 0):>8.1f}s  "
-                    f"{', '.join(g['experiments'])}{'  FAILED' if g['state'] == 'failed' else ''}")
-    summary = result.summary
-    note = final_split_note(result.final_split)
-    if summary and result.final_split is None:
-        printer(f"\n== {note}")
-    elif summary:
-        seeds = sorted({r.seed for r in result.grid.runs})
-        variants = list(summary)
-        keys = [k for k in next(iter(summary.values())) if k.startswith("test_")]
-        printer(f"\n== final evaluation on {result.final_split} (mean ± 95% CI over {len(seeds)} "
-                f"seed{'s' if len(seeds) > 1 else ''})")
-        if note:
-            printer(f"   ({note}; the metrics keep their test_* names)")
-        if len(variants) > 4:  # variants as rows, the headline metrics as columns
-            keys = [k for k in keys if k.startswith("test_oracle_acc_")] or keys[:4]
-            width = max(len(v) for v in variants) + 2
-            printer(" " * width + "".join(f"{k[5:]:>22}" for k in keys))
-            for v in variants:
-                printer(f"{v:<{width}}" + "".join(f"{stats.format_ci(*summary[v][k]):>22}" for k in keys))
-        else:
-            width = max(len(k) for k in keys) + 2
-            printer(" " * width + "".join(f"{v:>24}" for v in variants))
-            for k in keys:
-                printer(f"{k:<{width}}" + "".join(f"{stats.format_ci(*summary[v][k]):>24}" for v in variants))
-    done = sum(1 for s in result.statuses.values() if s and s.get("state") == "done")
-    printer(f"\n{done} run(s) done, {len(result.failed)} failed, in {_fmt_seconds(result.seconds)}; outputs in "
-            f"{result.directory} (metrics.csv, summary.json" + (", report.md)" if result.report else ")"))
-    for s in result.failed:
-        printer(f"  failed: {s['run']}: {s.get('reason', '')}")

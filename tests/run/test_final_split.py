@@ -11,6 +11,9 @@ from leverjax.core import config as config_lib
 from leverjax.data import synth
 from leverjax.fileio import dumps_strict
 from leverjax.run import launch
+from leverjax.run import console
+from leverjax.run import grid as grid_lib
+from leverjax.run import results
 from leverjax.core import stats
 from leverjax.core.evaluate import Evaluator
 from leverjax.core.train import Pipeline
@@ -64,11 +67,11 @@ def test_no_val_or_test_split_and_undefined_values():
               "test_greedy_labelled_reward": math.nan}]
     summary = stats.summarize(final, "variant")
     lines = []
-    grid = launch.expand_grid(["rce_only"], seeds=1)
-    launch.print_summary(launch.GridResult("out", grid, {}, [], "", None, 1.0, summary, None), lines.append)
+    grid = grid_lib.expand_grid(["rce_only"], seeds=1)
+    console.print_summary(results.GridResult("out", grid, {}, [], "", None, 1.0, summary, None), lines.append)
     assert "\n== the data has no test or val queries: there is no final evaluation" in lines
     assert not any("test_loss" in line for line in lines)
-    record = launch.undefined_record(final, summary)["undefined"]
+    record = results.undefined_record(final, summary)["undefined"]
     assert "labelled trajectory" in record["test_greedy_labelled_reward"] and "test_loss" in record
     out = strict_load(dumps_strict({"final": final, "summary": summary, "inf": [np.float32(np.inf), -math.inf]}))
     assert out["final"][0]["test_loss"] is None and out["inf"] == [None, None]

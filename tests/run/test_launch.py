@@ -21,6 +21,10 @@ from leverjax.report.markdown import write_report
 from leverjax.run import registry as experiments
 from leverjax.core import config as config_lib
 from leverjax.run import launch
+from leverjax.run import checkpoint
+from leverjax.run import console
+from leverjax.run import grid as grid_lib
+from leverjax.run import results
 from leverjax.data import synth
 from leverjax.errors import ConfigError
 from leverjax.run.engine import Runner, run_hyperparameters
@@ -52,7 +56,7 @@ def finals(rows):
 
 
 def status(directory, name):
-    with open(os.path.join(directory, "status", launch.status_file_name(name))) as f:
+    with open(os.path.join(directory, "status", checkpoint.status_file_name(name))) as f:
         return json.load(f)
 
 
@@ -70,7 +74,7 @@ def grid_a(tiny, tmp_path_factory):
 
 
 def test_full_registry_groups_runs_that_differ_only_in_sweepable_fields():
-    grid = launch.expand_grid(experiments.SCHEMES, seeds=2)
+    grid = grid_lib.expand_grid(experiments.SCHEMES, seeds=2)
     assert len(grid.runs) == 2 * (len(experiments.SCHEMES) + 2)  # scheme2 sweeps three β values
     groups = sorted(sorted(g.experiments) for g in grid.groups)
     assert groups == sorted([
@@ -79,7 +83,7 @@ def test_full_registry_groups_runs_that_differ_only_in_sweepable_fields():
         ["scheme9"], ["scheme10"], ["scheme5_6_fixed"]])
     for group in grid.groups:
         assert len({config_lib.static_signature(r.config) for r in group.runs}) == 1
-        specs = launch.run_specs(group.runs[0].config, group.runs)
+        specs = grid_lib.run_specs(group.runs[0].config, group.runs)
         hp = run_hyperparameters(group.runs[0].config, specs)
         for j, run in enumerate(group.runs):  # every run gets its own sweepable values in the shared program
             own = config_lib.hyperparameters(run.config)
@@ -93,7 +97,7 @@ def test_full_registry_groups_runs_that_differ_only_in_sweepable_fields():
 
 def test_sweeps_merge_and_bad_values_fail_only_their_runs():
     sweep = {"kl_beta": (0.2,), "adv_min_std": (0.3, -1.0)}
-    grid = launch.expand_grid(["scheme2", "scheme5"], {"grpo_lr": 1e-4}, sweep, seeds=3)
+    grid = grid_lib.expand_grid(["scheme2", "scheme5"], {"grpo_lr": 1e-4}, sweep, seeds=3)
     variants = {r.variant for r in grid.runs}  # the command line's kl_beta replaces scheme2's own sweep
     assert variants == {f"{e}[kl_beta=0.2,adv_min_std={v}]" for e in ("scheme2", "scheme5") for v in ("0.3", "-1")}
     good = [r for r in grid.runs if r.config is not None]
@@ -103,18 +107,18 @@ def test_sweeps_merge_and_bad_values_fail_only_their_runs():
     assert {r.seed for r in good} == {0, 1, 2}
     assert len(grid.groups) == 2 and all(r in grid.groups[0].runs or r in grid.groups[1].runs for r in good)
     with pytest.raises(ConfigError, match="not a config field that can be swept"):
-        launch.expand_grid(["current"], sweep={"seed": (1, 2)})
-    static = launch.expand_grid(["current"], sweep={"hidden": (16, 32), "kl_beta": (0.1, 0.2)}, seeds=2)
+        grid_lib.expand_grid(["current"], sweep={"seed": (1, 2)})
+    static = grid_lib.expand_grid(["current"], sweep={"hidden": (16, 32), "kl_beta": (0.1, 0.2)}, seeds=2)
     assert len(static.groups) == 2 and all(len(g.runs) == 4 for g in static.groups)
     assert {r.variant for r in static.runs} == {f"current[hidden={h},kl_beta={b}]" for h in (16, 32) for b in (0.1, 0.2)}
     with pytest.raises(ConfigError, match="unknown experiment"):
-        launch.expand_grid(["current", "scheme99"])
-    bad_override = launch.expand_grid(["rce_only", "current"], {"grpo_epochs": 2}, seeds=1)
+        grid_lib.expand_grid(["current", "scheme99"])
+    bad_override = grid_lib.expand_grid(["rce_only", "current"], {"grpo_epochs": 2}, seeds=1)
     assert any("replaces rce_only's own grpo_epochs=0" in n for n in bad_override.notes)
-    assert launch.default_out(["a", "b"]) == os.path.join("results", "a+b")
-    assert launch.default_out(experiments.NAMES, {"seeds": 5}) == os.path.join("results", "all")
-    assert launch.default_out(experiments.SCHEMES[::-1]) == os.path.join("results", "schemes")
-    assert launch.default_out(["a"], {"grpo_lr": 1e-4}) != launch.default_out(["a"], {"grpo_lr": 2e-4})
+    assert grid_lib.default_out(["a", "b"]) == os.path.join("results", "a+b")
+    assert grid_lib.default_out(experiments.NAMES, {"seeds": 5}) == os.path.join("results", "all")
+    assert grid_lib.default_out(experiments.SCHEMES[::-1]) == os.path.join("results", "schemes")
+    assert grid_lib.default_out(["a"], {"grpo_lr": 1e-4}) != grid_lib.default_out(["a"], {"grpo_lr": 2e-4})
 
 
 # -- training ---------------------------------------------------------------------------------------
@@ -125,7 +129,7 @@ def test_grid_writes_its_results_directory(grid_a):
     d = result.directory
     assert [g["runs"] for g in result.groups] == [1, 2]
     rows = read_csv(os.path.join(d, "metrics.csv"))
-    assert list(rows[0]) == list(launch.CSV_COLUMNS)
+    assert list(rows[0]) == list(results.CSV_COLUMNS)
     assert {(r["group"], r["run"]) for r in rows} == {("g01", "rce_only"), ("g02", "scheme5"), ("g02", "scheme5_6")}
     epochs = {(r["run"], r["phase"], r["epoch"]) for r in rows if r["metric"] == "val_expected_reward"}
     assert len([e for e in epochs if e[0] == "scheme5"]) == 6 and len([e for e in epochs if e[0] == "rce_only"]) == 4
@@ -182,7 +186,7 @@ def test_vmapped_group_equals_sequential_runs(grid_a, tiny):
     for name in ("scheme5", "scheme5_6"):
         cfg = config_lib.replace(experiments.get(name).config, TINY)
         run = next(r for r in result.grid.runs if r.experiment == name)
-        res = Runner(cfg, tiny, launch.run_specs(cfg, [run]), out=lambda s: None).run()
+        res = Runner(cfg, tiny, grid_lib.run_specs(cfg, [run]), out=lambda s: None).run()
         for k, v in res.final[0].items():
             if k.startswith(("test_", "best_test_")):
                 np.testing.assert_allclose(grouped[(name, 0)][k], v, rtol=2e-5, atol=2e-6, err_msg=f"{name} {k}")
@@ -206,7 +210,7 @@ def test_four_devices_equal_one_device(grid_a, tmp_path):
         res = launch.run_grid(["scheme5_6"], {TINY!r}, {{"grpo_lr": (5e-6, 5e-5, 1e-4)}}, seeds=1,
                               out={str(tmp_path)!r}, dataset=ds, tables=False, report=False, printer=lambda s: None)
         group = res.grid.groups[0]
-        runner = Runner(group.runs[0].config, ds, launch.run_specs(group.runs[0].config, group.runs),
+        runner = Runner(group.runs[0].config, ds, grid_lib.run_specs(group.runs[0].config, group.runs),
                         devices=jax.devices(), out=lambda s: None)
         state = runner.vp.init(runner.data, runner.hp, runner.keys)
         state = runner.vp.begin[0](state, runner.data, runner.hp)
@@ -233,7 +237,7 @@ def test_resume_after_interrupting_the_launcher(grid_a, tiny, tmp_path, monkeypa
     reference, _ = grid_a
     out = str(tmp_path / "grid")
     calls = {"n": 0}
-    original = launch._Progress.epoch
+    original = console.Progress.epoch
 
     def interrupted(self, group_id, info):
         original(self, group_id, info)
@@ -243,12 +247,12 @@ def test_resume_after_interrupting_the_launcher(grid_a, tiny, tmp_path, monkeypa
             # first one's checkpoint
             raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(launch._Progress, "epoch", interrupted)
+    monkeypatch.setattr(console.Progress, "epoch", interrupted)
     every_epoch = {**TINY, "checkpoint_seconds": 0.0}  # the tiny epochs take milliseconds
     with pytest.raises(KeyboardInterrupt):
         launch.run_grid(["rce_only", "scheme5", "scheme5_6"], every_epoch, seeds=1, out=out, dataset=tiny,
                         experiment_overrides=NO_GRPO, printer=lambda s: None, workers=1)
-    monkeypatch.setattr(launch._Progress, "epoch", original)
+    monkeypatch.setattr(console.Progress, "epoch", original)
     assert status(out, "rce_only/seed=0")["state"] == "done"
     assert status(out, "scheme5/seed=0")["state"] == "running"
     assert {r["run"] for r in read_csv(os.path.join(out, "metrics.csv"))} == {"rce_only"}
@@ -335,7 +339,7 @@ def test_static_sweep_is_one_group_per_value_with_the_numbers_of_each_value_alon
     for selector in ("v4_1", "v2"):
         cfg = config_lib.replace(experiments.get("scheme5").config, {**small, "selector": selector})
         run = next(r for r in result.grid.runs if dict(r.sweep)["selector"] == selector)
-        res = Runner(cfg, tiny, launch.run_specs(cfg, [run]), out=lambda s: None).run()
+        res = Runner(cfg, tiny, grid_lib.run_specs(cfg, [run]), out=lambda s: None).run()
         np.testing.assert_allclose(grouped[f"scheme5[selector={selector}]"], res.final[0]["test_loss"], rtol=2e-5)
     assert grouped["scheme5[selector=v4_1]"] != grouped["scheme5[selector=v2]"]
 
@@ -435,11 +439,11 @@ def test_bad_worker_counts_fail_before_training(tiny, tmp_path):
 
 
 def test_groups_wait_for_the_group_that_trains_their_prefix_and_count_only_what_they_train():
-    grid = launch.expand_grid(experiments.SCHEMES, seeds=2)
+    grid = grid_lib.expand_grid(experiments.SCHEMES, seeds=2)
     pending = {g.id: g.runs for g in grid.groups}
     by_exp = {e: g for g in grid.groups for e in g.experiments}
-    depends = launch._prefix_dependencies(grid.groups, pending, None)
-    units = launch._expected_run_epochs(grid.groups, pending, None)
+    depends = launch._prefix_dependencies(grid.groups, pending, None, lambda cfg: "data")
+    units = launch._expected_run_epochs(grid.groups, pending, None, lambda cfg: "data")
     first = by_exp["rce_only"].id
     for exp in ("current", "scheme3", "scheme5", "scheme7", "scheme7_1", "scheme9", "scheme10", "scheme5_6_fixed"):
         assert depends[by_exp[exp].id] == {first}, exp
@@ -449,10 +453,10 @@ def test_groups_wait_for_the_group_that_trains_their_prefix_and_count_only_what_
     def grpo(runs):
         return sum(r.config.grpo_positive_only_epochs + r.config.grpo_epochs for r in runs)
 
-    assert units[first] == sum(launch._epochs(r.config) for r in by_exp["rce_only"].runs)
+    assert units[first] == sum(console.run_epochs(r.config) for r in by_exp["rce_only"].runs)
     for exp in ("current", "scheme5", "scheme7"):  # start at GRPO from rce_only's prefix
         assert units[by_exp[exp].id] == grpo(by_exp[exp].runs), exp
     fixed = by_exp["scheme5_6_fixed"].runs  # its RCE differs: starts at RCE from rce_only's SFT
     assert units[by_exp["scheme5_6_fixed"].id] == sum(r.config.rce_epochs for r in fixed) + grpo(fixed)
     own = by_exp["scheme4"].runs
-    assert units[by_exp["scheme4"].id] == sum(launch._epochs(r.config) for r in own)
+    assert units[by_exp["scheme4"].id] == sum(console.run_epochs(r.config) for r in own)
