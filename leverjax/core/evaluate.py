@@ -32,7 +32,8 @@ from leverjax.core import config as config_lib
 from leverjax.core import losses
 from leverjax.data.device import DeviceData, gather
 from leverjax.data.synth import oracle_accuracy
-from leverjax.core.model import l2_normalize, trajectory_log_probs
+from leverjax.core.layers import l2_normalize
+from leverjax.core.model import trajectory_log_probs
 from leverjax.core.train import TRAIN_METRICS, Pipeline
 
 MAX_ORACLE_SHOTS = 4

@@ -73,20 +73,23 @@ import numpy as np
 
 from leverjax import __version__
 from leverjax.errors import ConfigError, DataError, LeverjaxError, exit_on_error
-from leverjax.fileio import atomic_path, dumps_strict, file_sha256
+from leverjax.fileio import file_sha256
+from leverjax.tools.shards import (
+    OutputPaths, Shard, check_existing_output, output_paths, prepare_shard_folder, read_finished_shard,
+    save_json, save_npy, write_shard,
+)
+from leverjax.tools.examples import (
+    Example, RecordFormat, bad_image_message, describe_record, examples_digest, load_examples, load_image, skipped_entry,
+)
 
 POOLINGS = ("mean", "last", "image_mean")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BAD_IMAGE_POLICIES = ("stop", "skip")
-ID_KEYS = ("id", "question_id", "image_id")
-IMAGE_KEYS = ("image", "image_path", "img_path", "file_name")
-QUESTION_KEYS = ("question",)
 DEFAULT_PROMPT = "<|im_start|>user\n{image}{question}<|im_end|>\n"
 SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")
 INSTALL_HINT = "pip install -r requirements-export.txt"
 SIDECAR_FORMAT = "leverjax.embedding_ids/1"
-MANIFEST = "manifest.json"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,170 +97,9 @@ MANIFEST = "manifest.json"
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Example:
-    """One example: its position in the examples file (= its global id and row), id, image, question."""
-
-    index: int
-    id: int | str
-    image: str
-    question: str
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordFormat:
-    """How records name their fields; ``None`` means detect from the first record."""
-
-    id_key: str | None = None
-    image_key: str | None = None
-    question_key: str | None = None
-    image_template: str | None = None
-    image_root: str | None = None
-
-
-def read_records(path: str) -> list[Any]:
-    """Reads a JSON list, a JSON Lines file or a VQA questions file (``{"questions": [...]}``)."""
-    if not os.path.isfile(path):
-        raise DataError(f"examples file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return _parse_jsonl(text, path)
-    if isinstance(data, dict):
-        questions = data.get("questions")
-        return questions if isinstance(questions, list) else [data]
-    if not isinstance(data, list):
-        raise DataError(f"{path} holds a JSON {type(data).__name__}; expected a list of records")
-    return data
-
-
-def _parse_jsonl(text: str, path: str) -> list[Any]:
-    """Parses one JSON value per non-blank line."""
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path} is neither JSON nor JSON Lines: line {lineno}: {e.msg}") from None
-    return records
-
-
-def _pick_key(record: dict, candidates: Sequence[str], override: str | None, what: str, flag: str) -> str:
-    """The field name for ``what``: ``override`` or the first candidate present in ``record``."""
-    if override:
-        return override
-    for key in candidates:
-        if key in record:
-            return key
-    raise DataError(f"record 0 has none of the {what} fields {', '.join(candidates)}; name yours with --{flag}")
-
-
-def _describe(index: int, record_id: Any = None) -> str:
-    """'record 3' or 'record 3 (id 1003)', for messages."""
-    return f"record {index}" if record_id is None else f"record {index} (id {record_id!r})"
-
-
-def _record_id(record: dict, index: int, key: str) -> int | str:
-    """The record's id: an int or a non-empty string."""
-    if key not in record:
-        raise DataError(f"{_describe(index)} has no id field '{key}'")
-    value = record[key]
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or value == "":
-        raise DataError(f"{_describe(index)} has id {value!r} in '{key}'; expected an int or a non-empty string")
-    return value
-
-
-def _record_question(record: dict, index: int, record_id: Any, key: str) -> str:
-    """The record's question: a non-empty string."""
-    value = record.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise DataError(f"{_describe(index, record_id)} has no question: expected a non-empty string in '{key}'")
-    return value
-
-
-def _record_image(record: dict, index: int, record_id: Any, key: str | None, fmt: RecordFormat) -> str:
-    """The record's image path, from its image field or from ``--image_template``, unresolved."""
-    if fmt.image_template:
-        try:
-            value = fmt.image_template.format(**record)
-        except KeyError as e:
-            raise DataError(f"{_describe(index, record_id)} has no field {e} used by --image_template") from None
-        except (ValueError, IndexError) as e:
-            raise DataError(f"--image_template does not fit {_describe(index, record_id)}: {e}") from None
-    else:
-        value = record.get(key)
-    if not isinstance(value, str) or not value:
-        raise DataError(f"{_describe(index, record_id)} has no image path: expected a non-empty string in '{key}'")
-    return value
-
-
-def load_examples(path: str, fmt: RecordFormat = RecordFormat()) -> list[Example]:
-    """Reads and checks the examples file; raises :class:`DataError` naming the first bad record."""
-    records = read_records(path)
-    if not records:
-        raise DataError(f"examples file {path} holds no records")
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise DataError(f"{_describe(index)} of {path} is a JSON {type(record).__name__}, not an object")
-    first = records[0]
-    id_key = _pick_key(first, ID_KEYS, fmt.id_key, "id", "id_key")
-    question_key = _pick_key(first, QUESTION_KEYS, fmt.question_key, "question", "question_key")
-    image_key = None if fmt.image_template else _pick_key(first, IMAGE_KEYS, fmt.image_key, "image", "image_key")
-    root = os.path.abspath(fmt.image_root or os.path.dirname(os.path.abspath(path)))
-    examples, seen = [], {}
-    for index, record in enumerate(records):
-        record_id = _record_id(record, index, id_key)
-        if str(record_id) in seen:
-            raise DataError(f"records {seen[str(record_id)]} and {index} have the same id {record_id!r}")
-        seen[str(record_id)] = index
-        question = _record_question(record, index, record_id, question_key)
-        image = os.path.join(root, os.path.expanduser(_record_image(record, index, record_id, image_key, fmt)))
-        examples.append(Example(index, record_id, os.path.normpath(image), question))
-    return examples
-
-
-def examples_digest(examples: Sequence[Example]) -> str:
-    """A sha256 of the resolved examples (ids, image paths, questions, order)."""
-    h = hashlib.sha256()
-    for e in examples:
-        h.update(json.dumps([e.index, e.id, e.image, e.question]).encode())
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------------------------
 # Images
 # ----------------------------------------------------------------------------------------------
-
-
-def load_image(path: str):
-    """Opens and decodes an RGB image; returns ``(image, None)`` or ``(None, reason)``."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-    except FileNotFoundError:
-        return None, "file not found"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        return None, f"{type(e).__name__}: {e}"
-    width, height = rgb.size
-    if min(width, height) < 1 or max(width, height) / min(width, height) > 200:
-        return None, f"unusable size {width}x{height} (aspect ratio above 200)"
-    return rgb, None
-
-
-def bad_image_message(example: Example, reason: str) -> str:
-    """One sentence naming the example and its unreadable image."""
-    return f"image of {_describe(example.index, example.id)} cannot be read: {example.image} ({reason})"
-
-
-def skipped_entry(example: Example, reason: str) -> dict:
-    """How a skipped example is recorded in the shard json and in ``meta.skipped``."""
-    return {"index": example.index, "id": example.id, "image": example.image, "error": reason}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,7 +136,7 @@ def normalize_rows(rows: np.ndarray, examples: Sequence[Example]) -> np.ndarray:
     for row, norm, example in zip(rows, norms, examples):
         if not np.all(np.isfinite(row)) or not norm > 0:
             raise LeverjaxError(
-                f"the embedding of {_describe(example.index, example.id)} is not finite or is zero; "
+                f"the embedding of {describe_record(example.index, example.id)} is not finite or is zero; "
                 "with --dtype=float16 try --dtype=bfloat16 or float32"
             )
     return (rows / norms[:, None]).astype(np.float32)
@@ -552,107 +394,6 @@ class QwenEncoder:
         attention = getattr(self.model.config, "_attn_implementation", None)
         return {**self.identity, **self.fingerprint(), "device": self.device, "attn_implementation": attention,
                 "dim": self.hidden_size, **self.versions}
-
-
-# ----------------------------------------------------------------------------------------------
-# Files: outputs, shards, atomic writes
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class OutputPaths:
-    """``PATH.npy`` (table), ``PATH.ids.json`` (ids + meta) and ``PATH.shards/`` (work in progress)."""
-
-    table: str
-    ids: str
-    shards: str
-
-    def shard(self, k: int, ext: str) -> str:
-        """``PATH.shards/shard_00012.npy`` or ``.json``."""
-        return os.path.join(self.shards, f"shard_{k:05d}.{ext}")
-
-
-def output_paths(out: str) -> OutputPaths:
-    """The output files for ``--out`` (with or without ``.npy``)."""
-    if not out:
-        raise ConfigError("--out is empty; give the path of the embedding table to write")
-    stem = out[: -len(".npy")] if out.endswith(".npy") else out
-    return OutputPaths(stem + ".npy", stem + ".ids.json", stem + ".shards")
-
-
-def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
-    """Writes through a temporary file in the same folder, then renames it over ``path``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def save_npy(path: str, array: np.ndarray) -> None:
-    """Atomically writes a .npy file."""
-    _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
-
-
-def save_json(path: str, obj: Any) -> None:
-    """Atomically writes a JSON file."""
-    _atomic_write(path, lambda f: f.write(dumps_strict(obj, indent=1).encode("utf-8")))
-
-
-@dataclasses.dataclass
-class Shard:
-    """The rows of one shard, the examples they belong to, and the examples it skipped."""
-
-    rows: np.ndarray
-    example_index: list[int]
-    ids: list
-    skipped: list[dict]
-
-
-def write_shard(paths: OutputPaths, k: int, shard: Shard) -> None:
-    """Writes the rows, then the json that marks the shard finished."""
-    save_npy(paths.shard(k, "npy"), shard.rows)
-    save_json(paths.shard(k, "json"), {"example_index": shard.example_index, "ids": shard.ids,
-                                       "skipped": shard.skipped})
-
-
-def read_finished_shard(paths: OutputPaths, k: int, examples: Sequence[Example]) -> Shard | None:
-    """A finished shard covering exactly ``examples``, or ``None`` when it must be (re)computed."""
-    npy, meta = paths.shard(k, "npy"), paths.shard(k, "json")
-    if not (os.path.isfile(npy) and os.path.isfile(meta)):
-        return None
-    try:
-        with open(meta, encoding="utf-8") as f:
-            info = json.load(f)
-        rows = np.load(npy, allow_pickle=False)
-        covered = sorted(info["example_index"] + [s["index"] for s in info["skipped"]])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if covered != [e.index for e in examples] or rows.shape[0] != len(info["example_index"]):
-        return None
-    return Shard(rows, info["example_index"], info["ids"], info["skipped"])
-
-
-def check_existing_output(paths: OutputPaths, overwrite: bool) -> None:
-    """A finished export (the table without a shard folder) is only redone with ``--overwrite``."""
-    if os.path.exists(paths.table) and not os.path.isdir(paths.shards) and not overwrite:
-        raise ConfigError(f"{paths.table} already exists; pass --overwrite to export again")
-
-
-def prepare_shard_folder(paths: OutputPaths, fingerprint: dict) -> None:
-    """Creates ``PATH.shards`` with its manifest, or checks that existing shards match the settings."""
-    manifest = os.path.join(paths.shards, MANIFEST)
-    if os.path.isfile(manifest):
-        with open(manifest, encoding="utf-8") as f:
-            previous = json.load(f).get("fingerprint", {})
-        changed = [f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in fingerprint.items() if previous.get(k) != v]
-        if changed:
-            raise ConfigError(
-                f"the unfinished export in {paths.shards} used other settings ({'; '.join(changed)}); "
-                "re-run with the same settings to finish it, or delete that folder"
-            )
-        return
-    os.makedirs(paths.shards, exist_ok=True)
-    save_json(manifest, {"format": "leverjax.tools.export_qwen.shards/1", "fingerprint": fingerprint})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import optax
 import pytest
 
 from leverjax.core.losses import rce_loss, sft_loss
-from leverjax.core.model import (Dropout, MultiheadAttention, PointerSelector, Selector, SelectorConfig, init_params,
-                            l2_normalize, matmul)
+from leverjax.core.layers import Dropout, MultiheadAttention, l2_normalize, matmul
+from leverjax.core.model import PointerSelector, Selector, SelectorConfig, init_params
 from leverjax.core.optim import BACKBONE, make_optimizer
 
 D, K, M, S, B = 24, 8, 5, 2, 3

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from leverjax.run import registry as experiments
 from leverjax.core import advantages as adv_lib  # noqa: E402
 from leverjax.core import config as config_lib  # noqa: E402
-from leverjax.tools import interop  # noqa: E402
+from leverjax.tools import state_dict  # noqa: E402
 from leverjax.data import synth  # noqa: E402
 from leverjax.data.device import DeviceData  # noqa: E402
 from leverjax.core.train import Pipeline  # noqa: E402
@@ -60,7 +60,7 @@ def _leverjax_steps(pipe, data, hp, key, orders):
 
 
 def _torch_params(model):
-    params, _ = interop.torch_state_dict_to_params({k: v.detach().clone() for k, v in model.state_dict().items()},
+    params, _ = state_dict.torch_state_dict_to_params({k: v.detach().clone() for k, v in model.state_dict().items()},
                                                    num_heads=1)
     return params
 
@@ -102,7 +102,7 @@ def test_batch_one_tracks_the_reference_loop_step_by_step(dataset):
 
     torch.manual_seed(0)
     model = TorchPointerSelector(DIM, HIDDEN, dropout=0.0, attn_dropout=0.0)
-    model.load_state_dict(interop.params_to_torch_state_dict(ours["params0"]))
+    model.load_state_dict(state_dict.params_to_torch_state_dict(ours["params0"]))
     # The reference also counts the frozen backbone's stale gradient of the last RCE step in GRPO's clipping
     # norm; leverjax does not (a known difference, see the last test). Here the transcription drops it.
     loop = ReferenceLoop(model, queries_from_dataset(dataset, raw, norm, train_rows), rce_lr=cfg.rce_lr,
@@ -166,7 +166,7 @@ def test_epoch_one_kl_with_dropout_overlaps_the_reference_loop(dataset):
         ours_kl.append(float(np.mean(ours["grpo"]["metrics"]["kl"])))
         torch.manual_seed(100 + seed)
         model = TorchPointerSelector(DIM, HIDDEN, dropout=cfg.dropout, attn_dropout=cfg.attn_dropout)
-        model.load_state_dict(interop.params_to_torch_state_dict(ours["params0"]))
+        model.load_state_dict(state_dict.params_to_torch_state_dict(ours["params0"]))
         loop = ReferenceLoop(model, queries_from_dataset(dataset, raw, norm, train_rows), rce_lr=cfg.rce_lr,
                              grpo_lr=cfg.grpo_lr, kl_beta=cfg.kl_beta, rce_rewards=cfg.rce_rewards,
                              stale_backbone_grads=False)

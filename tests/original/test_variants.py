@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 from leverjax.core import config as config_lib  # noqa: E402
 from leverjax.core import optim  # noqa: E402
 from leverjax.tools import interop
+from leverjax.tools import state_dict
 from leverjax.errors import ConfigError  # noqa: E402
 from leverjax.core.model import PRESETS, Selector, init_params, preset_config  # noqa: E402
 from original.torch_variants import TorchVariant, randomize_  # noqa: E402
@@ -36,7 +37,7 @@ def _params_from_torch(module, sc):
     """The torch module's weights under leverjax names; the tree must equal ``init_params``'s."""
     params: dict = {}
     for key, value in module.state_dict().items():
-        path, transpose = interop._flax_location(key)
+        path, transpose = state_dict._flax_location(key)
         arr = value.numpy().astype(np.float32)
         node = params
         for p in path[:-1]:
@@ -150,12 +151,12 @@ def test_init_matches_the_original():
                     p.copy_(torch.eye(h) + 0.01 * torch.randn(h, h))
         params = jax.eval_shape(lambda: init_params(preset_config(name, S, hidden=h), jax.random.PRNGKey(0), D,
                                                     num_steps=S))
-        flat = {interop.torch_name("/".join(str(k.key) for k in path)): v
+        flat = {state_dict.torch_name("/".join(str(k.key) for k in path)): v
                 for path, v in jax.tree_util.tree_leaves_with_path(params)}
         sd = {k: v.numpy() for k, v in module.state_dict().items()}
         assert set(flat) == set(sd), name
         for k, v in flat.items():
-            assert (v.shape[::-1] if interop._flax_location(k)[1] else v.shape) == sd[k].shape, k
+            assert (v.shape[::-1] if state_dict._flax_location(k)[1] else v.shape) == sd[k].shape, k
     init = jax.jit(lambda sc: init_params(sc, jax.random.PRNGKey(0), D, num_steps=S), static_argnums=0)
     p = init(preset_config("v4_3", S, hidden=h))
     np.testing.assert_array_equal(p["div_lambda"], np.full(S, 0.1, np.float32))
@@ -242,11 +243,11 @@ def test_bad_variant_checkpoints_name_every_key(tmp_path):
     sd.pop("decoder_gru.bias_hh")
     sd["step_emb.weight"] = torch.zeros(S, H + 1)
     with pytest.raises(Exception, match=r"missing keys: decoder_gru\.bias_hh.*step_emb\.weight has shape \(3, 17\)"):
-        interop.torch_state_dict_to_params(sd, source="x.pt")
+        state_dict.torch_state_dict_to_params(sd, source="x.pt")
     sd = dict(randomize_(TorchVariant("v4_2", D, H, S), seed=5).state_dict())
     with pytest.raises(Exception, match=r"missing keys: div_lambda"):
-        interop.torch_state_dict_to_params(sd, selector="v4_3")
-    params, cfg = interop.torch_state_dict_to_params(sd, selector="v4_2")
+        state_dict.torch_state_dict_to_params(sd, selector="v4_3")
+    params, cfg = state_dict.torch_state_dict_to_params(sd, selector="v4_2")
     assert cfg["preset"] == "v4_2"
 
 

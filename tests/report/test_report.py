@@ -13,7 +13,7 @@ import pytest
 from leverjax.report import estimates, load
 from leverjax.report import markdown as report
 from leverjax.core import stats
-from leverjax.run.launch import CSV_COLUMNS
+from leverjax.run.results import CSV_COLUMNS
 
 # Two-sided 95% Student t quantiles, df = 1..6 (standard table values).
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447}

@@ -13,7 +13,9 @@ import sys
 import numpy as np
 import pytest
 
+from leverjax.tools import examples as examples_lib
 from leverjax.tools import export_qwen as eq
+from leverjax.tools import shards
 from leverjax.errors import ConfigError, DataError, LeverjaxError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -126,17 +128,17 @@ def test_missing_dependencies_name_the_requirements_file(monkeypatch):
 
 def test_json_jsonl_and_vqa_files_read_alike(tmp_path):
     recs = records()
-    as_json = eq.load_examples(write_json(tmp_path / "a.json", recs))
+    as_json = examples_lib.load_examples(write_json(tmp_path / "a.json", recs))
     (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n\n")
-    as_jsonl = eq.load_examples(str(tmp_path / "b.jsonl"))
+    as_jsonl = examples_lib.load_examples(str(tmp_path / "b.jsonl"))
     assert as_json == as_jsonl
     assert [e.id for e in as_json] == [10, 11, 12]  # question_id wins over image_id
     assert [e.index for e in as_json] == [0, 1, 2]
     assert as_json[1].image == str(tmp_path / "img_1.png")  # relative to the examples file
 
     vqa = {"questions": [{k: v for k, v in r.items() if k != "image"} for r in recs]}
-    fmt = eq.RecordFormat(image_template="train2014/COCO_{image_id:012d}.jpg", image_root="/data/coco")
-    from_vqa = eq.load_examples(write_json(tmp_path / "q.json", vqa), fmt)
+    fmt = examples_lib.RecordFormat(image_template="train2014/COCO_{image_id:012d}.jpg", image_root="/data/coco")
+    from_vqa = examples_lib.load_examples(write_json(tmp_path / "q.json", vqa), fmt)
     assert from_vqa[0].image == "/data/coco/train2014/COCO_000000000007.jpg"
     assert [e.id for e in from_vqa] == [10, 11, 12]
 
@@ -159,22 +161,22 @@ def test_bad_records_fail_naming_the_record(tmp_path, change, message):
     recs = records()
     change(recs)
     with pytest.raises(DataError, match=message):
-        eq.load_examples(write_json(tmp_path / "ex.json", recs))
+        examples_lib.load_examples(write_json(tmp_path / "ex.json", recs))
 
 
 def test_missing_or_unparsable_examples_file(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        eq.load_examples(str(tmp_path / "nope.json"))
+        examples_lib.load_examples(str(tmp_path / "nope.json"))
     (tmp_path / "bad.jsonl").write_text('{"id": 1}\n{"id": \n')
     with pytest.raises(DataError, match="line 2"):
-        eq.load_examples(str(tmp_path / "bad.jsonl"))
+        examples_lib.load_examples(str(tmp_path / "bad.jsonl"))
 
 
 def test_output_paths_with_or_without_npy():
     for out in ("x/emb", "x/emb.npy"):
-        paths = eq.output_paths(out)
+        paths = shards.output_paths(out)
         assert (paths.table, paths.ids, paths.shards) == ("x/emb.npy", "x/emb.ids.json", "x/emb.shards")
-    assert eq.output_paths("x/emb").shard(12, "npy") == os.path.join("x/emb.shards", "shard_00012.npy")
+    assert shards.output_paths("x/emb").shard(12, "npy") == os.path.join("x/emb.shards", "shard_00012.npy")
 
 
 def test_bad_options_and_model_dirs(tmp_path):
@@ -223,7 +225,7 @@ def test_pooling_ignores_padding():
 
 
 def test_zero_or_nan_rows_are_errors():
-    examples = [eq.Example(0, "a", "x.png", "q"), eq.Example(1, "b", "y.png", "q")]
+    examples = [examples_lib.Example(0, "a", "x.png", "q"), examples_lib.Example(1, "b", "y.png", "q")]
     with pytest.raises(LeverjaxError, match=r"record 1 \(id 'b'\)"):
         eq.normalize_rows(np.array([[1.0, 0.0], [0.0, 0.0]]), examples)
     with pytest.raises(LeverjaxError, match=r"record 0 \(id 'a'\)"):
@@ -283,7 +285,7 @@ def test_other_poolings(tiny, reference, tmp_path, pooling):
 
 def test_killed_export_resumes_without_recomputing(tiny, reference, tmp_path):
     out = tmp_path / "emb"
-    paths = eq.output_paths(str(out))
+    paths = shards.output_paths(str(out))
 
     def die_after_first_shard(k):
         raise Interrupted(k)

@@ -19,8 +19,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from leverjax.tools import interop  # noqa: E402
+
+from leverjax.tools import state_dict  # noqa: E402
 from leverjax.run.checkpoint import save_params  # noqa: E402
-from leverjax.errors import LeverjaxError  # noqa: E402
+from leverjax.errors import ConfigError, LeverjaxError  # noqa: E402
 from leverjax.core.model import Selector, SelectorConfig, init_params  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -73,25 +75,25 @@ def test_import_does_not_import_torch():
 def test_torch_names_are_the_reference_module_names(d, layers, gated):
     module = _module(d=d, h=16, layers=layers, gated=gated)
     sc = SelectorConfig(hidden=16, num_layers=layers, update="gate" if gated else "none")
-    shapes = interop.expected_torch_shapes(sc, d, input_proj=d != 16)
+    shapes = state_dict.expected_torch_shapes(sc, d, input_proj=d != 16)
     names = list(shapes)
     assert list(module.state_dict()) == names
     assert shapes == {k: tuple(v.shape) for k, v in module.state_dict().items()}
     for k in names:
-        assert interop.torch_name(interop.flax_name(k)) == k
+        assert state_dict.torch_name(state_dict.flax_name(k)) == k
 
 
 @pytest.mark.parametrize("d", [24, 16])
 def test_torch_to_leverjax_to_torch_is_bit_exact(d):
     module = _module(d=d, h=16, layers=2, heads=2, gated=True)
     sd = module.state_dict()
-    params, cfg = interop.torch_state_dict_to_params(sd, num_heads=2)
+    params, cfg = state_dict.torch_state_dict_to_params(sd, num_heads=2)
     assert {k: cfg[k] for k in ("dim", "hidden", "num_layers", "num_heads", "gated", "left_out", "preset")} == {
         "dim": d, "hidden": 16, "num_layers": 2, "num_heads": 2, "gated": True, "left_out": [], "preset": "v4_1"}
     ref = jax.eval_shape(lambda: init_params(SelectorConfig(hidden=16, num_layers=2, num_heads=2),
                                              jax.random.PRNGKey(0), d))
     assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(ref)
-    back = interop.params_to_torch_state_dict(params)
+    back = state_dict.params_to_torch_state_dict(params)
     assert list(back) == list(sd)
     for k in sd:
         assert back[k].dtype == torch.float32 and torch.equal(back[k], sd[k]), k
@@ -118,7 +120,7 @@ def test_leverjax_export_import_is_bit_exact(tmp_path):
 def test_log_probs_and_greedy_match_torch(layers, gated, heads):
     d = 16 if (layers, heads) == (2, 2) else 24  # one square case: input_proj is nn.Identity
     module = _module(d=d, h=16, layers=layers, heads=heads, gated=gated, seed=layers * 10 + heads)
-    params, cfg = interop.torch_state_dict_to_params(module.state_dict(), num_heads=heads)
+    params, cfg = state_dict.torch_state_dict_to_params(module.state_dict(), num_heads=heads)
     selector = Selector(interop.selector_config_from(cfg))
     q, c, mask, traj = _inputs(d, seed=heads)
     valid = traj[..., 0] >= 0
@@ -153,7 +155,7 @@ def test_lightning_checkpoint_with_prefixes_and_old_naming_imports(tmp_path):
                 "hyper_parameters": {"lr": 1e-4, "cfg": {"lever_lm": {"num_heads": 2, "hidden_dim": 16}}}}, path)
     params, cfg = interop.load_checkpoint(path)
     assert cfg["layout"] == "lightning" and cfg["num_heads"] == 2 and cfg["num_heads_known"] and cfg["left_out"] == 1
-    expected, _ = interop.torch_state_dict_to_params(sd, num_heads=2)
+    expected, _ = state_dict.torch_state_dict_to_params(sd, num_heads=2)
     for a, b in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(params)):
         assert np.array_equal(a, b)
     # A bare state dict and a v3 dict read the same parameters.
@@ -198,16 +200,16 @@ def test_wrong_shape_missing_and_unexpected_keys_are_named():
     sd = dict(_module(d=24, h=16, layers=2).state_dict())
     bad = {**sd, "cand_proj.weight": torch.zeros(16, 17)}
     with pytest.raises(LeverjaxError, match=r"cand_proj\.weight has shape \(16, 17\) but the selector needs \(16, 16"):
-        interop.torch_state_dict_to_params(bad)
+        state_dict.torch_state_dict_to_params(bad)
     bad = {k: v for k, v in sd.items() if k != "attn_norms.1.bias"}
     with pytest.raises(LeverjaxError, match=r"missing keys: attn_norms\.1\.bias"):
-        interop.torch_state_dict_to_params(bad)
+        state_dict.torch_state_dict_to_params(bad)
     bad = {**sd, "decoder_gru.weight_ih": torch.zeros(3, 3)}
     with pytest.raises(LeverjaxError, match=r"unexpected keys: decoder_gru\.weight_ih"):
-        interop.torch_state_dict_to_params(bad)
+        state_dict.torch_state_dict_to_params(bad)
     bad = {**sd, "query_update_gate.weight": torch.zeros(16, 16)}
     with pytest.raises(LeverjaxError, match=r"query_update_gate\.weight has shape \(16, 16\)"):
-        interop.torch_state_dict_to_params(bad)
+        state_dict.torch_state_dict_to_params(bad)
 
 
 def test_wrong_shape_in_a_file_is_named(tmp_path):
@@ -222,7 +224,7 @@ def test_wrong_shape_in_a_file_is_named(tmp_path):
 # -- export --------------------------------------------------------------------------------------
 def test_export_is_what_the_original_loads(tmp_path):
     module = _module(d=24, h=16, layers=2, heads=2, gated=True, seed=2)
-    params, cfg = interop.torch_state_dict_to_params(module.state_dict(), num_heads=2)
+    params, cfg = state_dict.torch_state_dict_to_params(module.state_dict(), num_heads=2)
     path = str(tmp_path / "out" / "selector.pt")
     interop.export_pt(params, {**cfg, "dropout": 0.5, "attn_dropout": 0.1}, path, pool_size=7, shot_num=2)
     ckpt = torch.load(path, weights_only=True)  # plain tensors and Python values only
@@ -243,17 +245,17 @@ def test_export_is_what_the_original_loads(tmp_path):
 def test_square_input_projection_export():
     sc = SelectorConfig(hidden=16)
     params = init_params(sc, jax.random.PRNGKey(0), 16)  # identity input_proj
-    assert "input_proj.weight" not in interop.params_to_torch_state_dict(params)
+    assert "input_proj.weight" not in state_dict.params_to_torch_state_dict(params)
     trained = {**params, "input_proj": {"kernel": params["input_proj"]["kernel"] * 1.01}}
     with pytest.raises(LeverjaxError, match="nn.Identity"):
-        interop.params_to_torch_state_dict(trained)
-    assert "input_proj.weight" in interop.params_to_torch_state_dict(trained, square_input_proj="keep")
+        state_dict.params_to_torch_state_dict(trained)
+    assert "input_proj.weight" in state_dict.params_to_torch_state_dict(trained, square_input_proj="keep")
 
 
 def test_missing_torch_gives_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(LeverjaxError, match="pip install torch"):
-        interop.require_torch("exporting to PyTorch")
+        state_dict.require_torch("exporting to PyTorch")
     params = init_params(SelectorConfig(hidden=16), jax.random.PRNGKey(0), 24)
     with pytest.raises(LeverjaxError, match="pip install torch"):
         interop.export_pt(params, SelectorConfig(hidden=16), "/nonexistent/x.pt")
@@ -308,13 +310,15 @@ def test_runner_init_from_a_torch_checkpoint(tmp_path):
     module = _module(d=24, h=16, heads=2)
     path = str(tmp_path / "sft.pt")
     torch.save({"model_state_dict": module.state_dict(), "model_config": {"num_heads": 2}}, path)
-    runner = Runner(cfg, ds, expand_runs({}, 0, 2))
+    with pytest.raises(ConfigError, match="needs a parameter reader"):  # the engine reads no torch file itself
+        Runner(cfg, ds, expand_runs({}, 0, 1)).init_from(path)
+    runner = Runner(cfg, ds, expand_runs({}, 0, 2), load_init=interop.load_selector_params)
     runner.init_from(path)
-    sd = interop.params_to_torch_state_dict(jax.device_get(runner._init_params))
+    sd = state_dict.params_to_torch_state_dict(jax.device_get(runner._init_params))
     assert all(torch.equal(sd[k], v) for k, v in module.state_dict().items())
     wrong = config_lib.replace(cfg, {"num_layers": 2})
     with pytest.raises(LeverjaxError, match=r"cross_attn_layers_1/in_proj_weight .* is missing"):
-        Runner(wrong, ds, expand_runs({}, 0, 1)).init_from(path)
+        Runner(wrong, ds, expand_runs({}, 0, 1), load_init=interop.load_selector_params).init_from(path)
 
 
 # -- scoring -----------------------------------------------------------------------------------
