@@ -28,6 +28,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
+from leverjax.core import config as config_lib
 from leverjax.core import stats
 from leverjax.fileio import write_json_atomic, write_text_atomic
 from leverjax.report import validity
@@ -319,40 +320,6 @@ def _offline_reference_sentence(ctx: Context) -> list[str]:
 
 # -- the legend -------------------------------------------------------------------------------------
 
-_IGNORED = ("seed", "seeds", "workdir", "checkpoint_every", "checkpoint_seconds", "eval_chunk")
-_CHOICE_WORDS = {
-    "advantage": {"zscore": "z-score advantages", "rank": "rank advantages", "mean": "mean-centred advantages",
-                  "rloo": "RLOO advantages", "none": "raw rewards as advantages"},
-    "adaptive_beta": {True: "adaptive β", False: "fixed β"},
-    "clip_only": {True: "PPO clip only (no KL term)", False: "PPO clip with KL"},
-    "clip_only_ignores_beta": {False: "β·KL applied in clip-only mode", True: "clip-only ignores β"},
-    "freeze_backbone": {True: "frozen backbone in GRPO", False: "backbone trained in GRPO"},
-    "grpo_top_k": {True: "top-k curriculum", False: "no top-k curriculum"},
-    "reference_policy": {"sft": "SFT reference policy", "post_rce": "post-RCE reference policy",
-                         "refresh_each_epoch": "reference policy refreshed each epoch"},
-    "ratio_dropout": {True: "dropout in the ratio", False: "no dropout in the ratio"},
-    "gated": {True: "gated selector", False: "static (v2) selector"},
-    "require_positive_query": {True: "only queries with a positive", False: "all queries"},
-    "rce_top1_only": {True: "RCE on the first trajectory only", False: "RCE on all trajectories"},
-}
-_FIELD_WORDS = {
-    "grpo_lr": "GRPO lr {}", "rce_lr": "RCE lr {}", "sft_lr": "SFT lr {}", "grpo_epochs": "{} GRPO epochs",
-    "rce_epochs": "{} RCE epochs", "sft_epochs": "{} SFT epochs",
-    "grpo_positive_only_epochs": "{} GRPO epochs on queries with a positive first", "kl_beta": "β {}",
-    "adv_min_std": "advantage std floor {}", "adv_clip": "advantage clip {}", "clip_eps": "PPO ε {}",
-    "clip_eps_high": "upper PPO ε {}", "kl_estimator": "KL estimator {}", "reward_mode": "reward {}",
-    "reward_normalization": "reward normalisation {}", "w_hard": "w_hard {}", "w_soft": "w_soft {}",
-    "w_rel": "w_rel {}", "rce_tau_start": "RCE τ from {}", "rce_tau_end": "RCE τ to {}",
-    "rce_rewards": "RCE on {} rewards", "grpo_batch_size": "GRPO batch {}", "rce_batch_size": "RCE batch {}",
-    "sft_batch_size": "SFT batch {}", "top_k_first": "top-k {} in the first GRPO epoch",
-    "top_k_after": "top-k {} afterwards", "hidden": "hidden size {}", "data": "data {}",
-    "grpo_weight_decay": "GRPO weight decay {}", "rce_weight_decay": "RCE weight decay {}",
-    "sft_weight_decay": "SFT weight decay {}", "beta_kl_high": "β raised above KL {}",
-    "beta_kl_low": "β lowered below KL {}", "sft_target": "SFT target: {} trajectory",
-    "best_metric": "best epoch by {}", "eval_shots": "{} evaluation shots",
-}
-
-
 def _num(v: Any) -> str:
     if isinstance(v, float):
         text = f"{v:g}"
@@ -364,15 +331,18 @@ def _num(v: Any) -> str:
 
 
 def describe_changes(config: dict, base: dict) -> list[str]:
-    """What ``config`` changes relative to ``base``, in a researcher's words (``grpo_lr`` → "GRPO lr 5e-5")."""
+    """What ``config`` changes relative to ``base``, in the words each config field declares (its ``label`` and
+    ``words``: ``grpo_lr`` → "GRPO lr 5e-5"); run-only fields and fields labelled ``""`` are left out."""
     out = []
     for k, v in config.items():
-        if k in _IGNORED or base.get(k) == v:
+        meta = config_lib.FIELDS[k].metadata if k in config_lib.FIELDS else {}
+        if base.get(k) == v or meta.get("kind") == "run" or meta.get("label") == "":
             continue
-        if k in _CHOICE_WORDS and v in _CHOICE_WORDS[k]:
-            out.append(_CHOICE_WORDS[k][v])
-        elif k in _FIELD_WORDS:
-            out.append(_FIELD_WORDS[k].format(_num(v) if v != "" else "built-in synthetic"))
+        words, label = meta.get("words") or {}, meta.get("label")
+        if v in words:
+            out.append(words[v])
+        elif label:
+            out.append(label.format(_num(v) if v != "" else "built-in synthetic"))
         else:
             out.append(f"{k} = {_num(v)}")
     return out

@@ -118,6 +118,13 @@ class CompileTimer:
             pass
 
 
+def _cell(mean: float | None, half: float | None) -> str:
+    """A summary value (mean ± 95% CI half width); ``n/a`` where no seed defines it."""
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    return stats.format_ci(mean, math.nan if half is None else half)
+
+
 def print_summary(result: GridResult, printer: Callable[[str], None]) -> None:
     """The groups' times (several groups), the final test metrics (mean ± 95% CI over seeds per variant),
     where the outputs are, and the failed runs with their reasons."""
@@ -145,12 +152,15 @@ def print_summary(result: GridResult, printer: Callable[[str], None]) -> None:
             width = max(len(v) for v in variants) + 2
             printer(" " * width + "".join(f"{k[5:]:>22}" for k in keys))
             for v in variants:
-                printer(f"{v:<{width}}" + "".join(f"{stats.format_ci(*summary[v][k]):>22}" for k in keys))
+                printer(f"{v:<{width}}" + "".join(f"{_cell(*summary[v][k]):>22}" for k in keys))
         else:
             width = max(len(k) for k in keys) + 2
             printer(" " * width + "".join(f"{v:>24}" for v in variants))
             for k in keys:
-                printer(f"{k:<{width}}" + "".join(f"{stats.format_ci(*summary[v][k]):>24}" for v in variants))
+                printer(f"{k:<{width}}" + "".join(f"{_cell(*summary[v][k]):>24}" for v in variants))
+        shown = [k for k in keys if any(_cell(*summary[v][k]) == "n/a" for v in variants)]
+        for k in shown:  # each undefined value's reason once, below the table
+            printer(f"   n/a: {k}: {result.undefined.get(k, 'no query of the split defines it')}")
     done = sum(1 for s in result.statuses.values() if s and s.get("state") == "done")
     printer(f"\n{done} run(s) done, {len(result.failed)} failed, in {fmt_seconds(result.seconds)}; outputs in "
             f"{result.directory} (metrics.csv, summary.json" + (", report.md)" if result.report else ")"))
@@ -184,6 +194,7 @@ class EpochTable:
         self.cols += [c for c in names if c.startswith("val_oracle_acc_")]
         self.num_runs = num_runs
         self.out = out
+        self.noted = False
 
     def header(self) -> None:
         runs = f", mean of {self.num_runs} runs" if self.num_runs > 1 else ""
@@ -196,5 +207,10 @@ class EpochTable:
         bar = "[" + "#" * int(round(10 * done)) + "." * (10 - int(round(10 * done))) + "]"
         vals = [float(np.nanmean([r[c] for r in records])) if any(math.isfinite(r[c]) for r in records) else math.nan
                 for c in self.cols]
-        self.out(f"{epoch + 1:>4}/{self.phase.epochs:<4} {bar:<12}" + "".join(f"{v:>10.4g}" for v in vals)
-                 + f"  {seconds:6.2f}s")
+        self.out(f"{epoch + 1:>4}/{self.phase.epochs:<4} {bar:<12}"
+                 + "".join(f"{v:>10.4g}" if math.isfinite(v) else f"{'n/a':>10}" for v in vals) + f"  {seconds:6.2f}s")
+        undefined = [_SHORT.get(c, c) for c, v in zip(self.cols, vals) if not math.isfinite(v)]
+        if undefined and not self.noted:  # the reason once, below the first row that has one
+            self.noted = True
+            self.out(f"{'':>9} n/a: {', '.join(undefined)}: no query of the split defines it (e.g. no greedy pick "
+                     "is a labelled trajectory)")

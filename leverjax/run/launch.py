@@ -513,7 +513,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
         report_path = report(out, baseline=baseline, printer=printer)
     distributed.barrier("grid-done")
     result = GridResult(out, grid, statuses, group_log, paths.csv, report_path, time.perf_counter() - t_start,
-                        summary["summary"], summary["final_split"])
+                        summary["summary"], summary["final_split"], summary.get("undefined", {}))
     print_summary(result, printer)
     return result
 

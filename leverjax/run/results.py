@@ -199,6 +199,7 @@ class GridResult:
     seconds: float
     summary: dict = dataclasses.field(default_factory=dict)  # variant -> metric -> [mean, 95% CI half width]
     final_split: str | None = "test"  # the split of the final metrics (val when the data has no test queries)
+    undefined: dict = dataclasses.field(default_factory=dict)  # metric -> why it is undefined (written as null)
 
     @property
     def failed(self) -> list[dict]:

@@ -304,6 +304,9 @@ def test_describe_changes_names_what_a_run_changes():
     assert "GRPO lr 5e-5" in words and "z-score advantages" in words and "post-RCE reference policy" in words
     assert "no dropout in the ratio" in words and "no top-k curriculum" in words
     assert report.describe_changes(base, base) == []
+    # Values that change no result are never named; a field without declared words keeps its own name.
+    assert report.describe_changes({**base, "checkpoint_seconds": 5, "workdir": "x", "eval_chunk": 7}, base) == []
+    assert report.describe_changes({**base, "beta_factor": 2.0}, base) == ["beta_factor = 2"]
 
 
 # -- plots ------------------------------------------------------------------------------------------------
