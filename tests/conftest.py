@@ -8,6 +8,10 @@ import pytest
 # the directory pytest was started from.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# With LEVERJAX_REQUIRE_OPTIONAL=1 (CI) a skip for a missing optional package (torch, transformers, pillow,
+# wandb, tqdm) fails the run: its hooks, imported here so pytest finds them in this conftest.
+from require_optional import *  # noqa: E402,F401,F403
+
 # Tests run on the CPU with deterministic float32 math. leverjax itself is imported as the installed
 # package (``pip install -r requirements.txt`` installs it editable).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

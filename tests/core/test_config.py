@@ -1,5 +1,6 @@
-"""The config describes itself: every field's declared kind matches how the pipeline uses it, and the
-flags, help, validation, grouping and prefix key derived from the declarations behave."""
+"""The config describes itself: every field's declared kind holds in training (a run field changes no
+metric, a sweepable one no compiled program, a static one the program), and the flags, help, validation,
+grouping and prefix key derived from the declarations behave."""
 import dataclasses
 import os
 import subprocess
@@ -19,7 +20,7 @@ from leverjax.data import synth
 from leverjax.data.device import DeviceData
 from leverjax.errors import ConfigError
 from leverjax.core.evaluate import Evaluator
-from leverjax.run.engine import Runner
+from leverjax.run.engine import Runner, expand_runs
 from leverjax.core.train import Pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -58,17 +59,6 @@ def test_choice_lists_match_the_modules_that_implement_them():
         assert config_lib.meta(name)["choices"] == registry
 
 
-@pytest.mark.parametrize("name", config_lib.FIELDS)
-def test_declared_kind_matches_the_traced_and_static_parts(name):
-    value = getattr(BASE, name)
-    other = dataclasses.replace(BASE, **{name: perturbed(name, value)})
-    kind = config_lib.meta(name)["kind"]
-    hp_changed = config_lib.hyperparameters(BASE) != config_lib.hyperparameters(other)
-    sig_changed = config_lib.static_signature(BASE) != config_lib.static_signature(other)
-    assert (hp_changed, sig_changed) == {"sweep": (True, False), "static": (False, True),
-                                         "run": (False, False)}[kind], name
-
-
 def _prefix_result(cfg, data_set, through="rce"):
     """Every run's state and validation metrics at the end of the phases before GRPO (``through="sft"``:
     at the end of SFT)."""
@@ -94,6 +84,87 @@ def _prefix_result(cfg, data_set, through="rce"):
 @pytest.fixture(scope="module")
 def tiny():
     return synth.make_synthetic(seed=0, num_examples=300, num_queries=60, pool_size=8, max_trajectories=6, dim=16)
+
+
+# -- the declared kinds, by what training does: run fields change no number, sweepable ones no program, static
+# ones the program. One tiny run trained first (its programs compiled), then one run per kind.
+
+class Lowerings:
+    """Records the name of every program JAX lowers (traces to MLIR, before compiling it or finding it in the
+    on-disk cache) while the context is open: none means every program came from jit's in-memory caches."""
+
+    EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+
+    def __enter__(self):
+        self.names = []
+        self._listener = lambda event, duration, **kw: self.names.append(kw.get("fun_name", "?")) \
+            if event == self.EVENT else None
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+
+
+def train(cfg, data_set, workdir):
+    res = Runner(cfg, data_set, expand_runs({}, 0, 1), name="run", workdir=str(workdir), out=lambda line: None).run()
+    return res.history, res.final
+
+
+def bits(records):
+    """``records`` with every float as its exact bits (NaN included), for bitwise comparison."""
+    return [{k: float(v).hex() if isinstance(v, (float, np.floating)) else v for k, v in r.items()} for r in records]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    """BASE (checkpointed after every epoch) trained once: its config, history and final metrics."""
+    cfg = config_lib.replace(BASE, {"checkpoint_every": 1, "checkpoint_seconds": 0.0})
+    return (cfg, *train(cfg, tiny, tmp_path_factory.mktemp("base")))
+
+
+def test_run_fields_leave_every_metric_bitwise_equal(tiny, trained, tmp_path):
+    """The run fields (all but the seeds) changed at once: every epoch's and the final metrics are the same
+    bits, and no program is compiled again."""
+    cfg, history, final = trained
+    fields = [n for n in config_lib.RUN_ONLY if n not in ("seed", "seeds")]  # the seeds are other runs
+    assert {"workdir", "checkpoint_every", "checkpoint_seconds"} <= set(fields)
+    other = config_lib.replace(cfg, {"checkpoint_every": 2, "checkpoint_seconds": 1e6,
+                                     **{n: perturbed(n, getattr(cfg, n)) for n in fields
+                                        if n not in ("checkpoint_every", "checkpoint_seconds")}})
+    assert all(getattr(other, n) != getattr(cfg, n) for n in fields)
+    with Lowerings() as lowered:
+        other_history, other_final = train(other, tiny, tmp_path / "elsewhere")
+    assert lowered.names == []
+    assert len(history) == 3 and bits(other_history) == bits(history)
+    assert bits(other_final) == bits(final)
+
+
+def test_a_new_sweepable_value_reuses_the_compiled_programs(tiny, trained, tmp_path):
+    """grpo_lr and kl_beta changed: the run trains on the programs already compiled (nothing is lowered
+    again) and the new values take effect (its GRPO metrics differ)."""
+    cfg, history, _ = trained
+    assert {"grpo_lr", "kl_beta"} <= set(config_lib.SWEEPABLE)
+    other = config_lib.replace(cfg, {"grpo_lr": cfg.grpo_lr * 100, "kl_beta": 0.5})
+    with Lowerings() as lowered:
+        other_history, _ = train(other, tiny, tmp_path)
+    assert lowered.names == []
+    assert bits(other_history[:2]) == bits(history[:2])  # SFT and RCE: neither field acts there
+    assert other_history[2]["phase"] == "grpo" and other_history[2]["train_loss"] != history[2]["train_loss"]
+
+
+def test_a_static_field_compiles_new_programs(tiny, trained, tmp_path):
+    """hidden changed: the training programs are lowered (compiled) again, then a sweepable change of that
+    new config lowers none (so the counter sees lowerings, and the two tests above can fail)."""
+    cfg, _, _ = trained
+    assert config_lib.meta("hidden")["kind"] == "static"
+    other = config_lib.replace(cfg, {"hidden": 8})
+    with Lowerings() as lowered:
+        train(other, tiny, tmp_path / "a")
+    assert len(lowered.names) >= 3, lowered.names  # at least one epoch program per phase
+    with Lowerings() as again:
+        train(config_lib.replace(other, {"kl_beta": 0.5}), tiny, tmp_path / "b")
+    assert again.names == []
 
 
 def test_prefix_neutral_fields_leave_the_sft_rce_prefix_unchanged(tiny):
@@ -166,9 +237,10 @@ def test_the_package_installs_and_imports_from_another_directory(tmp_path):
     proc = subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "-e", ROOT], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run([py, "-c", "import importlib.util as u; print(u.find_spec('leverjax').origin, "
                                       "u.find_spec('experiments'))"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60, env=clean)
     # experiments/ is read by path (leverjax.run.registry), not installed as a package of that common name
     assert where.stdout.split() == [os.path.join(ROOT, "leverjax", "__init__.py"), "None"], where.stderr
     here = subprocess.run([sys.executable, "-c", "import leverjax.core.config; from leverjax.run import registry; "

@@ -48,7 +48,7 @@ def _plain_metrics(pipe, data, params, ref_params, raw, split):
     r = np.asarray(raw[idx], np.float64)
     k = step_logp.shape[-1]
     valid_k = np.concatenate([np.asarray(pm), np.ones((len(idx), k - pm.shape[1]), bool)], 1)
-    acc = jax.jit(data.oracle_accuracy)
+    acc = jax.jit(functools.partial(synth.oracle_accuracy, data.oracle))
     out = {n: [] for n in ("loss", "expected_reward", "top1_reward", "greedy_labelled", "changed_vs_ref",
                            "redundancy", *[f"oracle_acc_{n}" for n in range(1, SHOTS + 1)])}
     labelled_rewards = []

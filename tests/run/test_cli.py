@@ -105,22 +105,41 @@ def test_ctrl_c_is_one_line_and_leaves_no_worker_behind(tmp_path):
     # A shell's background job starts with SIGINT ignored, and Python keeps it so: the child restores it.
     restore = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
                "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    # Its own session (process group), which the workers join: killed whole at the end, whatever failed.
     proc = subprocess.Popen([sys.executable, "-c", restore, os.path.join(ROOT, "run.py"), f"--data={data}",
                              "--experiment=scheme5,scheme3", "--hidden=16", "--sft_epochs=1", "--rce_epochs=1",
                              "--grpo_epochs=500", "--grpo_batch_size=8", "--workers=2", f"--out={tmp_path / 'g'}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not list((tmp_path / "g").glob("runs/*/metrics.jsonl")):  # a worker is training
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
-        time.sleep(0.2)
-    workers = _workers_of(proc.pid)
-    assert workers
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err[-2000:]
-    assert "interrupted: finished runs and the last checkpoints are kept" in err and "Traceback" not in err
-    time.sleep(1)
-    assert not _workers_of(proc.pid) and not any(os.path.exists(f"/proc/{pid}") for pid in workers)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "g").glob("runs/*/metrics.jsonl")):  # a worker is training
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "no group started training in 300 s"
+            time.sleep(0.2)
+        workers = _workers_of(proc.pid)
+        assert workers
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err[-2000:]
+        assert "interrupted: finished runs and the last checkpoints are kept" in err and "Traceback" not in err
+        time.sleep(1)
+        assert not _workers_of(proc.pid) and not any(os.path.exists(f"/proc/{pid}") for pid in workers)
+    finally:
+        kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILLs the process group of ``proc`` (started with ``start_new_session=True``: it and its workers)
+    and reaps ``proc``."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group has ended
+    proc.wait(timeout=60)
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
 
 
 def _workers_of(parent: int) -> list[str]:
@@ -137,3 +156,100 @@ def _workers_of(parent: int) -> list[str]:
         if ppid == parent and "leverjax.run.workers" in cmdline:
             found.append(pid)
     return found
+
+
+# -- SIGKILL: the same command again ends with the numbers of an uninterrupted run ---------------------------
+# Tiny runs whose GRPO phase is long enough (~10 ms an epoch) to be killed in the middle of it. At the default
+# --checkpoint_seconds (30) such a run is checkpointed only at each phase's last epoch, so the re-run trains
+# GRPO again from the end of RCE: its metrics.csv must still be byte-equal to an uninterrupted run's.
+KILL_FLAGS = ["--hidden=16", "--sft_epochs=1", "--rce_epochs=1", "--grpo_epochs=200", "--grpo_batch_size=8",
+              "--eval_shots=2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    save_npz(synth.make_synthetic(seed=0, num_examples=300, num_queries=60, pool_size=8, max_trajectories=6,
+                                  dim=16), str(path))
+    return path
+
+
+def _grpo_epochs_logged(path) -> int:
+    """GRPO records in a run's metrics.jsonl (a last line torn by a kill is not counted)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    return sum(1 for line in lines if line.endswith("}") and '"phase": "grpo"' in line)
+
+
+def _start(args, cwd):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _wait_until(proc, ready, what: str, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"run.py ended (exit code {proc.returncode}) before {what}:\n{proc.stdout.read()[-3000:]}")
+        assert time.monotonic() < deadline, f"not {what} in {seconds} s"
+        time.sleep(0.02)
+
+
+def test_sigkill_mid_grpo_then_the_same_command_gives_the_uninterrupted_metrics(tmp_path, tiny_npz):
+    """run.py SIGKILLed in the middle of GRPO at the default --checkpoint_seconds, then started again with
+    the same command: its metrics.csv is byte-equal to an uninterrupted run's."""
+    def args(workdir):
+        return [f"--data={tiny_npz}", f"--workdir={workdir}", "--experiment=scheme5_6", *KILL_FLAGS]
+
+    reference = run_py(*args(tmp_path / "reference"), cwd=tmp_path)
+    assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
+    out = tmp_path / "killed" / "scheme5_6"
+    proc = _start(args(tmp_path / "killed"), tmp_path)
+    try:
+        _wait_until(proc, lambda: any(_grpo_epochs_logged(p) for p in out.glob("runs/*/metrics.jsonl")),
+                    "a GRPO epoch was logged")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == -signal.SIGKILL
+    (jsonl,) = out.glob("runs/*/metrics.jsonl")
+    assert 0 < _grpo_epochs_logged(jsonl) < 200 and not (out / "metrics.csv").exists()  # killed mid-GRPO
+
+    again = run_py(*args(tmp_path / "killed"), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming" in again.stdout and "after rce epoch 1" in again.stdout, again.stdout[-3000:]
+    assert (out / "metrics.csv").read_bytes() == (tmp_path / "reference" / "scheme5_6" / "metrics.csv").read_bytes()
+
+
+def test_a_sigkilled_worker_then_the_same_command_gives_the_uninterrupted_metrics(tmp_path, tiny_npz):
+    """A grid of two groups (hidden 16 and 8: no shared prefix, so both train at once) on two workers; one
+    worker SIGKILLed while both groups are in GRPO: its group fails, the other finishes; the same command
+    again trains the lost group from its checkpoint, and metrics.csv is byte-equal to an uninterrupted run's."""
+    def args(folder):
+        return [f"--data={tiny_npz}", f"--out={folder / 'g'}", "--experiment=scheme5_6", "--sweep=hidden=16,8",
+                "--workers=2", *KILL_FLAGS[1:]]
+
+    reference = run_py(*args(tmp_path / "reference"), cwd=tmp_path)
+    assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
+    out = tmp_path / "killed" / "g"
+    proc = _start(args(tmp_path / "killed"), tmp_path)
+    try:
+        _wait_until(proc, lambda: sum(1 for p in out.glob("runs/*/metrics.jsonl") if _grpo_epochs_logged(p)) == 2,
+                    "both groups logged a GRPO epoch")
+        workers = _workers_of(proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(int(workers[0]), signal.SIGKILL)
+        first, _ = proc.communicate(timeout=240)
+    finally:
+        kill_group(proc)
+    assert "failed: its worker process died (exit code -9)" in first, first[-3000:]
+    logged = sorted(_grpo_epochs_logged(p) for p in out.glob("runs/*/metrics.jsonl"))
+    assert logged[0] < 200 == logged[1], logged  # the killed worker's group lost mid-GRPO, the other finished
+
+    again = run_py(*args(tmp_path / "killed"), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "1 of 2 runs already finished there" in again.stdout and "resuming" in again.stdout, again.stdout[-3000:]
+    assert (out / "metrics.csv").read_bytes() == (tmp_path / "reference" / "g" / "metrics.csv").read_bytes()

@@ -17,6 +17,7 @@ import textwrap
 import numpy as np
 import pytest
 
+import require_optional  # tests/: LEVERJAX_REQUIRE_OPTIONAL
 from leverjax.report.markdown import write_report
 from leverjax.run import registry as experiments
 from leverjax.core import config as config_lib
@@ -66,7 +67,7 @@ def grid_a(tiny, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("grid_a"))
     lines = []
     result = launch.run_grid(["rce_only", "scheme5", "scheme5_6"], TINY, seeds=1, out=out, dataset=tiny,
-                             experiment_overrides=NO_GRPO, printer=lines.append, workers=1)
+                             experiment_overrides=NO_GRPO, printer=lines.append, workers=1, report=write_report)
     return result, lines
 
 
@@ -204,6 +205,7 @@ def test_four_devices_equal_one_device(grid_a, tmp_path):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         assert jax.device_count() == 4, jax.devices()
         from leverjax.run import launch
+        from leverjax.run import grid as grid_lib
         from leverjax.data import synth
         from leverjax.run.engine import Runner
         ds = synth.make_synthetic(**{SYNTH!r})
@@ -308,6 +310,8 @@ def test_command_line_runs_a_grid(tmp_path, tiny):
         import wandb  # noqa: F401
         wandb_flags = ["--wandb_project=leverjax-test"]
     except ImportError:
+        if require_optional.required():  # CI (LEVERJAX_REQUIRE_OPTIONAL): wandb must be there and tested
+            raise
         wandb_flags = []
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     proc = subprocess.run(cmd + wandb_flags, env=env, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
