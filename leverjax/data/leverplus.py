@@ -516,9 +516,9 @@ def write_rl_files(ds: Dataset, json_path: str, emb_path: str, *,
 
 
 def _cli() -> None:
-    from absl import app, flags
+    from absl import flags
 
-    from leverjax.errors import exit_on_error
+    from leverjax import command as command_lib
 
     flags.DEFINE_string("rl_json", None, "The original's RL data JSON.", required=True)
     flags.DEFINE_string("emb", None, "Embedding table: torch.save'd tensor [N, d] or .npy.", required=True)
@@ -530,10 +530,7 @@ def _cli() -> None:
                        "val part) that form a test split; 0 keeps the reference's train/val split only.")
     FLAGS = flags.FLAGS
 
-    @exit_on_error
     def main(argv: list[str]) -> None:
-        if len(argv) > 1:
-            raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
         rl = load_rl_json(FLAGS.rl_json)
         emb = load_embeddings(FLAGS.emb)
         ds, counts = convert_rl_data(
@@ -546,7 +543,8 @@ def _cli() -> None:
         print(report(counts, ds, keep_fallback=FLAGS.keep_fallback, pool_cap=FLAGS.pool_cap))
         print(f"wrote {FLAGS.out} ({os.path.getsize(FLAGS.out) / 2**20:.1f} MiB)")
 
-    app.run(main)
+    command_lib.run(main, command='python -m leverjax.data.leverplus',
+                    about="Converts the original's RL data (JSON + embedding table) to a schema-v1 .npz.")
 
 
 if __name__ == "__main__":

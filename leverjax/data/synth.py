@@ -676,9 +676,9 @@ _SIZE_FLAGS = (  # command-line flag, make_synthetic option, help
 
 
 def _cli() -> None:
-    from absl import app, flags
+    from absl import flags
 
-    from leverjax.errors import exit_on_error
+    from leverjax import command as command_lib
 
     flags.DEFINE_string("out", None, "Output .npz path.", required=True)
     flags.DEFINE_string("preset", DEFAULT_PRESET, "Simulator preset: " + "; ".join(
@@ -690,10 +690,7 @@ def _cli() -> None:
         define(flag, None, f"{text} [default: the preset's; {DEFAULT_PRESET}: {sizes[key]}]")
     FLAGS = flags.FLAGS
 
-    @exit_on_error
     def main(argv: list[str]) -> None:
-        if len(argv) > 1:
-            raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
         start = time.perf_counter()
         ds = make_synthetic(preset=FLAGS.preset, seed=FLAGS.seed,
                             **{key: getattr(FLAGS, flag) for flag, key, _ in _SIZE_FLAGS})
@@ -702,7 +699,8 @@ def _cli() -> None:
         print(describe(ds))
         print(f"generated in {elapsed:.1f} s; wrote {FLAGS.out} ({os.path.getsize(FLAGS.out) / 2**20:.1f} MiB)")
 
-    app.run(main)
+    command_lib.run(main, command='python -m leverjax.data.synth',
+                    about='Writes the synthetic data set (with its exact oracle) as a schema-v1 .npz.')
 
 
 def describe(ds: Dataset) -> str:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
 from leverjax.run import registry as experiments
 from leverjax.core import config as config_lib
@@ -44,7 +44,8 @@ from leverjax.run import launch
 from leverjax.core import stats
 from leverjax.data.device import DeviceData
 from leverjax.data.synth import get_preset, make_synthetic
-from leverjax.errors import ConfigError, exit_on_error
+from leverjax import command as command_lib
+from leverjax.errors import ConfigError
 from leverjax.core.evaluate import Evaluator
 from leverjax.fileio import write_text_atomic
 from leverjax.report.load import load_runs
@@ -240,12 +241,8 @@ def _cli() -> None:
     flags.DEFINE_string("out", None, "Results directory [default results/calibrate_<preset>].")
     FLAGS = flags.FLAGS
 
-    @exit_on_error
     def main(argv: list[str]) -> None:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
         _compilation_cache()
-        if len(argv) > 1:
-            raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
         if FLAGS.seeds < 2:
             raise ConfigError(f"--seeds={FLAGS.seeds} must be at least 2 (the intervals are over seeds)")
         rows = calibrate(FLAGS.preset, seeds=FLAGS.seeds, out=FLAGS.out)
@@ -254,7 +251,8 @@ def _cli() -> None:
         out = FLAGS.out or os.path.join("results", f"calibrate_{FLAGS.preset}")
         write_text_atomic(os.path.join(out, "calibration.md"), text)
 
-    app.run(main)
+    command_lib.run(main, command='python -m leverjax.data.calibrate',
+                    about='Checks a simulator preset against the phenomena the reports saw on real data.')
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 
 from leverjax import __version__
-from leverjax.errors import ConfigError, DataError, LeverjaxError, exit_on_error
+from leverjax.errors import ConfigError, DataError, LeverjaxError
 from leverjax.fileio import file_sha256
 from leverjax.tools.shards import (
     OutputPaths, Shard, check_existing_output, output_paths, prepare_shard_folder, read_finished_shard,
@@ -729,7 +729,10 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app, flags as absl_flags
+    from absl import flags as absl_flags
+
+    from leverjax import command as command_lib
 
     define_flags(absl_flags)
-    app.run(exit_on_error(main))
+    command_lib.run(main, command="python -m leverjax.tools.export_qwen",
+                    about="Exports Qwen2.5-VL embeddings of (image, question) examples: the table leverjax trains on.")

@@ -504,9 +504,9 @@ COMMANDS = ("export", "import", "inspect")
 
 
 def _cli() -> None:
-    from absl import app, flags, logging
+    from absl import flags
 
-    from leverjax.errors import exit_on_error
+    from leverjax import command as command_lib
 
     flags.DEFINE_string("checkpoint", None, "A leverjax parameter folder (checkpoints/<experiment>/best) or a "
                         "Lever-Plus .pt/.ckpt file.", required=True)
@@ -521,9 +521,7 @@ def _cli() -> None:
                         "instead of inferring the variant from its parameter names.")
     FLAGS = flags.FLAGS
 
-    @exit_on_error
     def main(argv: list[str]) -> None:
-        logging.set_verbosity(logging.WARNING)
         if len(argv) != 2 or argv[1] not in COMMANDS:
             raise ConfigError(f"usage: python -m leverjax.tools.interop {{{'|'.join(COMMANDS)}}} --checkpoint=PATH "
                               f"[--run=0] [--out=PATH]; got {' '.join(argv[1:]) or 'no command'}")
@@ -554,7 +552,9 @@ def _cli() -> None:
         print(f"wrote {FLAGS.out} and {json_path_for(FLAGS.out)}; in PyTorch: "
               f"model.load_state_dict(torch.load({FLAGS.out!r})['model_state_dict'], strict=True)")
 
-    app.run(main)
+    command_lib.run(main, command="python -m leverjax.tools.interop", positional=("command",),
+                    about="export: a leverjax selector as the original's .pt; import: a .pt as a leverjax parameter "
+                          "folder; inspect: what a checkpoint holds.")
 
 
 if __name__ == "__main__":

@@ -133,9 +133,9 @@ def score_file(checkpoint: str, data: str, out: str, *, run_index: int = 0, shot
 
 
 def _cli() -> None:
-    from absl import app, flags, logging
+    from absl import flags
 
-    from leverjax.errors import exit_on_error
+    from leverjax import command as command_lib
 
     flags.DEFINE_string("checkpoint", None, "A leverjax parameter folder or a Lever-Plus .pt/.ckpt.", required=True)
     flags.DEFINE_string("data", None, "A schema-v1 .npz data file.", required=True)
@@ -150,11 +150,7 @@ def _cli() -> None:
                         "variant from its parameter names.")
     FLAGS = flags.FLAGS
 
-    @exit_on_error
     def main(argv: list[str]) -> None:
-        logging.set_verbosity(logging.WARNING)
-        if len(argv) > 1:
-            raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}; flags look like --name=value")
         res = score_file(FLAGS.checkpoint, FLAGS.data, FLAGS.out, run_index=FLAGS.run, shots=FLAGS.shots,
                          chunk=FLAGS.chunk, num_heads=FLAGS.num_heads, temperature=FLAGS.temperature,
                          selector=FLAGS.selector)
@@ -168,7 +164,8 @@ def _cli() -> None:
         print(f"wrote {FLAGS.out}: logp [Q, M], greedy [Q, {FLAGS.shots}] (global ids), greedy_pos, query_ids, "
               f"split, meta")
 
-    app.run(main)
+    command_lib.run(main, command='python -m leverjax.tools.score',
+                    about='Scores a data set with a trained selector: trajectory log-probs and greedy selections.')
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+"""Every module command line (``python -m leverjax.<module>``) answers ``--help`` the same way and turns a bad
+flag, a bad value or a stray argument into one line ``error: ...`` with exit status 2."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = ["leverjax.data.synth", "leverjax.data.leverplus", "leverjax.data.calibrate", "leverjax.tools.score",
+            "leverjax.tools.interop", "leverjax.tools.export_qwen"]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_help_and_one_line_errors(module):
+    shown = run(module, "--help")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"usage: python -m {module}") and "--" in shown.stdout
+    for bad in (["--no_such_flag=1"], ["--out=x", "stray", "arguments", "here"]):
+        res = run(module, *bad)
+        assert res.returncode == 2, (bad, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (bad, res.stderr)
+
+
+def test_a_bad_value_names_the_flag():
+    res = run("leverjax.data.synth", "--out=x.npz", "--seed=abc")
+    assert res.returncode == 2 and res.stderr.strip().startswith("error: flag --seed=abc"), res.stderr
