@@ -17,10 +17,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 
-from leverjax.run import registry as experiments
 from leverjax.core import config as config_lib  # noqa: E402
-from leverjax.data import synth  # noqa: E402
 from leverjax.core.train import DeviceData, Pipeline  # noqa: E402
+from leverjax.data import synth  # noqa: E402
+from leverjax.run import registry as experiments
 
 
 def epoch_seconds(cfg, ds, repeats: int) -> dict:

@@ -42,9 +42,8 @@ def time_export(encoder, examples: str, out: str) -> float:
 
 def main(argv) -> None:
     """Builds the tiny model, then times one warm-up and one measured export per image size."""
-    import torch
-
     import fixtures_qwen
+    import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         model = fixtures_qwen.save_tiny_qwen(os.path.join(tmp, "model"))

@@ -48,9 +48,8 @@ def bench_grid(seeds: int, max_epochs: int | None, out: str | None, names: list[
                cache: str | None = None, workers: int | None = None) -> dict:
     import jax
 
+    from leverjax.run import console, launch
     from leverjax.run import registry as experiments
-    from leverjax.run import launch
-    from leverjax.run import console
 
     cache = _fresh_cache(cache)
     epochs: list[dict] = []
@@ -122,9 +121,9 @@ def bench_vmap(name: str, runs: list[int], epochs: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from leverjax.run import registry as experiments
     from leverjax.core import config as config_lib
     from leverjax.data.synth import load_or_make_default
+    from leverjax.run import registry as experiments
     from leverjax.run.console import CompileTimer
     from leverjax.run.engine import TRACKED_KEYS, Runner, expand_runs
 

@@ -18,8 +18,6 @@ import os
 import platform
 import time
 
-
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

@@ -21,15 +21,13 @@ import sys
 import tempfile
 import time
 
-
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from leverjax.run import registry as experiments
-from leverjax.data.synth import load_or_make_default  # noqa: E402
-from leverjax.run.engine import compiled_pipeline, expand_runs, run_hyperparameters, run_keys  # noqa: E402
 from leverjax.data.device import DeviceData  # noqa: E402
+from leverjax.data.synth import load_or_make_default  # noqa: E402
+from leverjax.run import registry as experiments
+from leverjax.run.engine import compiled_pipeline, expand_runs, run_hyperparameters, run_keys  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -20,11 +20,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from leverjax.run import registry as experiments
 from leverjax.core import config as config_lib  # noqa: E402
 from leverjax.core.model import PRESETS  # noqa: E402
-from leverjax.run.engine import compiled_pipeline, expand_runs, run_hyperparameters, run_keys  # noqa: E402
 from leverjax.core.train import DeviceData  # noqa: E402
+from leverjax.run import registry as experiments
+from leverjax.run.engine import compiled_pipeline, expand_runs, run_hyperparameters, run_keys  # noqa: E402
 
 
 def bench_preset(name: str, dataset, base: config_lib.Config, reps: int) -> tuple[float, float, int]:

@@ -267,8 +267,8 @@ def make_sft_checkpoint(args, cfg, ds, work: str) -> str:
     import jax
     import numpy as np
 
-    from leverjax.tools import interop
     from leverjax.run import engine as runner
+    from leverjax.tools import interop
 
     sft_cfg = dataclasses.replace(cfg, sft_epochs=max(args.sft_epochs, 1), rce_epochs=0, grpo_epochs=0)
     r = runner.Runner(sft_cfg, ds, runner.expand_runs({}, args.seed, 1), name="sft", out=lambda s: None)

@@ -44,16 +44,16 @@ sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from bench_train import time_calls  # noqa: E402  (bench/ is on the path when run as a script)
 
-from leverjax.run import registry as experiments
 from leverjax.core import advantages as adv_lib  # noqa: E402
 from leverjax.core import optim  # noqa: E402
 from leverjax.core import train as train_lib  # noqa: E402
+from leverjax.core.train import Pipeline  # noqa: E402
 from leverjax.data.device import DeviceData, gather  # noqa: E402
 from leverjax.data.synth import load_or_make_default  # noqa: E402
+from leverjax.run import registry as experiments
 from leverjax.run.engine import TRACKED_KEYS, VmappedPipeline  # noqa: E402
-from leverjax.core.train import Pipeline  # noqa: E402
-from bench_train import time_calls  # noqa: E402  (bench/ is on the path when run as a script)
 
 
 def best_time(fn, *args, reps: int, label: str = "") -> float:

@@ -19,6 +19,7 @@ from leverjax.errors import ConfigError, LeverjaxError, exit_on_error
 from leverjax.report.markdown import write_report
 from leverjax.run import distributed, launch
 from leverjax.run import registry as experiments
+from leverjax.run.results import GridResult
 from leverjax.tools import interop
 
 FLAGS = flags.FLAGS
@@ -196,10 +197,11 @@ def _main(argv) -> None:
 
 def train(names: Sequence[str], overrides: Mapping[str, Any], sweep: Mapping[str, Sequence[Any]], *,
          restart: bool = False, out: str | None = None, baseline: str | None = None,
-         init_from: str | None = None, wandb_project: str | None = None, workers: int | None = None) -> launch.GridResult:
+         init_from: str | None = None, wandb_project: str | None = None,
+         workers: int | None = None) -> GridResult:
     """``run.py``: one experiment or a grid, with the command line's values. A single experiment writes to
     ``<workdir>/<experiment>`` (default ``checkpoints/<experiment>``), a grid to ``--out`` (default
-    ``results/<experiments>``); both through :func:`run_grid`, so both hold the same files."""
+    ``results/<experiments>``); both through :func:`leverjax.run.launch.run_grid`, so both hold the same files."""
     names = list(dict.fromkeys(names))
     if len(names) == 1 and out is None:
         workdir = overrides.get("workdir") or experiments.get(names[0]).config.workdir

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 import require_optional
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -66,30 +66,30 @@ DATA, SELECTOR, SFT, RCE, GRPO, OPTIMIZER, EVALUATION, RUN = (_Section(s) for s 
 class Config:
     # -- data and rewards ---------------------------------------------------------------------------
     data: str = DATA("", "A schema-v1 .npz; empty = the built-in synthetic data set (generated on first use).",
-                     label='data {}')
+                     label="data {}")
     reward_mode: str = DATA("hard_plus_soft", "How a trajectory's labels become its reward.", choices=(
         "hard_plus_soft", "hard_plus_soft_v2", "separated", "hard_only", "soft_only", "hard01_plus_gtprob",
-        "hard01_plus_gtprob_separated", "hard_plus_gtprob_plus_rel"), label='reward {}')
-    w_hard: float = DATA(1.0, "Reward weight of the correct flag.", kind="sweep", label='w_hard {}')
-    w_soft: float = DATA(1.0, "Reward weight of the soft score (accuracy or gt_prob).", kind="sweep", label='w_soft {}')
-    w_rel: float = DATA(0.1, "Reward weight of the relevance score of wrong answers.", kind="sweep", label='w_rel {}')
+        "hard01_plus_gtprob_separated", "hard_plus_gtprob_plus_rel"), label="reward {}")
+    w_hard: float = DATA(1.0, "Reward weight of the correct flag.", kind="sweep", label="w_hard {}")
+    w_soft: float = DATA(1.0, "Reward weight of the soft score (accuracy or gt_prob).", kind="sweep", label="w_soft {}")
+    w_rel: float = DATA(0.1, "Reward weight of the relevance score of wrong answers.", kind="sweep", label="w_rel {}")
     reward_normalization: str = DATA("z_score_clamp", "Per-query normalisation of rewards at dataset level "
                                      "('none' undoes the double normalisation, defect 4).",
                                      choices=("z_score_clamp", "z_score", "rank_normalize", "none"),
-                                     label='reward normalisation {}')
+                                     label="reward normalisation {}")
     require_positive_query: bool = DATA(False, "Keep only queries with a correct trajectory.",
-                                        words={True: 'only queries with a positive', False: 'all queries'})
+                                        words={True: "only queries with a positive", False: "all queries"})
     min_group_size: int = DATA(1, "Drop queries with fewer labelled trajectories.", at_least=1)
 
     # -- selector network ---------------------------------------------------------------------------
-    hidden: int = SELECTOR(256, "Hidden width H of the selector.", at_least=1, label='hidden size {}')
+    hidden: int = SELECTOR(256, "Hidden width H of the selector.", at_least=1, label="hidden size {}")
     num_layers: int = SELECTOR(1, "Cross-attention layers.", at_least=1)
     num_heads: int = SELECTOR(1, "Attention heads (H must be divisible by it).", at_least=1)
     dropout: float = SELECTOR(0.5, "Dropout on the attended query and the projected candidates.", unit=True)
     attn_dropout: float = SELECTOR(0.1, "Dropout on the attention weights.", unit=True)
     temperature: float = SELECTOR(0.1, "Logits = cosine / temperature.", positive=True)
     gated: bool = SELECTOR(True, "Gated query-state update (V4-1); false turns a gate update into none (v2).",
-                           words={True: 'gated selector', False: 'static (v2) selector'})
+                           words={True: "gated selector", False: "static (v2) selector"})
     # Variant axes: ``selector`` picks a preset of the original's variants; an axis left at its "preset" value
     # ("" or -1) takes the preset's value, any other value overrides it (--selector=v4_3 --scoring=additive).
     selector: str = SELECTOR("v4_1", "The selector network: a preset of the original's variants.", choices=(
@@ -114,86 +114,86 @@ class Config:
                                             acts_from="rce")
 
     # -- SFT ------------------------------------------------------------------------------------------
-    sft_epochs: int = SFT(20, "SFT epochs (0 skips SFT).", at_least=0, label='{} SFT epochs')
-    sft_lr: float = SFT(1e-4, "SFT peak learning rate.", kind="sweep", label='SFT lr {}')
-    sft_weight_decay: float = SFT(1e-3, "SFT AdamW weight decay.", kind="sweep", label='SFT weight decay {}')
-    sft_batch_size: int = SFT(64, "Queries per SFT step.", at_least=1, label='SFT batch {}')
+    sft_epochs: int = SFT(20, "SFT epochs (0 skips SFT).", at_least=0, label="{} SFT epochs")
+    sft_lr: float = SFT(1e-4, "SFT peak learning rate.", kind="sweep", label="SFT lr {}")
+    sft_weight_decay: float = SFT(1e-3, "SFT AdamW weight decay.", kind="sweep", label="SFT weight decay {}")
+    sft_batch_size: int = SFT(64, "Queries per SFT step.", at_least=1, label="SFT batch {}")
     sft_schedule: str = SFT("warmup_cosine", "SFT learning-rate schedule.", choices=SCHEDULES)
     sft_warmup_ratio: float = SFT(0.05, "Share of SFT steps spent warming up.")
     sft_label_smoothing: float = SFT(0.0, "SFT label smoothing.", kind="sweep", unit=True)
     sft_target: str = SFT("best", "SFT labels: each query's highest-reward trajectory, or its first one.",
-                          choices=("best", "first"), label='SFT target: {} trajectory')
+                          choices=("best", "first"), label="SFT target: {} trajectory")
 
     # -- RCE warm-up ------------------------------------------------------------------------------------
-    rce_epochs: int = RCE(5, "RCE epochs (0 skips RCE).", at_least=0, label='{} RCE epochs')
-    rce_lr: float = RCE(1e-4, "RCE learning rate.", kind="sweep", label='RCE lr {}')
-    rce_weight_decay: float = RCE(0.01, "RCE AdamW weight decay.", kind="sweep", label='RCE weight decay {}')
-    rce_batch_size: int = RCE(16, "Queries per RCE step (the reference: 1).", at_least=1, label='RCE batch {}')
+    rce_epochs: int = RCE(5, "RCE epochs (0 skips RCE).", at_least=0, label="{} RCE epochs")
+    rce_lr: float = RCE(1e-4, "RCE learning rate.", kind="sweep", label="RCE lr {}")
+    rce_weight_decay: float = RCE(0.01, "RCE AdamW weight decay.", kind="sweep", label="RCE weight decay {}")
+    rce_batch_size: int = RCE(16, "Queries per RCE step (the reference: 1).", at_least=1, label="RCE batch {}")
     rce_schedule: str = RCE("constant", "RCE learning-rate schedule.", choices=SCHEDULES)
     rce_warmup_ratio: float = RCE(0.05, "Share of RCE steps spent warming up (warmup_cosine only).")
     rce_tau_start: float = RCE(2.0, "RCE softmax temperature τ at the first step.", kind="sweep", positive=True,
-                               label='RCE τ from {}')
+                               label="RCE τ from {}")
     rce_tau_end: float = RCE(0.5, "RCE τ at the last step (linear in between).", kind="sweep", positive=True,
-                             label='RCE τ to {}')
+                             label="RCE τ to {}")
     rce_rewards: str = RCE("raw", "RCE weights from raw rewards (the launch script) or normalised ones.",
-                           choices=("raw", "normalized"), label='RCE on {} rewards')
+                           choices=("raw", "normalized"), label="RCE on {} rewards")
     rce_top1_only: bool = RCE(False, "Plain CE on each query's first trajectory instead of RCE.",
-                              words={True: 'RCE on the first trajectory only', False: 'RCE on all trajectories'})
+                              words={True: "RCE on the first trajectory only", False: "RCE on all trajectories"})
     label_smoothing: float = RCE(0.0, "Label smoothing of RCE and the validation loss.", kind="sweep", unit=True,
                                  acts_from="sft")  # the validation loss of every phase
 
     # -- GRPO --------------------------------------------------------------------------------------------
-    grpo_epochs: int = GRPO(3, "GRPO epochs (0 skips GRPO).", at_least=0, label='{} GRPO epochs')
-    grpo_lr: float = GRPO(5e-6, "GRPO learning rate.", kind="sweep", label='GRPO lr {}')
-    grpo_weight_decay: float = GRPO(0.01, "GRPO AdamW weight decay.", kind="sweep", label='GRPO weight decay {}')
-    grpo_batch_size: int = GRPO(16, "Queries per GRPO step (the reference: 1).", at_least=1, label='GRPO batch {}')
+    grpo_epochs: int = GRPO(3, "GRPO epochs (0 skips GRPO).", at_least=0, label="{} GRPO epochs")
+    grpo_lr: float = GRPO(5e-6, "GRPO learning rate.", kind="sweep", label="GRPO lr {}")
+    grpo_weight_decay: float = GRPO(0.01, "GRPO AdamW weight decay.", kind="sweep", label="GRPO weight decay {}")
+    grpo_batch_size: int = GRPO(16, "Queries per GRPO step (the reference: 1).", at_least=1, label="GRPO batch {}")
     grpo_schedule: str = GRPO("constant", "GRPO learning-rate schedule.", choices=SCHEDULES)
     grpo_warmup_ratio: float = GRPO(0.05, "Share of GRPO steps spent warming up (warmup_cosine only).")
     advantage: str = GRPO("rank", "Group-relative advantage: z-score (scheme 5), rank (before it), mean-centred, "
                           "leave-one-out, or the rewards themselves.",
                           choices=("zscore", "rank", "mean", "rloo", "none"),
-                          words={'zscore': 'z-score advantages', 'rank': 'rank advantages',
-                                 'mean': 'mean-centred advantages', 'rloo': 'RLOO advantages',
-                                 'none': 'raw rewards as advantages'})
+                          words={"zscore": "z-score advantages", "rank": "rank advantages",
+                                 "mean": "mean-centred advantages", "rloo": "RLOO advantages",
+                                 "none": "raw rewards as advantages"})
     adv_min_std: float = GRPO(0.1, "Floor of the group std in z-score advantages.", kind="sweep", positive=True,
-                              label='advantage std floor {}')
-    adv_clip: float = GRPO(5.0, "Advantages are clipped to ±this.", kind="sweep", label='advantage clip {}')
-    clip_eps: float = GRPO(0.2, "PPO clip ε.", kind="sweep", label='PPO ε {}')
+                              label="advantage std floor {}")
+    adv_clip: float = GRPO(5.0, "Advantages are clipped to ±this.", kind="sweep", label="advantage clip {}")
+    clip_eps: float = GRPO(0.2, "PPO clip ε.", kind="sweep", label="PPO ε {}")
     clip_eps_high: float = GRPO(-1.0, "Upper PPO clip; negative means the same as clip_eps.", kind="sweep",
-                                label='upper PPO ε {}')
-    kl_beta: float = GRPO(0.15, "Initial KL coefficient β.", kind="sweep", label='β {}')
+                                label="upper PPO ε {}")
+    kl_beta: float = GRPO(0.15, "Initial KL coefficient β.", kind="sweep", label="β {}")
     kl_estimator: str = GRPO("reference", "KL estimator: the reference's mean(ρ−1−log ρ), k3, or none.",
-                             choices=("reference", "k3", "none"), label='KL estimator {}')
+                             choices=("reference", "k3", "none"), label="KL estimator {}")
     adaptive_beta: bool = GRPO(True, "Adapt β after every step (×factor above beta_kl_high, ÷ below beta_kl_low).",
-                               words={True: 'adaptive β', False: 'fixed β'})
-    beta_kl_high: float = GRPO(0.1, "KL above which β grows.", label='β raised above KL {}')
-    beta_kl_low: float = GRPO(0.01, "KL below which β shrinks.", label='β lowered below KL {}')
+                               words={True: "adaptive β", False: "fixed β"})
+    beta_kl_high: float = GRPO(0.1, "KL above which β grows.", label="β raised above KL {}")
+    beta_kl_low: float = GRPO(0.01, "KL below which β shrinks.", label="β lowered below KL {}")
     beta_factor: float = GRPO(1.5, "Factor of each β adaptation.", positive=True)
     beta_min: float = GRPO(1e-3, "Lower bound of β.")
     beta_max: float = GRPO(10.0, "Upper bound of β.")
     clip_only: bool = GRPO(False, "PPO clip without the KL term (scheme 7).",
-                           words={True: 'PPO clip only (no KL term)', False: 'PPO clip with KL'})
+                           words={True: "PPO clip only (no KL term)", False: "PPO clip with KL"})
     clip_only_ignores_beta: bool = GRPO(True, "Clip-only mode drops β·KL whatever β says (defect 6); false applies it.",
-                                        words={False: 'β·KL applied in clip-only mode', True: 'clip-only ignores β'})
+                                        words={False: "β·KL applied in clip-only mode", True: "clip-only ignores β"})
     freeze_backbone: bool = GRPO(True, "input_proj, query_proj and cand_proj get no GRPO updates.",
-                                 words={True: 'frozen backbone in GRPO', False: 'backbone trained in GRPO'})
+                                 words={True: "frozen backbone in GRPO", False: "backbone trained in GRPO"})
     grpo_top_k: bool = GRPO(True, "Top-k-by-reward curriculum (defect 3 when on).",
-                            words={True: 'top-k curriculum', False: 'no top-k curriculum'})
-    top_k_first: int = GRPO(3, "k in the first GRPO epoch.", at_least=0, label='top-k {} in the first GRPO epoch')
-    top_k_after: int = GRPO(5, "k in later GRPO epochs.", at_least=0, label='top-k {} afterwards')
+                            words={True: "top-k curriculum", False: "no top-k curriculum"})
+    top_k_first: int = GRPO(3, "k in the first GRPO epoch.", at_least=0, label="top-k {} in the first GRPO epoch")
+    top_k_after: int = GRPO(5, "k in later GRPO epochs.", at_least=0, label="top-k {} afterwards")
     top_k_ties: str = GRPO("reference", "Which of equal rewards the top-k keeps: those torch.topk keeps on a CPU "
                            "(as the reference trainer), the lowest indices, or random ones.",
                            choices=("reference", "lowest_index", "random"))
     reference_policy: str = GRPO("sft", "Policy of the KL and the ratio: the SFT model (defect 1), the post-RCE "
                                  "model, or refreshed every epoch.", choices=("sft", "post_rce", "refresh_each_epoch"),
                                  acts_from="rce",
-                                 words={'sft': 'SFT reference policy', 'post_rce': 'post-RCE reference policy',
-                                        'refresh_each_epoch': 'reference policy refreshed each epoch'})
+                                 words={"sft": "SFT reference policy", "post_rce": "post-RCE reference policy",
+                                        "refresh_each_epoch": "reference policy refreshed each epoch"})
     # (reference_policy acts from RCE: it decides the reference the RCE epochs are compared with)
     ratio_dropout: bool = GRPO(True, "ℓ_new with dropout, ℓ_ref without (defect 2); false: both in eval mode.",
-                               words={True: 'dropout in the ratio', False: 'no dropout in the ratio'})
+                               words={True: "dropout in the ratio", False: "no dropout in the ratio"})
     grpo_positive_only_epochs: int = GRPO(0, "First GRPO epochs on queries with a positive only (scheme 9).",
-                                          at_least=0, label='{} GRPO epochs on queries with a positive first')
+                                          at_least=0, label="{} GRPO epochs on queries with a positive first")
 
     # -- optimizer (all phases) ----------------------------------------------------------------------------
     adam_b1: float = OPTIMIZER(0.9, "AdamW β₁.")
@@ -203,11 +203,11 @@ class Config:
 
     # -- evaluation ---------------------------------------------------------------------------------------
     eval_shots: int = EVALUATION(4, "Greedy selections of 1..eval_shots demonstrations are scored (1-16).",
-                                 at_least=1, label='{} evaluation shots')
+                                 at_least=1, label="{} evaluation shots")
     eval_chunk: int = EVALUATION(256, "Queries per evaluation chunk (memory, not results).", at_least=1, label="")
     best_metric: str = EVALUATION("val_expected_reward", "Metric that picks the best epoch of the last phase (the "
                                   "default is the offline metric that lost the least oracle accuracy in the "
-                                  "metric-validity study, README).", label='best epoch by {}')
+                                  "metric-validity study, README).", label="best epoch by {}")
     best_mode: str = EVALUATION("auto", "Whether the best epoch minimises or maximises best_metric; auto: minimise "
                                 "losses, KL and redundancy, maximise the others.", choices=("auto", "min", "max"))
 

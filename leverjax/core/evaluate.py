@@ -30,11 +30,11 @@ import jax.numpy as jnp
 
 from leverjax.core import config as config_lib
 from leverjax.core import losses
-from leverjax.data.device import DeviceData, gather
-from leverjax.data.synth import oracle_accuracy
 from leverjax.core.layers import l2_normalize
 from leverjax.core.model import trajectory_log_probs
 from leverjax.core.train import TRAIN_METRICS, Pipeline
+from leverjax.data.device import DeviceData, gather
+from leverjax.data.synth import oracle_accuracy
 
 MAX_ORACLE_SHOTS = 4
 

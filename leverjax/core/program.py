@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from leverjax.core.config import Config
-from leverjax.data.device import DeviceData
 from leverjax.core.evaluate import Evaluator
 from leverjax.core.train import Pipeline
+from leverjax.data.device import DeviceData
 
 
 def make_train(cfg: Config, dataset) -> tuple[Callable, Pipeline, DeviceData]:

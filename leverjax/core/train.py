@@ -25,13 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from leverjax.core import advantages as adv_lib
-from leverjax.core import losses
-from leverjax.core import optim
+from leverjax.core import losses, optim
 from leverjax.core import rewards as rewards_lib
 from leverjax.core.config import Config, hyperparameters, selector_config, validate
+from leverjax.core.model import Selector, init_params
 from leverjax.data.device import Batch, DeviceData, gather, padded_batches
 from leverjax.errors import DataError
-from leverjax.core.model import Selector, init_params
 
 
 @dataclasses.dataclass(frozen=True)

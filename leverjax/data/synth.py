@@ -53,9 +53,7 @@ from typing import Any, Mapping
 import numpy as np
 
 import leverjax
-from leverjax.data.npz import (
-    Dataset, dataset_from_arrays, dataset_to_arrays, load_npz, save_npz,
-)
+from leverjax.data.npz import Dataset, dataset_from_arrays, dataset_to_arrays, load_npz, save_npz
 from leverjax.errors import ConfigError, DataError
 
 GENERATOR_VERSION = 3  # 3: the interaction term (vqav2); okvqa and v1 give the arrays of version 2

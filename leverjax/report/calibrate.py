@@ -38,18 +38,18 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from leverjax.run import registry as experiments
+from leverjax import command as command_lib
 from leverjax.core import config as config_lib
-from leverjax.run import launch
 from leverjax.core import stats
+from leverjax.core.evaluate import Evaluator
+from leverjax.core.train import Pipeline
 from leverjax.data.device import DeviceData
 from leverjax.data.synth import get_preset, make_synthetic
-from leverjax import command as command_lib
 from leverjax.errors import ConfigError
-from leverjax.core.evaluate import Evaluator
 from leverjax.fileio import write_text_atomic
 from leverjax.report.load import load_runs
-from leverjax.core.train import Pipeline
+from leverjax.run import launch
+from leverjax.run import registry as experiments
 
 # The reports' values (Qwen2.5-VL-3B; the issue's table): accuracy of the trained selector at 1..4 shots.
 REPORT_CURVES = {"okvqa": (48.55, 47.75, 48.15, 47.45), "vqav2": (69.4, 65.2, 63.2, 62.7)}

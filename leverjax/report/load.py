@@ -13,7 +13,6 @@ from typing import Callable, Sequence
 from leverjax.fileio import read_json
 from leverjax.report.estimates import Estimate, _mean, paired
 
-
 PHASE_ORDER = ("sft", "rce", "grpo_positive", "grpo")
 
 

@@ -32,15 +32,12 @@ from leverjax.core import config as config_lib
 from leverjax.core import stats
 from leverjax.fileio import write_json_atomic, write_text_atomic
 from leverjax.report import validity
-from leverjax.report.plots import _forest_panels, write_plots
-from leverjax.report.estimates import (
-    Estimate, _mean, _unsigned_zero, equal_epoch_columns, estimate, paired_at,
-)
+from leverjax.report.estimates import Estimate, _mean, _unsigned_zero, equal_epoch_columns, estimate, paired_at
 from leverjax.report.load import (
     ORACLE_MEAN, REFERENCE_NAMES, Context, Run, _context, _ref_acc, _ref_mean, final_splits, grid_runs, load_failures,
     oracle_shots, variant_configs,
 )
-
+from leverjax.report.plots import _forest_panels, write_plots
 
 # (metric, label, scale, bounds of the scaled value or None, digits without a CI)
 _TABLE_METRICS = (("loss", "loss", 1.0, None, 3), ("expected_reward", "E[r]", 1.0, None, 3),

@@ -9,9 +9,7 @@ from typing import Callable
 
 from leverjax.core import stats
 from leverjax.report.estimates import estimate, paired_at
-from leverjax.report.load import (
-    ORACLE_MEAN, REFERENCE_NAMES, Context, Run, _ref_mean, _safe, bounds_of, oracle_shots,
-)
+from leverjax.report.load import ORACLE_MEAN, REFERENCE_NAMES, Context, Run, _ref_mean, _safe, bounds_of, oracle_shots
 
 
 def _band(series_by_seed: list[list[tuple[int, str, float]]], bounds=None):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import json
 import os
 import re
@@ -38,6 +37,7 @@ import time
 from typing import Any, Mapping
 
 from leverjax.errors import ConfigError, LeverjaxError
+from leverjax.run.keys import short_hash
 
 
 class DistributedError(LeverjaxError):
@@ -214,10 +214,6 @@ def _key(name: str) -> str:
     return f"{_PREFIX}/{_STATE.sequence}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def agree(name: str, payload: Mapping[str, Any], *, what: str = "the command") -> None:
     """Checks that every process holds the same ``payload``; raises :class:`DistributedError` naming the
     processes that differ from process 0 and the parts (top-level keys) in which they differ.
@@ -228,7 +224,7 @@ def agree(name: str, payload: Mapping[str, Any], *, what: str = "the command") -
         return
     client = _client()
     key = _key(f"agree-{name}")
-    mine = {k: _hash(v) for k, v in payload.items()}
+    mine = {k: short_hash(v, 12) for k, v in payload.items()}
     client.key_value_set(f"{key}/{_STATE.process_id}", json.dumps(mine))
     timeout_ms = int(_STATE.timeout * 1000)
     others = {}

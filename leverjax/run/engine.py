@@ -23,17 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from leverjax.run import checkpoint as ckpt_lib
 from leverjax.core import config as config_lib
+from leverjax.core import stats
+from leverjax.core.evaluate import Evaluator
+from leverjax.core.train import Pipeline
+from leverjax.data.device import DeviceData
+from leverjax.errors import ConfigError, LeverjaxError
+from leverjax.fileio import dumps_strict, records_from_json, write_json_atomic, write_jsonl_atomic
+from leverjax.run import checkpoint as ckpt_lib
 from leverjax.run import distributed
 from leverjax.run import keys as keys_lib
 from leverjax.run.console import EpochTable
-from leverjax.core import stats
-from leverjax.data.device import DeviceData
-from leverjax.errors import ConfigError, LeverjaxError
-from leverjax.core.evaluate import Evaluator
-from leverjax.fileio import dumps_strict, records_from_json, write_json_atomic, write_jsonl_atomic
-from leverjax.core.train import Pipeline
 
 
 class TrainingDiverged(LeverjaxError):
@@ -187,7 +187,8 @@ class Runner:
 
     def __init__(self, cfg: config_lib.Config, dataset, runs: Sequence[RunSpec], *, name: str = "run",
                  workdir: str | None = None, restart: bool = False, out: Callable[[str], None] | None = None,
-                 extra_meta: dict | None = None, init_from: str | None = None, load_init: Callable | None = None, on_nonfinite: str = "raise",
+                 extra_meta: dict | None = None, init_from: str | None = None, load_init: Callable | None = None,
+                 on_nonfinite: str = "raise",
                  devices: Sequence | None = None, on_epoch: Callable[[dict], None] | None = None,
                  prefix_cache: str | None = None, stop_at_prefix: bool = False):
         if on_nonfinite not in ("raise", "record"):

@@ -19,7 +19,6 @@ from leverjax.run import registry as experiments
 from leverjax.run.engine import RunSpec, fmt_value
 from leverjax.run.keys import short_hash
 
-
 NOT_IN_RUN_NAME = config_lib.RUN_ONLY  # seeds and output places are no part of what a run is
 
 

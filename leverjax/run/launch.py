@@ -59,23 +59,17 @@ from leverjax.data import filter_queries, load_npz
 from leverjax.data.synth import default_dataset_path, load_or_make_default
 from leverjax.errors import ConfigError
 from leverjax.fileio import read_json, write_json_atomic
-from leverjax.run import distributed, provenance, tracking
+from leverjax.run import distributed, provenance
 from leverjax.run import registry as experiments
+from leverjax.run import tracking
 from leverjax.run import workers as workers_lib
 from leverjax.run.console import CompileTimer, Progress, fmt_seconds, print_summary, run_epochs
 from leverjax.run.engine import Runner, release_compiled
 from leverjax.run.grid import Grid, GridRun, Group, default_out, expand_grid, run_specs
 from leverjax.run.keys import data_fingerprint, prefix_key, short_hash
-from leverjax.run.results import GridResult, Paths, finished_results, is_finished, write_group_results, write_metrics, write_status
-
-# -- results directory ------------------------------------------------------------------------------
-
-
-# -- progress and compile times ---------------------------------------------------------------------
-
-
-# -- the launcher ---------------------------------------------------------------------------------
-
+from leverjax.run.results import (
+    GridResult, Paths, finished_results, is_finished, write_group_results, write_metrics, write_status,
+)
 
 def load_dataset(cfg: config_lib.Config, printer: Callable[[str], None] = print):
     """The data set ``cfg`` names (the built-in synthetic set when ``data`` is empty), query filters applied."""
@@ -136,8 +130,7 @@ BASELINES_VERSION = 1
 def _baselines(root: str, sets: Sequence[dict], printer: Callable[[str], None]) -> dict:
     """``baselines.json``: the reference selections of every data set (:mod:`leverjax.core.baselines`), reused
     from the previous file when the data, reward definition and shots are unchanged."""
-    from leverjax.core import baselines
-    from leverjax.core import rewards
+    from leverjax.core import baselines, rewards
 
     try:
         previous = {e.get("fingerprint"): e for e in read_json(os.path.join(root, "baselines.json")).get("sets", [])}
@@ -324,7 +317,8 @@ def _expected_run_epochs(groups: Sequence[Group], pending: Mapping[str, list[Gri
 def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
              sweep: Mapping[str, Sequence[Any]] | None = None, *, seeds: int | None = None, out: str | None = None,
              restart: bool = False, baseline: str | None = None, dataset=None, devices: Sequence | None = None,
-             report: Callable[..., str] | None = None, tables: bool = True, printer: Callable[[str], None] | None = None,
+             report: Callable[..., str] | None = None, tables: bool = True,
+             printer: Callable[[str], None] | None = None,
              experiment_overrides: Mapping[str, Mapping[str, Any]] | None = None,
              keep_checkpoints: bool = False, init_from: str | None = None, load_init: Callable | None = None,
              prefix_cache: str | None = None, wandb_project: str | None = None,
@@ -427,8 +421,8 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
                          quiet=not many)
     tb = tracking.TensorBoardLogs(out)
     group_log: list[dict] = []
-    job = _GroupJob(out=out, prefix_cache=prefix_cache, restart=restart, init_from=init_from, load_init=load_init, tables=tables,
-                    keep_checkpoints=keep_checkpoints, provenance=prov)
+    job = _GroupJob(out=out, prefix_cache=prefix_cache, restart=restart, init_from=init_from, load_init=load_init,
+                    tables=tables, keep_checkpoints=keep_checkpoints, provenance=prov)
     index_of = {g.id: i for i, g in enumerate(grid.groups, 1)}
     for group in grid.groups:
         if not pending[group.id]:

@@ -1,8 +1,8 @@
 """The registry of named experiments: the modules of the project's ``experiments/`` folder, read by path.
 
-One small module per name, each a few overrides of a base config. A module defines ``DESCRIPTION`` (one line), ``BASE`` (the experiment it starts from, or ``None`` for
-the reference defaults of :class:`leverjax.core.config.Config`), ``OVERRIDES`` (config fields) and optionally
-``SWEEP`` (field -> values run together in one vmapped program, e.g. scheme2's β values).
+One small module per name, each a few overrides of a base config. A module defines ``DESCRIPTION`` (one
+line), ``BASE`` (the experiment it starts from, or ``None`` for the reference defaults of
+:class:`leverjax.core.config.Config`), ``OVERRIDES`` (config fields) and optionally ``SWEEP`` (field -> values run together in one vmapped program, e.g. scheme2's β values).
 """
 from __future__ import annotations
 

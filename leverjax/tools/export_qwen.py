@@ -74,12 +74,13 @@ import numpy as np
 from leverjax import __version__
 from leverjax.errors import ConfigError, DataError, LeverjaxError
 from leverjax.fileio import file_sha256
-from leverjax.tools.shards import (
-    OutputPaths, Shard, check_existing_output, output_paths, prepare_shard_folder, read_finished_shard,
-    save_json, save_npy, write_shard,
-)
 from leverjax.tools.examples import (
-    Example, RecordFormat, bad_image_message, describe_record, examples_digest, load_examples, load_image, skipped_entry,
+    Example, RecordFormat, bad_image_message, describe_record, examples_digest, load_examples, load_image,
+    skipped_entry,
+)
+from leverjax.tools.shards import (
+    OutputPaths, Shard, check_existing_output, output_paths, prepare_shard_folder, read_finished_shard, save_json,
+    save_npy, write_shard,
 )
 
 POOLINGS = ("mean", "last", "image_mean")

@@ -10,7 +10,6 @@ import numpy as np
 
 from leverjax.errors import ConfigError, LeverjaxError
 
-
 TORCH_HINT = ("pip install torch (the CPU build is enough: "
               "pip install torch --index-url https://download.pytorch.org/whl/cpu)")
 

@@ -12,16 +12,13 @@ import pytest
 
 from leverjax.core import advantages
 from leverjax.core import config as config_lib
-from leverjax.core import losses
-from leverjax.core import model
-from leverjax.core import optim
-from leverjax.core import rewards
+from leverjax.core import losses, model, optim, rewards
+from leverjax.core.evaluate import Evaluator
+from leverjax.core.train import Pipeline
 from leverjax.data import synth
 from leverjax.data.device import DeviceData
 from leverjax.errors import ConfigError
-from leverjax.core.evaluate import Evaluator
 from leverjax.run.engine import Runner, expand_runs
-from leverjax.core.train import Pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = config_lib.replace(config_lib.Config(), dict(

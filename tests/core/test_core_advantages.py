@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from leverjax.core.advantages import ADVANTAGE_METHODS, group_advantage, group_advantages, top_k_mask
-from leverjax.errors import ConfigError
 from leverjax.core.losses import grpo_loss
+from leverjax.errors import ConfigError
 
 T, F = True, False
 

@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from leverjax.core.losses import rce_loss, sft_loss
 from leverjax.core.layers import Dropout, MultiheadAttention, l2_normalize, matmul
+from leverjax.core.losses import rce_loss, sft_loss
 from leverjax.core.model import PointerSelector, Selector, SelectorConfig, init_params
 from leverjax.core.optim import BACKBONE, make_optimizer
 

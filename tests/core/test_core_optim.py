@@ -9,9 +9,8 @@ import numpy as np
 import optax
 import pytest
 
+from leverjax.core.optim import BACKBONE, global_norm, learning_rate_at, make_optimizer, trainable_mask, unit_schedule
 from leverjax.errors import ConfigError
-from leverjax.core.optim import (BACKBONE, global_norm, learning_rate_at, make_optimizer, trainable_mask,
-                            unit_schedule)
 
 
 def test_warmup_cosine_values():

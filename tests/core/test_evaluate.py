@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from leverjax.core import config as config_lib
-from leverjax.data import synth
-from leverjax.data.device import DeviceData
 from leverjax.core.evaluate import Evaluator
 from leverjax.core.model import init_params
 from leverjax.core.train import Pipeline
+from leverjax.data import synth
+from leverjax.data.device import DeviceData
 
 SHOTS = 3
 

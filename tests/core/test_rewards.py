@@ -6,10 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from leverjax.core.rewards import NORMALIZATIONS, REWARD_MODES, compute_rewards, normalize_rewards, raw_rewards
 from leverjax.errors import ConfigError
-from leverjax.core.rewards import (
-    NORMALIZATIONS, REWARD_MODES, compute_rewards, normalize_rewards, raw_rewards,
-)
 
 H = np.array([1.0, 0.0, 1.0, 0.0, 1.0], np.float32)
 S = np.array([1.0, 0.0, 0.3, 0.6, 0.9], np.float32)

@@ -7,14 +7,14 @@ import jax
 import numpy as np
 import pytest
 
-from leverjax.run import registry as experiments
 from leverjax.core import config as config_lib
-from leverjax.data import synth
-from leverjax.errors import LeverjaxError
-from leverjax.run.engine import Runner, TrainingDiverged, expand_runs
 from leverjax.core.evaluate import Evaluator
 from leverjax.core.program import make_train
 from leverjax.core.train import Pipeline
+from leverjax.data import synth
+from leverjax.errors import LeverjaxError
+from leverjax.run import registry as experiments
+from leverjax.run.engine import Runner, TrainingDiverged, expand_runs
 
 TINY = dict(hidden=16, sft_epochs=2, rce_epochs=2, grpo_epochs=2, sft_batch_size=16, rce_batch_size=8,
             grpo_batch_size=8, eval_chunk=64, eval_shots=3)

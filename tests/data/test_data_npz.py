@@ -7,10 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from leverjax.data import (
-    dataset_from_arrays, filter_queries, load_npz,
-    save_npz, validate_arrays,
-)
+from leverjax.data import dataset_from_arrays, filter_queries, load_npz, save_npz, validate_arrays
 from leverjax.data.device import DeviceData
 from leverjax.errors import ConfigError, DataError
 

@@ -9,11 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from leverjax.data import load_npz
-from leverjax.data import synth
+from leverjax.data import load_npz, synth
 from leverjax.data.synth import (
-    ACC_LEVELS, GEN_METHODS, PARAM_NAMES, default_dataset_path, load_or_make_default,
-    make_synthetic, oracle_accuracy, oracle_accuracy_np,
+    ACC_LEVELS, GEN_METHODS, PARAM_NAMES, default_dataset_path, load_or_make_default, make_synthetic, oracle_accuracy,
+    oracle_accuracy_np,
 )
 from leverjax.errors import ConfigError
 

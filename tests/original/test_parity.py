@@ -15,15 +15,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from leverjax.run import registry as experiments
-from leverjax.core import advantages as adv_lib  # noqa: E402
-from leverjax.core import config as config_lib  # noqa: E402
-from leverjax.tools import state_dict  # noqa: E402
-from leverjax.data import synth  # noqa: E402
-from leverjax.data.device import DeviceData  # noqa: E402
-from leverjax.core.train import Pipeline  # noqa: E402
 from original.torch_parity import ReferenceLoop, queries_from_dataset  # noqa: E402
 from original.torch_reference import TorchPointerSelector  # noqa: E402
+
+from leverjax.core import advantages as adv_lib  # noqa: E402
+from leverjax.core import config as config_lib  # noqa: E402
+from leverjax.core.train import Pipeline  # noqa: E402
+from leverjax.data import synth  # noqa: E402
+from leverjax.data.device import DeviceData  # noqa: E402
+from leverjax.run import registry as experiments  # noqa: E402
+from leverjax.tools import state_dict  # noqa: E402
 
 DIM, HIDDEN = 24, 16
 

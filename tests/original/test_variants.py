@@ -11,13 +11,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from original.torch_variants import TorchVariant, randomize_  # noqa: E402
+
 from leverjax.core import config as config_lib  # noqa: E402
 from leverjax.core import optim  # noqa: E402
-from leverjax.tools import interop
-from leverjax.tools import state_dict
-from leverjax.errors import ConfigError  # noqa: E402
 from leverjax.core.model import PRESETS, Selector, init_params, preset_config  # noqa: E402
-from original.torch_variants import TorchVariant, randomize_  # noqa: E402
+from leverjax.errors import ConfigError  # noqa: E402
+from leverjax.tools import interop, state_dict
 
 D, H, K, M, S, HEADS = 24, 16, 12, 4, 3, 2
 SIZES = [5, 11, 12]  # ragged pools; the first is smaller than the refine decoder's top-M
@@ -298,8 +298,8 @@ def test_v4_9_log_prob_jumps_give_a_finite_grpo_loss():
 def test_variant_trains_end_to_end_and_stays_finite(name):
     """The original's V4-10 setting (random init, τ = 1, all beams) trains RCE and GRPO with finite
     metrics and reports the distribution of chosen shot counts and the adaptive oracle accuracy."""
-    from leverjax.run import registry as experiments
     from leverjax.data import synth
+    from leverjax.run import registry as experiments
     from leverjax.run.engine import Runner, expand_runs
 
     data = synth.make_synthetic(seed=0, num_examples=300, num_queries=60, pool_size=10, max_trajectories=5, dim=16)

@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from leverjax.report import calibrate
 from leverjax.data import dataset_from_arrays, dataset_to_arrays, synth
 from leverjax.errors import ConfigError
+from leverjax.report import calibrate
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = dict(num_examples=500, num_queries=60, num_test_queries=20, pool_size=12, dim=16)

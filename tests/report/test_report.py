@@ -10,9 +10,9 @@ import struct
 
 import pytest
 
+from leverjax.core import stats
 from leverjax.report import estimates, load
 from leverjax.report import markdown as report
-from leverjax.core import stats
 from leverjax.run.results import CSV_COLUMNS
 
 # Two-sided 95% Student t quantiles, df = 1..6 (standard table values).
@@ -257,7 +257,6 @@ def write_references(directory):
 
 def write_grid(directory):
     from leverjax.core import config as config_lib
-
     from leverjax.run import registry as experiments
 
     runs = []
@@ -296,8 +295,8 @@ def test_reference_rows_legend_definitions_and_provenance(tmp_path):
 
 
 def test_describe_changes_names_what_a_run_changes():
-    from leverjax.run import registry as experiments
     from leverjax.core import config as config_lib
+    from leverjax.run import registry as experiments
 
     base = config_lib.to_dict(experiments.get("rce_only").config)
     words = report.describe_changes(config_lib.to_dict(experiments.get("scheme5_6_fixed").config), base)

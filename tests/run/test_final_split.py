@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 
 from leverjax.core import config as config_lib
-from leverjax.data import synth
-from leverjax.fileio import dumps_strict
-from leverjax.run import launch
-from leverjax.run import console
-from leverjax.run import grid as grid_lib
-from leverjax.run import results
 from leverjax.core import stats
 from leverjax.core.evaluate import Evaluator
 from leverjax.core.train import Pipeline
+from leverjax.data import synth
+from leverjax.fileio import dumps_strict
+from leverjax.run import console
+from leverjax.run import grid as grid_lib
+from leverjax.run import launch, results
 
 
 def strict_load(text: str):

@@ -16,18 +16,17 @@ import textwrap
 
 import numpy as np
 import pytest
-
 import require_optional  # tests/: LEVERJAX_REQUIRE_OPTIONAL
-from leverjax.report.markdown import write_report
-from leverjax.run import registry as experiments
+
 from leverjax.core import config as config_lib
-from leverjax.run import launch
-from leverjax.run import checkpoint
-from leverjax.run import console
-from leverjax.run import grid as grid_lib
-from leverjax.run import results
 from leverjax.data import synth
 from leverjax.errors import ConfigError
+from leverjax.report.markdown import write_report
+from leverjax.run import checkpoint, console
+from leverjax.run import grid as grid_lib
+from leverjax.run import launch
+from leverjax.run import registry as experiments
+from leverjax.run import results
 from leverjax.run.engine import Runner, run_hyperparameters
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -9,8 +9,8 @@ import types
 
 import pytest
 
-from leverjax.run import tracking
 from leverjax.errors import ConfigError
+from leverjax.run import tracking
 
 HISTORY = [
     {"phase": "sft", "epoch": 1, "train_loss": 3.0, "val_expected_reward": 0.5},

@@ -13,10 +13,10 @@ import sys
 import numpy as np
 import pytest
 
+from leverjax.errors import ConfigError, DataError, LeverjaxError
 from leverjax.tools import examples as examples_lib
 from leverjax.tools import export_qwen as eq
 from leverjax.tools import shards
-from leverjax.errors import ConfigError, DataError, LeverjaxError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N_EXAMPLES = 6

@@ -18,12 +18,11 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from leverjax.tools import interop  # noqa: E402
-
-from leverjax.tools import state_dict  # noqa: E402
-from leverjax.run.checkpoint import save_params  # noqa: E402
-from leverjax.errors import ConfigError, LeverjaxError  # noqa: E402
 from leverjax.core.model import Selector, SelectorConfig, init_params  # noqa: E402
+from leverjax.errors import ConfigError, LeverjaxError  # noqa: E402
+from leverjax.run.checkpoint import save_params  # noqa: E402
+from leverjax.tools import interop  # noqa: E402
+from leverjax.tools import state_dict  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from original.torch_reference import TorchPointerSelector, randomize_  # noqa: E402
