@@ -4,8 +4,9 @@
 
 or from Python (a notebook)::
 
+    from leverjax.report.markdown import write_report
     from leverjax.run import launch
-    result = launch.run_grid(["rce_only", "scheme5_6"], seeds=5, out="results/ab")
+    result = launch.run_grid(["rce_only", "scheme5_6"], seeds=5, out="results/ab", report=write_report)
     print(open(result.report).read())
 
 **Grid.** Each experiment's config is its registry config with the overrides applied; its runs are its own
@@ -30,7 +31,7 @@ the others go on.
                            results.json (per-run metrics, and the provenance of the process that trained them)
     tb/<variant>/seed=<n>/ TensorBoard event files, per epoch, tagged <phase>/<metric> (leverjax.run.tracking)
     metrics.csv            one row per run × epoch × metric, and the final test metrics (phase "final")
-    report.md, plots/      written by leverjax.report from metrics.csv
+    report.md, plots/      written by leverjax.report from metrics.csv (run.py; run_grid with report=write_report)
 
 **Several processes** (``leverjax.run.distributed``: ``run.py --distributed``, one or more hosts): every process
 runs the same command. They first check that they resolved the same grid (a hash of ``grid.json``, the
