@@ -21,7 +21,9 @@ def run(main: Callable[[Sequence[str]], None], *, command: str, about: str, posi
     def parse(argv: list[str]) -> list[str]:
         if any(a in HELP_FLAGS for a in argv[1:]):
             args = "".join(f" {p.upper()}" for p in positional)
-            print(f"usage: {command}{args} [--flag=value ...]\n\n{about}\n\n{flags.FLAGS.main_module_help()}")
+            module = main.__module__  # where the flags were defined: the module run as __main__, or the one it calls
+            listed = flags.FLAGS.main_module_help() if module == "__main__" else flags.FLAGS.module_help(module)
+            print(f"usage: {command}{args} [--flag=value ...]\n\n{about}\n\n{listed}")
             sys.exit(0)
         try:
             return flags.FLAGS(argv)

@@ -100,12 +100,15 @@ def load_runs(csv_path: str) -> dict[str, dict[int, Run]]:
     """variant -> seed -> :class:`Run`, in the CSV's order of first appearance."""
     runs: dict[str, dict[int, Run]] = {}
     with open(csv_path, newline="") as f:
-        for row in csv.DictReader(f):
-            seed = int(row["seed"])
-            run = runs.setdefault(row["run"], {}).get(seed)
+        reader = csv.DictReader(f)
+        # results written before the column was named for what it holds call it "run"
+        column = "run" if "run" in (reader.fieldnames or ()) and "variant" not in reader.fieldnames else "variant"
+        for row in reader:
+            seed, variant = int(row["seed"]), row[column]
+            run = runs.setdefault(variant, {}).get(seed)
             if run is None:
-                run = Run(row["run"], row["experiment"], seed, row["group"], row.get("overrides", ""))
-                runs[row["run"]][seed] = run
+                run = Run(variant, row["experiment"], seed, row["group"], row.get("overrides", ""))
+                runs[variant][seed] = run
             value = float(row["value"])
             if row["phase"] == "final":
                 run.final[row["metric"]] = value

@@ -1,6 +1,6 @@
 """The grid report: ``report.md`` and ``plots/*.png`` from a results directory.
 
-    python -m leverjax.report results/all [--baseline=rce_only] [--no_plots]
+    python -m leverjax.report results/all [--baseline=rce_only] [--noplots]
 
 Everything is recomputed from the results directory, so the report can be regenerated at any time (e.g.
 with another baseline): ``metrics.csv`` (every run × epoch × metric and the final test metrics),
@@ -22,14 +22,13 @@ provenance; failed runs.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 from typing import Any, Callable, Sequence
 
 from leverjax.core import config as config_lib
 from leverjax.core import stats
+from leverjax.errors import ConfigError
 from leverjax.fileio import write_json_atomic, write_text_atomic
 from leverjax.report import validity
 from leverjax.report.estimates import Estimate, _mean, _unsigned_zero, equal_epoch_columns, estimate, paired_at
@@ -607,51 +606,58 @@ def write_report(directory: str, baseline: str | None = None, plots: bool = True
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m leverjax.report",
-                                     description="Regenerate report.md and plots/ from a grid's results directory, "
-                                                 "or (--metric_validity) check the offline metrics against the "
-                                                 "oracle accuracy of a grid on synthetic data.")
-    parser.add_argument("directory", nargs="?", help="a results directory written by the launcher "
-                        "(run.py --experiment=a,b)")
-    parser.add_argument("--baseline", default=None, help="run (or experiment) the Δ columns compare with "
-                        "(default: rce_only if present, else the first run)")
-    parser.add_argument("--no_plots", action="store_true", help="tables only")
-    parser.add_argument("--metric_validity", metavar="DIR", default=None,
-                        help="print how well each offline metric tracks the oracle accuracy in DIR (Spearman ρ per "
-                             "epoch and per run with bootstrap CIs, accuracy lost by best-epoch selection) and write "
-                             "DIR/metric_validity.md and .json (leverjax.report.validity)")
-    args = parser.parse_args(argv)
-    if args.metric_validity is not None:
-        return _metric_validity_main(args.metric_validity)
-    if args.directory is None:
-        print("error: give a results directory (or --metric_validity DIR)", file=sys.stderr)
-        return 2
-    csv_path = os.path.join(args.directory, "metrics.csv")
-    if not os.path.exists(csv_path):
-        print(f"error: {csv_path} does not exist (is {args.directory} a launcher results directory?)", file=sys.stderr)
-        return 2
-    try:
-        path = write_report(args.directory, baseline=args.baseline, plots=not args.no_plots)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
+def cli() -> None:
+    """``python -m leverjax.report``: the report of a results directory, or (--metric_validity) the offline
+    metrics' validity on a synthetic grid."""
+    from absl import flags
+
+    from leverjax import command as command_lib
+
+    flags.DEFINE_string("baseline", None, "Run (or experiment) the Δ columns compare with (default: rce_only if "
+                        "present, else the first run).")
+    flags.DEFINE_bool("plots", True, "Draw plots/ (--noplots: tables only).")
+    flags.DEFINE_string("metric_validity", None, "Print how well each offline metric tracks the oracle accuracy in "
+                        "this results directory (Spearman ρ per epoch and per run with bootstrap CIs, accuracy lost "
+                        "by best-epoch selection) and write metric_validity.md and .json there.")
+    FLAGS = flags.FLAGS
+
+    def main(argv: Sequence[str]) -> None:
+        if FLAGS.metric_validity is not None:
+            if len(argv) > 1:
+                raise ConfigError("give either a results directory or --metric_validity=DIR, not both")
+            directory = FLAGS.metric_validity
+            text, result = metric_validity_files(directory)
+            print(text, end="")
+            return
+        if len(argv) < 2:
+            raise ConfigError("give a results directory (python -m leverjax.report DIR), or --metric_validity=DIR")
+        directory = argv[1]
+        if not os.path.exists(os.path.join(directory, "metrics.csv")):
+            raise ConfigError(f"{os.path.join(directory, 'metrics.csv')} does not exist (is {directory} a launcher "
+                              f"results directory?)")
+        try:
+            path = write_report(directory, baseline=FLAGS.baseline, plots=FLAGS.plots)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        print(f"wrote {path}")
+
+    command_lib.run(main, command="python -m leverjax.report", positional=("directory",),
+                    about="Writes DIR/report.md and DIR/plots/ from a grid's results directory, or "
+                          "(--metric_validity=DIR) checks the offline metrics against the oracle accuracy.")
 
 
-def _metric_validity_main(directory: str) -> int:
+def metric_validity_files(directory: str) -> tuple[str, dict]:
+    """The metric-validity table of ``directory`` (text and record), also written there as
+    ``metric_validity.md`` and ``.json``."""
     try:
         result = validity.metric_validity(grid_runs(directory), source=directory)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise ConfigError(str(e)) from None
     text = validity.format_validity(result)
-    print(text, end="")
     write_text_atomic(os.path.join(directory, "metric_validity.md"), text)
     write_json_atomic(os.path.join(directory, "metric_validity.json"), result)
-    return 0
+    return text, result
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -47,22 +47,25 @@ def fmt_value(v: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """One run: an experiment name, sweepable overrides of its config (field -> value) and a seed."""
+    """One run as the engine sees it: sweepable overrides of the program's config (field -> value), a seed,
+    and its name. ``variant`` is the run without its seed (seeds are replicates, averaged in summaries);
+    a grid passes its own run's variant, so a run has one name everywhere; left empty, it is built from the
+    experiment and the overrides."""
 
     overrides: tuple[tuple[str, Any], ...]
     seed: int
     experiment: str = ""
+    variant: str = ""
+
+    def __post_init__(self):
+        if not self.variant:
+            parts = [self.experiment] if self.experiment else []
+            parts += [f"{k}={fmt_value(v)}" for k, v in self.overrides]
+            object.__setattr__(self, "variant", ",".join(parts) or "-")
 
     @property
-    def group(self) -> str:
-        """The run's label without the seed (the seeds of one group are averaged in summaries)."""
-        parts = [self.experiment] if self.experiment else []
-        parts += [f"{k}={fmt_value(v)}" for k, v in self.overrides]
-        return ",".join(parts) or "-"
-
-    @property
-    def label(self) -> str:
-        return f"{self.group}/seed={self.seed}" if self.group != "-" else f"seed={self.seed}"
+    def name(self) -> str:
+        return f"{self.variant}/seed={self.seed}" if self.variant != "-" else f"seed={self.seed}"
 
 
 def expand_runs(sweep: dict[str, Sequence[Any]], seed: int, seeds: int, experiment: str = "") -> list[RunSpec]:
@@ -78,7 +81,7 @@ def run_hyperparameters(cfg: config_lib.Config, runs: Sequence[RunSpec]) -> dict
     for run in runs:
         static = [k for k, _ in run.overrides if k not in config_lib.SWEEPABLE]
         if static:
-            raise LeverjaxError(f"run {run.label} overrides {', '.join(static)}, which one compiled program cannot "
+            raise LeverjaxError(f"run {run.name} overrides {', '.join(static)}, which one compiled program cannot "
                                 f"vary; sweepable fields: {', '.join(config_lib.SWEEPABLE)}")
     per_run = [config_lib.hyperparameters(config_lib.replace(cfg, dict(r.overrides))) for r in runs]
     return {k: jnp.asarray([hp[k] for hp in per_run], jnp.float32) for k in per_run[0]}
@@ -158,7 +161,7 @@ class Results:
     runs: list[RunSpec]
     history: list[dict]  # one record per phase, epoch and run
     final: list[dict]  # test metrics per run
-    summary: dict  # group -> metric -> (mean, ci)
+    summary: dict  # variant -> metric -> (mean, ci)
     state: Any  # the final vmapped training state
     directory: str | None
     failures: dict = dataclasses.field(default_factory=dict)  # run index -> why it diverged (on_nonfinite="record")
@@ -262,7 +265,7 @@ class Runner:
     # -- bookkeeping ---------------------------------------------------------------------------
     def _config_record(self) -> dict:
         return {"experiment": self.name, "config": config_lib.to_dict(self.cfg),
-                "runs": [{"label": r.label, "experiment": r.experiment, "overrides": dict(r.overrides),
+                "runs": [{"name": r.name, "experiment": r.experiment, "overrides": dict(r.overrides),
                           "seed": r.seed} for r in self.runs],
                 **self.extra_meta}
 
@@ -283,7 +286,7 @@ class Runner:
     def _records(self, phase_index: int, epoch: int, metrics: dict) -> list[dict]:
         host = distributed.to_host(metrics)
         phase = self.pipe.phases[phase_index]
-        return [{"phase": phase.name, "epoch": epoch + 1, "run": r.label, "group": r.group, "seed": r.seed,
+        return [{"phase": phase.name, "epoch": epoch + 1, "run": r.name, "variant": r.variant, "seed": r.seed,
                  **{k: float(v[j]) for k, v in host.items()}} for j, r in enumerate(self.runs)]
 
     # -- the loop -------------------------------------------------------------------------------
@@ -374,9 +377,9 @@ class Runner:
                 if i + 1 == prefix_end and self.stop_at_prefix:
                     return Results(self.runs, history, [], {}, None, self.directory, dict(self.failures))
         final = distributed.to_host(self.vp.final(state, self.data, self.hp))
-        final_records = [{"run": r.label, "group": r.group, "seed": r.seed, **{k: float(v[j]) for k, v in final.items()}}
+        final_records = [{"run": r.name, "variant": r.variant, "seed": r.seed, **{k: float(v[j]) for k, v in final.items()}}
                          for j, r in enumerate(self.runs)]
-        summary = stats.summarize(final_records, "group")
+        summary = stats.summarize(final_records, "variant")
         if self.directory:
             ckpt_lib.save_params(os.path.join(self.directory, "best"), self._real_runs(state["best_params"]),
                                  self._config_record())
@@ -452,7 +455,7 @@ class Runner:
         if self.mesh is not None:
             stacked = distributed.put(stacked, self.run_sharding)
         state = {**state, **stacked}
-        history = [{**rec, "run": r.label, "group": r.group, "seed": r.seed}
+        history = [{**rec, "run": r.name, "variant": r.variant, "seed": r.seed}
                    for r, (_, meta) in zip(self.runs, loaded) for rec in records_from_json(meta["records"])]
         history.sort(key=lambda rec: [p.name for p in self.pipe.phases].index(rec["phase"]) * 10**6 + rec["epoch"])
         names = ", ".join(p.name for p in self.pipe.phases[:end])
@@ -478,8 +481,8 @@ class Runner:
         for j in distributed.broadcast("prefix-to-save", todo):
             run, path = self.runs[j], os.path.join(self.prefix_cache, keys[j])
             partial = os.path.join(self.prefix_cache, ".partial", f"{keys[j]}-{token}")
-            records = [{k: v for k, v in rec.items() if k not in ("run", "group", "seed")}
-                       for rec in history if rec["run"] == run.label]
+            records = [{k: v for k, v in rec.items() if k not in ("run", "variant", "seed")}
+                       for rec in history if rec["run"] == run.name]
             ckpt_lib.save_params(partial, jax.tree_util.tree_map(lambda x: np.asarray(x[j]), host),
                                  {"records": records})
             if distributed.is_primary():

@@ -177,7 +177,7 @@ def run_specs(base: config_lib.Config, runs: Sequence[GridRun]):
     for r in runs:
         diff = tuple((f, getattr(r.config, f)) for f in config_lib.SWEEPABLE
                      if getattr(r.config, f) != getattr(base, f))
-        specs.append(RunSpec(diff, r.seed, r.experiment))
+        specs.append(RunSpec(diff, r.seed, r.experiment, r.variant))
     return specs
 
 

@@ -180,7 +180,7 @@ class _GroupJob:
 
 
 def _train_group(job: _GroupJob, group: Group, todo: Sequence[GridRun], ds, devices, printer: Callable[[str], None],
-                 on_start: Callable[["CompileTimer"], None], on_epoch: Callable[[dict, Mapping[str, str]], None]) -> dict:
+                 on_start: Callable[["CompileTimer"], None], on_epoch: Callable[[dict], None]) -> dict:
     """Trains the runs ``todo`` of ``group`` (one vmapped program) and writes their statuses, ``results.json``
     and, unless kept, deletes their checkpoints. Returns the outcome: ``state`` (done | failed), ``reason``
     (failed), ``seconds``, ``compile_seconds``, ``statuses`` (run name -> status record) and ``records`` (per
@@ -192,14 +192,13 @@ def _train_group(job: _GroupJob, group: Group, todo: Sequence[GridRun], ds, devi
     rel = os.path.join("runs", directory)
     for run in todo:
         write_status(paths, run, "running", group=group.id, directory=rel)
-    names = {spec.label: run.name for spec, run in zip(specs, todo)}
     t0 = time.perf_counter()
     with CompileTimer() as timer:
         on_start(timer)
         try:
             runner = Runner(todo[0].config, ds, specs, name=directory, workdir=paths.runs,
                             out=printer if job.tables else (lambda s: None), on_nonfinite="record",
-                            devices=devices, on_epoch=lambda info: on_epoch(info, names), restart=job.restart,
+                            devices=devices, on_epoch=on_epoch, restart=job.restart,
                             init_from=job.init_from, load_init=job.load_init, prefix_cache=job.prefix_cache,
                             extra_meta={"grid_group": group.id, "grid_runs": [r.name for r in todo]})
             results = runner.run()
@@ -248,7 +247,7 @@ def _train_group_in_worker(task: tuple[Group, list[GridRun]], emit: Callable[[tu
         dataset = _WORKER_DATASETS[key]
     try:
         return _train_group(job, group, todo, dataset, None, lambda line: emit(("print", line)),
-                            on_start=lambda timer: None, on_epoch=lambda info, names: emit(("epoch", info, names)))
+                            on_start=lambda timer: None, on_epoch=lambda info: emit(("epoch", info)))
     finally:
         release_compiled()
 
@@ -432,11 +431,11 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     if workers > 1:
         printer(f"grid: training up to {workers} groups at once, each in a process of its own (--workers)")
 
-    def record_epoch(group: Group, info: dict, names: Mapping[str, str]) -> None:
+    def record_epoch(group: Group, info: dict) -> None:
         progress.epoch(group.id, info)
         if distributed.is_primary():
             for rec in info.get("records", ()):
-                tb.epoch(names[rec["run"]], info["epochs_done"], rec["phase"], rec)
+                tb.epoch(rec["run"], info["epochs_done"], rec["phase"], rec)
 
     def group_ended(group: Group, outcome: dict) -> None:
         todo = pending[group.id]
@@ -491,7 +490,7 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
                     job, group, todo, dataset_for(todo[0].config), devices, printer,
                     on_start=lambda timer, group=group, todo=todo: progress.begin(index_of[group.id], group,
                                                                                   len(todo), timer),
-                    on_epoch=lambda info, names, group=group: record_epoch(group, info, names))
+                    on_epoch=lambda info, group=group: record_epoch(group, info))
                 group_ended(group, outcome)
                 release_compiled()  # groups share no program, and a process holds a limited number of memory mappings
     except KeyboardInterrupt:

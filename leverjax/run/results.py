@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotations only
     from leverjax.run.grid import Grid, GridRun
 
 
-CSV_COLUMNS = ("group", "experiment", "run", "seed", "phase", "epoch", "metric", "value", "overrides")
+CSV_COLUMNS = ("group", "experiment", "variant", "seed", "phase", "epoch", "metric", "value", "overrides")
 
 
 class Paths:
@@ -164,12 +164,12 @@ def write_group_results(root: str, rel: str, runs: Sequence[GridRun], specs, res
                          prov: dict | None = None) -> list[dict]:
     """``runs/<group>/results.json``: every run's epoch records (up to its failure) and final test metrics,
     and the provenance of the process that trained them; returns the per-run records."""
-    index = {spec.label: j for j, spec in enumerate(specs)}
-    assert len(index) == len(specs), "run labels of a group must be unique"
+    index = {spec.name: j for j, spec in enumerate(specs)}
+    assert len(index) == len(specs), "run names of a group must be unique"
     history: list[list[dict]] = [[] for _ in runs]
     for rec in results.history:
         history[index[rec["run"]]].append(
-            {k: v for k, v in rec.items() if k not in ("run", "group", "seed")})
+            {k: v for k, v in rec.items() if k not in ("run", "variant", "seed")})
     out = []
     for j, run in enumerate(runs):
         failure = results.failures.get(j)
@@ -178,7 +178,7 @@ def write_group_results(root: str, rel: str, runs: Sequence[GridRun], specs, res
             stop = next((i for i, r in enumerate(records)
                          if r["phase"] == failure["phase"] and r["epoch"] == failure["epoch"]), len(records) - 1)
             records = records[: stop + 1]
-        final = None if failure else {k: v for k, v in results.final[j].items() if k not in ("run", "group", "seed")}
+        final = None if failure else {k: v for k, v in results.final[j].items() if k not in ("run", "variant", "seed")}
         out.append({"name": run.name, "config_hash": run.config_hash, "experiment": run.experiment,
                     "variant": run.variant, "seed": run.seed, "history": records, "final": final,
                     "failure": failure})

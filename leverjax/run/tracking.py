@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from leverjax.errors import ConfigError
 
-RECORD_KEYS = ("phase", "epoch", "run", "group", "seed")
+RECORD_KEYS = ("phase", "epoch", "run", "variant", "seed")
 
 
 def run_subdir(run_name: str) -> str:

@@ -7,6 +7,8 @@ import math
 import os
 import re
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -316,11 +318,13 @@ def png_size(data):
     return struct.unpack(">II", data[16:24])
 
 
-def test_command_line_and_plots(tmp_path, capsys):
+def test_command_line_and_plots(tmp_path):
     pytest.importorskip("matplotlib")
     write_csv(tmp_path, failed_status=False)
     write_references(tmp_path)
-    assert report.main([str(tmp_path)]) == 0
+    res = subprocess.run([sys.executable, "-m", "leverjax.report", str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.startswith("wrote "), res.stderr
     text = (tmp_path / "report.md").read_text()
     pngs = re.findall(r"!\[[^\]]*\]\((plots/[^)]+\.png)\)", text)
     assert pngs[0] == "plots/forest.png"  # the forest plot comes with the researchers' table
@@ -330,15 +334,17 @@ def test_command_line_and_plots(tmp_path, capsys):
         data = (tmp_path / rel).read_bytes()
         width, height = png_size(data)
         assert width >= 600 and height >= 200 and len(data) > 5000, (rel, width, height)
-    assert report.main([str(tmp_path / "missing")]) == 2
-    assert report.main([str(tmp_path), "--baseline=nope"]) == 2
+    for args in ([str(tmp_path / "missing")], [str(tmp_path), "--baseline=nope"]):
+        res = subprocess.run([sys.executable, "-m", "leverjax.report", *args], capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 2 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
 
 
 def test_a_stop_selectors_adaptive_accuracy_is_no_shot_count(tmp_path):
     pytest.importorskip("matplotlib")
     write_csv(tmp_path, failed_status=False, adaptive=True)
     write_references(tmp_path)
-    assert report.main([str(tmp_path)]) == 0  # with the plots
+    report.write_report(str(tmp_path))  # with the plots
     assert load.oracle_shots(["val_oracle_acc_1", "val_oracle_acc_adaptive", "test_oracle_acc_2"]) == [1]
     run = load.load_runs(str(tmp_path / "metrics.csv"))["scheme5"][0]
     assert run.value(("grpo", 1), load.ORACLE_MEAN) == pytest.approx(0.41)  # acc@1 alone, not the adaptive 0.9

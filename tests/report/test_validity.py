@@ -6,11 +6,12 @@ import os
 import numpy as np
 import pytest
 
+from leverjax.errors import ConfigError
 from leverjax.report import load
 from leverjax.report import markdown as report
 from leverjax.report import validity
 
-COLUMNS = ("group", "experiment", "run", "seed", "phase", "epoch", "metric", "value", "overrides")
+COLUMNS = ("group", "experiment", "variant", "seed", "phase", "epoch", "metric", "value", "overrides")
 
 
 def _plant(directory, runs=12, epochs=10, seed=0, oracle=True):
@@ -69,20 +70,19 @@ def test_an_independent_metric_correlates_near_zero(planted):
     assert res["best_epoch"]["top1_reward"]["loss_pts"] > res["best_epoch"]["loss"]["loss_pts"]
 
 
-def test_command_line_prints_tables_and_writes_files(planted, capsys):
+def test_the_files_hold_the_printed_table(planted):
     d, _ = planted
-    assert report.main(["--metric_validity", d]) == 0
-    out = capsys.readouterr().out
-    assert "| expected_reward | max | +1.00" in out and "Best predictor" in out
+    text, _ = report.metric_validity_files(d)
+    assert "| expected_reward | max | +1.00" in text and "Best predictor" in text
     with open(os.path.join(d, "metric_validity.json")) as f:
         assert json.load(f)["per_epoch"]["loss"]["rho"] == pytest.approx(-1.0)
-    assert os.path.exists(os.path.join(d, "metric_validity.md"))
+    with open(os.path.join(d, "metric_validity.md")) as f:
+        assert f.read() == text
 
 
-def test_bad_inputs_are_one_line(tmp_path, capsys):
-    assert report.main(["--metric_validity", str(tmp_path / "nowhere")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
+def test_bad_inputs_say_what_is_wrong(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        report.metric_validity_files(str(tmp_path / "nowhere"))
     _plant(str(tmp_path), runs=2, epochs=2, oracle=False)
-    assert report.main(["--metric_validity", str(tmp_path)]) == 2
-    assert "no oracle accuracy" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="no oracle accuracy"):
+        report.metric_validity_files(str(tmp_path))

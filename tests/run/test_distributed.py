@@ -137,7 +137,7 @@ def read_csv(path):
 
 def values(rows):
     """(run, phase, epoch, metric) -> value."""
-    return {(r["run"], r["phase"], r["epoch"], r["metric"]): float(r["value"]) for r in rows}
+    return {(r["variant"], r["phase"], r["epoch"], r["metric"]): float(r["value"]) for r in rows}
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ def finals(rows):
     out = {}
     for r in rows:
         if r["phase"] == "final":
-            out.setdefault((r["run"], int(r["seed"])), {})[r["metric"]] = float(r["value"])
+            out.setdefault((r["variant"], int(r["seed"])), {})[r["metric"]] = float(r["value"])
     return out
 
 
@@ -130,8 +130,8 @@ def test_grid_writes_its_results_directory(grid_a):
     assert [g["runs"] for g in result.groups] == [1, 2]
     rows = read_csv(os.path.join(d, "metrics.csv"))
     assert list(rows[0]) == list(results.CSV_COLUMNS)
-    assert {(r["group"], r["run"]) for r in rows} == {("g01", "rce_only"), ("g02", "scheme5"), ("g02", "scheme5_6")}
-    epochs = {(r["run"], r["phase"], r["epoch"]) for r in rows if r["metric"] == "val_expected_reward"}
+    assert {(r["group"], r["variant"]) for r in rows} == {("g01", "rce_only"), ("g02", "scheme5"), ("g02", "scheme5_6")}
+    epochs = {(r["variant"], r["phase"], r["epoch"]) for r in rows if r["metric"] == "val_expected_reward"}
     assert len([e for e in epochs if e[0] == "scheme5"]) == 6 and len([e for e in epochs if e[0] == "rce_only"]) == 4
     for name in ("rce_only/seed=0", "scheme5/seed=0", "scheme5_6/seed=0"):
         st = status(d, name)
@@ -168,7 +168,7 @@ def test_grid_writes_its_results_directory(grid_a):
     for run in ("rce_only", "scheme5", "scheme5_6"):
         events = tracking.read_scalars(os.path.join(d, "tb", run, "seed=0"))
         csv_vals = [(r["phase"], float(r["value"])) for r in rows  # the CSV lists epochs in training order
-                    if r["run"] == run and r["metric"] == "val_expected_reward"]
+                    if r["variant"] == run and r["metric"] == "val_expected_reward"]
         tb_vals = sorted((step, tag.split("/")[0], v) for tag, pts in events.items()
                          if tag.endswith("/val_expected_reward") for step, v in pts)
         assert [s for s, _, _ in tb_vals] == list(range(1, len(csv_vals) + 1))  # step = epoch over all phases
@@ -256,7 +256,7 @@ def test_resume_after_interrupting_the_launcher(grid_a, tiny, tmp_path, monkeypa
     monkeypatch.setattr(console.Progress, "epoch", original)
     assert status(out, "rce_only/seed=0")["state"] == "done"
     assert status(out, "scheme5/seed=0")["state"] == "running"
-    assert {r["run"] for r in read_csv(os.path.join(out, "metrics.csv"))} == {"rce_only"}
+    assert {r["variant"] for r in read_csv(os.path.join(out, "metrics.csv"))} == {"rce_only"}
     with open(os.path.join(out, "metrics.csv"), "a") as f:  # a torn CSV must not be trusted by the re-run
         f.write("g02,scheme5,scheme5,0,grpo,1,val_loss,0.12")
     lines = []
@@ -286,7 +286,7 @@ def test_a_diverging_run_and_a_bad_config_are_isolated(grid_a, tiny, tmp_path):
     reference = finals(read_csv(grid_a[0].csv))[("scheme5_6", 0)]
     for k in reference:  # the healthy run is untouched by its diverging neighbour
         np.testing.assert_allclose(good[k], reference[k], rtol=2e-5, atol=2e-6, err_msg=k)
-    bad_rows = [r for r in rows if r["run"].startswith("scheme5_6[grpo_lr=1e+30")]
+    bad_rows = [r for r in rows if r["variant"].startswith("scheme5_6[grpo_lr=1e+30")]
     assert bad_rows and not [r for r in bad_rows if r["phase"] == "final"]
     report = open(result.report).read()
     assert "## Failed runs" in report and "diverged" in report and "must be positive" in report
@@ -322,7 +322,7 @@ def test_command_line_runs_a_grid(tmp_path, tiny):
     assert "run.py --experiment=scheme5,scheme5_6" in prov["command"]
     assert prov["data"] == [{"path": str(data), "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}]
     assert "baseline **scheme5**" in (out / "report.md").read_text()
-    assert {r["run"] for r in read_csv(out / "metrics.csv")} == {"scheme5", "scheme5_6"}
+    assert {r["variant"] for r in read_csv(out / "metrics.csv")} == {"scheme5", "scheme5_6"}
     bad = subprocess.run([*cmd[:-len(flags)], "--baseline=nope"], env={**os.environ, "JAX_PLATFORMS": "cpu"},
                          capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
     assert bad.returncode == 2 and "not a run of this grid" in bad.stderr
@@ -337,7 +337,7 @@ def test_static_sweep_is_one_group_per_value_with_the_numbers_of_each_value_alon
     assert len(result.grid.groups) == 2
     assert {g.runs[0].variant for g in result.grid.groups} == {"scheme5[selector=v4_1]", "scheme5[selector=v2]"}
     rows = read_csv(result.csv)
-    grouped = {r["run"].split("/")[0]: float(r["value"]) for r in rows
+    grouped = {r["variant"].split("/")[0]: float(r["value"]) for r in rows
                if r["phase"] == "final" and r["metric"] == "test_loss"}
     for selector in ("v4_1", "v2"):
         cfg = config_lib.replace(experiments.get("scheme5").config, {**small, "selector": selector})
