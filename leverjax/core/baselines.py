@@ -12,6 +12,10 @@ On data with a ground truth (``oracle_*`` keys, the synthetic set), the exact ex
 ``random``         n distinct demonstrations drawn uniformly from the query's pool, in random order:
                    the expectation over all draws, exact for n ≤ 2 (every ordered tuple), else the mean
                    of ``samples`` seeded draws per query (its Monte Carlo standard error is reported)
+``random_all``     n distinct demonstrations drawn uniformly from the whole candidate set (every example but
+                   the query), in random order: the original's random baseline, which does not look at the
+                   pool; the mean of ``samples`` seeded draws per query (its Monte Carlo standard error is
+                   reported)
 ``similarity``     the n pool candidates nearest to the query by cosine of the embeddings, most similar
                    first (the order of the data's own retrieval trajectories)
 ``best_labelled``  the query's labelled trajectory with the highest expected accuracy (the oracle picks
@@ -97,20 +101,41 @@ def _random_draws(rng: np.random.Generator, k: int, n: int, samples: int) -> np.
     return np.argsort(keys, axis=1)[:, :n]
 
 
+def _whole_set_draws(rng: np.random.Generator, n_rows: int, query_row: int, n: int, samples: int) -> np.ndarray:
+    """``samples`` uniform ordered draws of n distinct rows of range(n_rows) other than ``query_row``,
+    [samples, n] (the rare draws that repeat a row are drawn again)."""
+    def draw():
+        rows = rng.integers(0, n_rows - 1, size=(samples, n))
+        return rows + (rows >= query_row)  # every row but the query's
+
+    out = draw()
+    while n > 1:
+        ordered = np.sort(out, axis=1)
+        repeated = (ordered[:, 1:] == ordered[:, :-1]).any(1)
+        if not repeated.any():
+            break
+        out[repeated] = draw()[repeated]
+    return out
+
+
 def oracle_references(ds: Dataset, index: np.ndarray, *, shots: int = MAX_SHOTS, samples: int = 4096,
                       seed: int = 0) -> dict[str, dict[str, Any]]:
     """Mean expected accuracy over the queries ``index`` of each reference selection (module docstring).
 
-    Returns ``{name: {"acc": {n: value or None}, ...}}``; ``random`` also holds ``"stderr"`` (Monte Carlo
-    standard error of each value, 0 where exact) and ``"exact"`` (n -> bool).
+    Returns ``{name: {"acc": {n: value or None}, ...}}``; ``random`` and ``random_all`` also hold
+    ``"stderr"`` (Monte Carlo standard error of each value, 0 where exact) and ``random`` ``"exact"`` (n -> bool).
     """
     if not ds.oracle:
         raise ValueError("the data set has no oracle_* keys (no ground truth to score selections with)")
     rng = np.random.default_rng(seed)
+    rng_all = np.random.default_rng([seed, 1])  # its own stream: the pool's random draws stay those of before
     steps = ds.num_steps
     shot_range = range(1, shots + 1)
-    per_q = {name: {n: [] for n in shot_range} for name in ("random", "similarity", "best_labelled", "oracle_greedy")}
+    names = ("random", "random_all", "similarity", "best_labelled", "oracle_greedy")
+    per_q = {name: {n: [] for n in shot_range} for name in names}
     mc_var = {n: [] for n in shot_range}
+    mc_var_all = {n: [] for n in shot_range}
+    n_rows = ds.emb.shape[0]
     for q in index:
         valid_pos = np.flatnonzero(ds.pool_ids[q] >= 0)
         rows = ds.pool_ids[q, valid_pos]
@@ -125,6 +150,9 @@ def oracle_references(ds: Dataset, index: np.ndarray, *, shots: int = MAX_SHOTS,
                 acc = _oracle(ds, q, rows[_random_draws(rng, k, m, samples)])
                 per_q["random"][n].append(acc.mean())
                 mc_var[n].append(acc.var(ddof=1) / samples)
+            acc = _oracle(ds, q, _whole_set_draws(rng_all, n_rows, int(ds.query_ids[q]), n, samples))
+            per_q["random_all"][n].append(acc.mean())
+            mc_var_all[n].append(acc.var(ddof=1) / samples)
         sim = ds.pool_ids[q, similarity_positions(ds, q, shots)]
         for n in shot_range:
             per_q["similarity"][n].append(_oracle(ds, q, sim[None, :n])[0])
@@ -146,6 +174,8 @@ def oracle_references(ds: Dataset, index: np.ndarray, *, shots: int = MAX_SHOTS,
     count = len(index)
     out["random"]["stderr"] = {n: float(math.sqrt(sum(v)) / count) if count else None for n, v in mc_var.items()}
     out["random"]["exact"] = {n: n <= EXACT_RANDOM_MAX_SHOTS for n in shot_range}
+    out["random_all"]["stderr"] = {n: float(math.sqrt(sum(v)) / count) if count else None
+                                   for n, v in mc_var_all.items()}
     return out
 
 

@@ -51,12 +51,19 @@ from leverjax.report.load import load_runs
 from leverjax.run import launch
 from leverjax.run import registry as experiments
 
-# The reports' values (Qwen2.5-VL-3B; the issue's table): accuracy of the trained selector at 1..4 shots.
+# The reports' values (Qwen2.5-VL-3B; Lever-Plus README §3): accuracy of the trained selector at 1..4 shots, and
+# of random demonstrations drawn from the whole training set (OKVQA, full validation set).
 REPORT_CURVES = {"okvqa": (48.55, 47.75, 48.15, 47.45), "vqav2": (69.4, 65.2, 63.2, 62.7)}
+REPORT_RANDOM_ALL = {"okvqa": (50.59, 47.04, 45.48, 44.93)}
+# The sizes the real tables show (issue: "presets with real magnitudes"), in points
+GAIN_OVER_RANDOM_ALL = (0.5, 4.0)   # trained − whole-set random, mean over shots 1–4
+RANDOM_ALL_FALL = (3.0, 8.5)        # whole-set random: acc@1 − acc@4
+GAIN_OVER_RETRIEVAL = (0.0, 3.0)    # trained − similarity retrieval, mean over shots 1–4
+LEVEL_AT_1 = {"okvqa": (48.0, 5.0), "vqav2": (70.0, 5.0)}  # trained selector's accuracy at 1 shot: centre ± width
 CURVE_TOLERANCE = {"okvqa": (-1.5, 1.5), "vqav2": (-9.0, -4.0)}
 MIN_GAIN_OVER_RETRIEVAL = 1.0
 MIN_DATA_GAIN = 2.0
-MIN_SFT_GAIN = 2.0
+MIN_SFT_GAIN = 0.0  # the direction: at the real sizes every effect is a few points
 SUBSET_SHARE = 2.0 / 3.0  # 1.5× the training queries is the preset's full training set
 
 
@@ -156,6 +163,7 @@ def calibrate(preset: str = "okvqa", *, seeds: int = 4, out: str | None = None, 
         rows.append(Row(f"trained selector − random selection, {n} shot{'s' if n > 1 else ''} (pts)",
                         "larger than over retrieval", _text(d_rnd), "> the row above",
                         bool(_ci(d_rnd)[0] > m), {"random": rnd}))
+    rows += magnitude_rows(preset, acc, refs)
     rows.append(curve_row(preset, acc))
     if target_of(preset) == "vqav2":
         small = train("two_thirds_train", subset_train(ds, seed=data_seed))
@@ -176,8 +184,48 @@ def calibrate(preset: str = "okvqa", *, seeds: int = 4, out: str | None = None, 
     after = 100 * float(np.mean([sft[s] for s in sft])) if sft else math.nan
     rows.append(Row("SFT vs its initialisation: val acc@2 (pts)", "v2 SFT is the strong baseline",
                     f"{_text(gain)} ({before:.1f} → {after:.1f})" if gain else "— (no SFT phase)",
-                    f"≥ +{MIN_SFT_GAIN:.0f}, CI excludes 0", bool(gain) and bool(m >= MIN_SFT_GAIN and lo > 0)))
+                    "> 0, CI excludes 0", bool(gain) and bool(m > MIN_SFT_GAIN and lo > 0)))
     printer(f"calibrate: {preset}: {time.perf_counter() - t0:.0f}s in all; results in {out}")
+    return rows
+
+
+def magnitude_rows(preset: str, acc: Mapping[int, list], refs: Mapping[str, Any]) -> list[Row]:
+    """The rows of the real tables' sizes: the trained selector's level at 1 shot, its gains over the
+    original's random baseline (whole set) and over similarity retrieval (means over shots 1–4), and the
+    fall of the random baseline's shot curve. ``acc``: shot -> per-seed test accuracy (%); ``refs``: the
+    test split's oracle references (``baselines.json``)."""
+    target = target_of(preset)
+    shots = (1, 2, 3, 4)
+    ref = lambda name, n: 100 * refs[name]["acc"][str(n)]  # noqa: E731
+    seeds = range(len(acc[1]))
+    mean_over_shots = lambda name: [float(np.mean([acc[n][i] - ref(name, n) for n in shots]))  # noqa: E731
+                                    for i in seeds]
+    centre, width = LEVEL_AT_1[target]
+    level = _ci(acc[1])[0]
+    real = REPORT_CURVES[target]
+    rows = [Row("trained selector at 1 shot (%)", f"{real[0]:.2f}", f"{level:.1f} [{_ci(acc[1])[1]:.1f}, "
+                f"{_ci(acc[1])[2]:.1f}]", f"{centre:.0f} ± {width:.0f}", bool(abs(level - centre) <= width))]
+    random_all = [ref("random_all", n) for n in shots]
+    real_random = REPORT_RANDOM_ALL.get(target)
+    gain = mean_over_shots("random_all")
+    low, high = GAIN_OVER_RANDOM_ALL
+    report = (f"{np.mean(real) - np.mean(real_random):+.1f} (v2 selector, 800 questions, vs random, full val)"
+              if real_random else "not reported")
+    rows.append(Row("trained selector − random demonstrations from the whole set, mean over shots 1–4 (pts)",
+                    report, _text(gain), f"{low:+.1f} to {high:+.1f}", bool(low <= _ci(gain)[0] <= high),
+                    {"random_all": random_all}))
+    fall = random_all[0] - random_all[3]
+    low, high = RANDOM_ALL_FALL
+    report = (f"{real_random[0] - real_random[3]:+.1f} ({' / '.join(map(str, real_random))})" if real_random
+              else "not reported")
+    rows.append(Row("random demonstrations from the whole set: acc@1 − acc@4 (pts)", report,
+                    f"{fall:+.1f} ({' / '.join(f'{v:.1f}' for v in random_all)})", f"{low:+.1f} to {high:+.1f}",
+                    bool(low <= fall <= high)))
+    gain = mean_over_shots("similarity")
+    low, high = GAIN_OVER_RETRIEVAL
+    rows.append(Row("trained selector − similarity retrieval, mean over shots 1–4 (pts)",
+                    "small (Lever-LM line: +1 to +3.5 over random, averaged over shots)", _text(gain),
+                    f"{low:+.1f} to {high:+.1f}", bool(low <= _ci(gain)[0] <= high)))
     return rows
 
 

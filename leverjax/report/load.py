@@ -30,7 +30,9 @@ _PROPORTIONS = ("greedy_labelled", "changed_vs_ref", "zero_var_frac", "oracle_ac
 _NONNEGATIVE = ("kl", "beta", "adv_std")
 
 
-REFERENCE_NAMES = {"random": "random selection", "similarity": "similarity retrieval",
+REFERENCE_NAMES = {"random": "random selection (from the pool)",
+                   "random_all": "random demonstrations (whole set; the original's baseline)",
+                   "similarity": "similarity retrieval",
                    "best_labelled": "best labelled trajectory", "oracle_greedy": "oracle greedy (ceiling)"}
 
 

@@ -266,7 +266,7 @@ def _reference_sentence(ctx: Context, get: Callable[[Run], float | None]) -> lis
                 "random, similarity and oracle selections)."] if ctx.oracle else []
     span = f"{shots[0]}–{shots[-1]}"
     parts = []
-    for name in ("random", "similarity", "oracle_greedy"):
+    for name in ("random_all", "random", "similarity", "oracle_greedy"):
         m = _ref_mean(refs, "test", name, shots)
         if m is not None:
             parts.append(f"{REFERENCE_NAMES[name]} {100 * m:.1f}%")
@@ -374,8 +374,10 @@ def _reference_rows_acc(ctx: Context, n_cols: int) -> list[list[str]]:
         return []
     rows = []
     oracle = refs["splits"]["test"]["oracle"]
-    for name in ("random", "similarity", "best_labelled", "oracle_greedy"):
-        entry = oracle.get(name) or {}
+    for name in ("random_all", "random", "similarity", "best_labelled", "oracle_greedy"):
+        if name not in oracle:  # results written before the reference existed
+            continue
+        entry = oracle[name] or {}
         cells = []
         for n in ctx.shots:
             v = (entry.get("acc") or {}).get(str(n))

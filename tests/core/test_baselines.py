@@ -84,12 +84,41 @@ def test_oracle_references_match_brute_force(ds, refs):
     assert refs["oracle_greedy"]["acc"][1] >= refs["best_labelled"]["acc"][1] - 1e-6
 
 
+def test_whole_set_random_matches_every_candidate(ds, refs):
+    """The original's baseline draws from every example but the query: at 1 and 2 shots its Monte Carlo
+    mean is within 5 standard errors of the exact mean over every row (every ordered pair of rows)."""
+    index = baselines.evaluation_queries(ds, "test")
+    n_rows = ds.emb.shape[0]
+    exact = {1: [], 2: []}
+    for q in index:
+        others = np.array([r for r in range(n_rows) if r != ds.query_ids[q]])
+        exact[1].append(accs(ds, q, others[:, None]).mean())
+        pairs = np.array([(a, b) for a in others for b in others if a != b])
+        exact[2].append(accs(ds, q, pairs).mean())
+    r = refs["random_all"]
+    for n in (1, 2):
+        assert 0 < r["stderr"][n] < 0.01
+        assert abs(r["acc"][n] - np.mean(exact[n])) < 5 * r["stderr"][n], (n, r["acc"][n], np.mean(exact[n]))
+    # it is not the pool's random selection (pools hold near neighbours): the two differ on this set
+    assert abs(r["acc"][1] - refs["random"]["acc"][1]) > 5 * r["stderr"][1]
+
+
+def test_whole_set_draws_are_distinct_and_never_the_query():
+    rng = np.random.default_rng(0)
+    draws = baselines._whole_set_draws(rng, 5, 2, 3, 4000)
+    assert draws.shape == (4000, 3) and not (draws == 2).any() and draws.min() >= 0 and draws.max() <= 4
+    assert all(len(set(row)) == 3 for row in draws.tolist())
+    counts = np.bincount(draws[:, 0], minlength=5)  # the first demonstration is uniform over the 4 others
+    assert counts[2] == 0 and np.all(np.abs(counts[[0, 1, 3, 4]] - 1000) < 150)
+
+
 def test_monte_carlo_is_seeded(ds, refs):
     index = baselines.evaluation_queries(ds, "test")
     again = baselines.oracle_references(ds, index, samples=2048, seed=0)
     other = baselines.oracle_references(ds, index, samples=2048, seed=1)
     assert again["random"]["acc"] == refs["random"]["acc"]
     assert other["random"]["acc"][3] != refs["random"]["acc"][3] and other["random"]["acc"][1] == refs["random"]["acc"][1]
+    assert again["random_all"]["acc"] == refs["random_all"]["acc"] and other["random_all"]["acc"] != refs["random_all"]["acc"]
 
 
 def test_offline_references_match_direct_counts(ds):

@@ -68,9 +68,9 @@ def test_command_lines_fail_in_one_line_on_a_bad_preset(tmp_path):
         assert "Traceback" not in res.stderr and res.stderr.count("\n") == 1
 
 
-def test_vqav2_curve_falls_more_than_okvqa_for_every_reference():
-    """The shape of the value model, without training: every reference selection loses more from 1 to 4
-    shots on vqav2 than on okvqa (exact expectations on the test queries)."""
+def test_vqav2_curve_falls_more_than_okvqa_for_the_oracle_greedy_selection():
+    """The shape of the value model, without training: the oracle's greedy selection (what a trained selector
+    approaches) loses more from 1 to 4 shots on vqav2 than on okvqa (exact expectations on the test queries)."""
     from leverjax.core import baselines
 
     sizes = dict(num_examples=2000, num_queries=40, num_test_queries=60)
@@ -78,28 +78,38 @@ def test_vqav2_curve_falls_more_than_okvqa_for_every_reference():
     for preset in ("okvqa", "vqav2"):
         ds = synth.make_synthetic(preset=preset, seed=0, **sizes)
         refs = baselines.oracle_references(ds, baselines.evaluation_queries(ds, "test"), samples=64)
-        drops[preset] = {k: refs[k]["acc"][4] - refs[k]["acc"][1] for k in ("similarity", "oracle_greedy")}
+        drops[preset] = {k: refs[k]["acc"][4] - refs[k]["acc"][1] for k in ("oracle_greedy",)}
     for k in drops["okvqa"]:
         assert drops["vqav2"][k] < drops["okvqa"][k] - 0.01, (k, drops)
 
 
-TINY = dict(num_examples=900, num_queries=250, num_test_queries=60, pool_size=16, dim=32, max_trajectories=8)
+SMALL_CAL = dict(num_examples=3000, num_queries=500, num_test_queries=200)
 
 
-def test_tiny_calibration_directions(tmp_path):
-    """A tiny okvqa calibration through the launcher: the table's rows, and the directions that hold at this
-    size (the trained selector beats random selection, by more than it beats similarity retrieval). Gains over
-    retrieval and from SFT need the full size (about +0.4 and +0.1 points here; see README)."""
-    rows = calibrate.calibrate("okvqa", seeds=2, out=str(tmp_path / "cal"), sizes=TINY,
-                               overrides={"sft_epochs": 6, "rce_epochs": 1, "hidden": 32},
-                               printer=lambda s: None)
-    names = [r.phenomenon for r in rows]
-    assert len(rows) == 6 and names[0].startswith("trained selector − similarity retrieval, 1 shot")
-    assert names[4].startswith("shot curve") and names[5].startswith("SFT vs its initialisation")
-    over_similarity, over_random = (float(rows[i].value.split()[0]) for i in (0, 1))
-    assert over_random > 1.0 and over_random > over_similarity + 1.0 and rows[1].passed
-    assert len(rows[4].numbers["curve"]) == 4 and all(len(v) == 2 for v in rows[4].numbers["curve"].values())
-    assert "→" in rows[5].value  # the SFT row was measured (before → after)
+def test_small_calibration_directions(tmp_path):
+    """A small okvqa calibration through the launcher (a third of the examples, 8 SFT epochs): the table's rows
+    and the directions that hold at this size: the trained selector beats similarity retrieval, and random
+    selection by more; its level at 1 shot, its gain over the original's random baseline (whole set) and the
+    fall of that baseline's curve are the real tables' sizes. SFT's gain needs the full size (+0.2, not
+    resolved by 2 seeds here; docs/results/calibration.md)."""
+    rows = calibrate.calibrate("okvqa", seeds=2, out=str(tmp_path / "cal"), sizes=SMALL_CAL,
+                               overrides={"sft_epochs": 8, "rce_epochs": 1}, printer=lambda s: None)
+    by_name = {r.phenomenon.split(" (")[0]: r for r in rows}
+    assert len(rows) == 10
+    mean = lambda row: float(row.value.split()[0])  # noqa: E731
+    for n in ("1 shot", "2 shots"):
+        over_similarity = by_name[f"trained selector − similarity retrieval, {n}"]
+        over_random = by_name[f"trained selector − random selection, {n}"]
+        assert mean(over_similarity) > 0 and over_random.passed and mean(over_random) > mean(over_similarity)
+    for name in ("trained selector at 1 shot", "random demonstrations from the whole set: acc@1 − acc@4",
+                 "trained selector − random demonstrations from the whole set, mean over shots 1–4",
+                 "trained selector − similarity retrieval, mean over shots 1–4", "shot curve 1→4: largest distance from its mean"):
+        assert by_name[name].passed, (name, by_name[name].value)
+    random_all = by_name["trained selector − random demonstrations from the whole set, mean over shots 1–4"]
+    assert all(a > b for a, b in zip(random_all.numbers["random_all"], random_all.numbers["random_all"][1:]))
+    curve = by_name["shot curve 1→4: largest distance from its mean"].numbers["curve"]
+    assert len(curve) == 4 and all(len(v) == 2 for v in curve.values())
+    assert "→" in by_name["SFT vs its initialisation: val acc@2"].value  # the SFT row was measured (before → after)
     text = calibrate.format_rows("okvqa", rows, 2)
     assert "| phenomenon | report | simulator | tolerance | pass |" in text
     assert os.path.exists(tmp_path / "cal" / "full" / "baselines.json")

@@ -278,13 +278,13 @@ def test_reference_rows_legend_definitions_and_provenance(tmp_path):
     write_references(tmp_path)
     write_grid(tmp_path)
     text, _ = report.build_report(str(tmp_path), plots=False)
-    ref = cells(text, "## The researchers' table", "random selection")
-    assert ref[:4] == ["*random selection*", "ref", "30.00", "31.00"]
+    ref = cells(text, "## The researchers' table", "random selection (from the pool)")
+    assert ref[:4] == ["*random selection (from the pool)*", "ref", "30.00", "31.00"]
     assert cells(text, "## The researchers' table", "oracle greedy (ceiling)")[2:4] == ["52.00", "60.00"]
     offline = cells(text, "## Test metrics, final parameters", "similarity retrieval")
     assert "n/a" in offline  # no expected reward for a retrieval (not a policy over labelled trajectories)
     s = summary_of(text)
-    assert "random selection 30.5%" in s and "oracle greedy (ceiling) 56.0%" in s and "55.0% at 2 shots" in s
+    assert "random selection (from the pool) 30.5%" in s and "oracle greedy (ceiling) 56.0%" in s and "55.0% at 2 shots" in s
     # the legend, in a researcher's words
     legend = cells(text, "## Runs", "better")
     assert legend[2] == "scheme5 with GRPO lr 5e-5"
@@ -370,7 +370,7 @@ def test_real_data_report_uses_the_offline_metrics_that_apply(tmp_path):
     (tmp_path / "baselines.json").write_text(json.dumps(refs))
     text, _ = report.build_report(str(tmp_path), plots=False)
     assert "## The researchers' table: expected reward" in text and "oracle" not in summary_of(text).lower()
-    assert cells(text, "## The researchers' table", "random selection")[2:4] == ["0.800", "0.800"]
+    assert cells(text, "## The researchers' table", "random selection (from the pool)")[2:4] == ["0.800", "0.800"]
     assert cells(text, "## The researchers' table", "similarity retrieval")[2:4] == ["n/a", "0.850"]
     assert "- **scheme5_6** is **higher** than **rce_only** beyond its CI: +0.050" in summary_of(text)
     assert "a uniform random policy over the labelled trajectories has expected reward 0.800" in summary_of(text)
