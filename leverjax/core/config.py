@@ -205,6 +205,11 @@ class Config:
     eval_shots: int = EVALUATION(4, "Greedy selections of 1..eval_shots demonstrations are scored (1-16).",
                                  at_least=1, label="{} evaluation shots")
     eval_chunk: int = EVALUATION(256, "Queries per evaluation chunk (memory, not results).", at_least=1, label="")
+    test_questions: int = EVALUATION(0, "The realised accuracy (synthetic data) counts only a seeded subset of this "
+                                     "many test questions, as a VLM evaluation on n questions would (0: all).",
+                                     at_least=0, label="realised accuracy on {} test questions")
+    test_questions_seed: int = EVALUATION(0, "Seed of the test_questions subset.", at_least=0,
+                                          label="test-question subset {}")
     best_metric: str = EVALUATION("val_expected_reward", "Metric that picks the best epoch of the last phase (the "
                                   "default is the offline metric that lost the least oracle accuracy in the "
                                   "metric-validity study, README).", label="best epoch by {}")

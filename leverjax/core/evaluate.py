@@ -12,6 +12,10 @@ selections, per query, then averaged over the split's queries:
 ``changed_vs_ref``         share of queries whose greedy S-step selection differs from the reference policy's
 ``redundancy``             mean pairwise cosine of the embeddings of the greedy ``shots`` demonstrations
 ``oracle_acc_n``           exact expected accuracy of the greedy n-shot selection (synthetic data, n ≤ 4)
+``realised_acc_n``         the VQA score of the simulated VLM's one answer to that prompt (synthetic data
+                           with an answer seed; :func:`leverjax.data.synth.realised_accuracy`): what a
+                           researcher evaluating with the VLM would see. On the test split, only the questions
+                           of ``test_questions`` count (a seeded subset; all by default)
 ``stop_shots_mean``        STOP selectors: mean number of demonstrations chosen before STOP (at most ``shots``)
 ``stop_shot_frac_n``       STOP selectors: share of queries with n = 0..``shots`` demonstrations chosen
 ``oracle_acc_adaptive``    STOP selectors, synthetic data: exact accuracy of that adaptive selection
@@ -34,18 +38,20 @@ from leverjax.core.layers import l2_normalize
 from leverjax.core.model import trajectory_log_probs
 from leverjax.core.train import TRAIN_METRICS, Pipeline
 from leverjax.data.device import DeviceData, gather
-from leverjax.data.synth import oracle_accuracy
+from leverjax.data.synth import oracle_accuracy, realised_accuracy
 
 MAX_ORACLE_SHOTS = 4
 
 
-def metric_names(shots: int, has_oracle: bool, stop: bool = False) -> list[str]:
+def metric_names(shots: int, has_oracle: bool, stop: bool = False, realised: bool = False) -> list[str]:
     names = ["loss", "expected_reward", "top1_reward", "greedy_labelled", "greedy_labelled_reward",
              "changed_vs_ref"]
     if shots >= 2:
         names.append("redundancy")
     if has_oracle:
         names += [f"oracle_acc_{n}" for n in range(1, min(shots, MAX_ORACLE_SHOTS) + 1)]
+    if realised:
+        names += [f"realised_acc_{n}" for n in range(1, min(shots, MAX_ORACLE_SHOTS) + 1)]
     if stop:
         names += ["stop_shots_mean"] + [f"stop_shot_frac_{n}" for n in range(shots + 1)]
         if has_oracle:
@@ -54,7 +60,7 @@ def metric_names(shots: int, has_oracle: bool, stop: bool = False) -> list[str]:
 
 
 def _per_query(selector, params, ref_picks, data, raw_rewards, batch, *, num_steps, shots, label_smoothing,
-               has_oracle):
+               has_oracle, realised=False):
     """Every metric for one chunk of queries, ``[B]`` each; ``ref_picks [B, num_steps]`` are the
     reference policy's greedy picks. The policy encodes each query once for all of its outputs."""
     prefix = selector.config.prefix_consistent
@@ -94,7 +100,10 @@ def _per_query(selector, params, ref_picks, data, raw_rewards, batch, *, num_ste
         out["redundancy"] = jnp.sum(cos * off, (1, 2)) / (shots * (shots - 1))
     qrows = data.query_ids[batch.index]
     for n in oracle_shots:
-        out[f"oracle_acc_{n}"] = oracle_accuracy(data.oracle, qrows, jnp.take_along_axis(pool_ids, n_picks(n), axis=1))
+        shown = jnp.take_along_axis(pool_ids, n_picks(n), axis=1)
+        out[f"oracle_acc_{n}"] = oracle_accuracy(data.oracle, qrows, shown)
+        if realised:
+            out[f"realised_acc_{n}"] = realised_accuracy(data.oracle, qrows, shown)
     if selector.config.stop:
         k = batch.pool_mask.shape[1]
         is_stop = adaptive == k
@@ -112,23 +121,32 @@ def _per_query(selector, params, ref_picks, data, raw_rewards, batch, *, num_ste
 
 
 def evaluate(selector, params, ref_picks, data, raw_rewards, batches, *, num_steps: int, shots: int,
-             label_smoothing, has_oracle: bool) -> dict:
+             label_smoothing, has_oracle: bool, realised: bool = False, questions=None,
+             per_question: bool = False) -> dict:
     """Mean of every metric over the queries of ``batches [chunks, chunk]`` (query rows, −1 = padding;
     ``Pipeline.eval_batches``), with the reference policy's greedy picks ``ref_picks [chunks, chunk,
-    num_steps]`` in the same order (``Pipeline.greedy_picks``)."""
+    num_steps]`` in the same order (``Pipeline.greedy_picks``). ``questions`` (bool per query row, or None:
+    all) are the queries the realised accuracy counts. ``per_question``: instead of the means, every
+    query's realised scores ``{"realised_acc_n": [chunks·chunk]}`` and ``"counted"`` (the queries that count)."""
     def per_chunk(args):
         idx, ref = args
         batch = gather(data, idx)
         out, labelled = _per_query(selector, params, ref, data, raw_rewards, batch, num_steps=num_steps,
-                                   shots=shots, label_smoothing=label_smoothing, has_oracle=has_oracle)
-        return out, labelled, batch.query_mask & batch.traj_mask.any(-1)
+                                   shots=shots, label_smoothing=label_smoothing, has_oracle=has_oracle,
+                                   realised=realised)
+        valid = batch.query_mask & batch.traj_mask.any(-1)
+        counted = valid if questions is None else valid & questions[batch.index]
+        return out, labelled, valid, counted
 
-    out, labelled, valid = jax.lax.map(per_chunk, (batches, ref_picks))
+    out, labelled, valid, counted = jax.lax.map(per_chunk, (batches, ref_picks))
     flat = lambda x: x.reshape(-1)  # noqa: E731
-    valid, labelled = flat(valid), flat(labelled)
+    valid, labelled, counted = flat(valid), flat(labelled), flat(counted)
+    if per_question:
+        return {**{k: flat(v) for k, v in out.items() if k.startswith("realised_")}, "counted": counted}
     metrics = {}
     for name, values in out.items():
-        mask = (valid & labelled) if name == "greedy_labelled_reward" else valid
+        mask = (valid & labelled) if name == "greedy_labelled_reward" else counted if name.startswith(
+            "realised_") else valid
         count = mask.sum()
         mean = jnp.sum(jnp.where(mask, flat(values), 0.0)) / jnp.maximum(count, 1)
         metrics[name] = jnp.where(count > 0, mean, jnp.nan)
@@ -168,13 +186,15 @@ class Evaluator:
         return [f"train_{k}" for k in TRAIN_METRICS[kind]] + [f"val_{k}" for k in self.eval_metric_names()]
 
     def eval_metric_names(self) -> list[str]:
-        return metric_names(self.pipe.cfg.eval_shots, self.pipe.has_oracle, self.pipe.selector.config.stop)
+        return metric_names(self.pipe.cfg.eval_shots, self.pipe.has_oracle, self.pipe.selector.config.stop,
+                            self.pipe.has_realised)
 
-    def evaluate(self, params, reference, data: DeviceData, hp, split: str) -> dict:
+    def evaluate(self, params, reference, data: DeviceData, hp, split: str, per_question: bool = False) -> dict:
         """Offline metrics of ``params`` on ``split`` (eval mode), see :mod:`leverjax.core.evaluate`.
 
         ``reference`` is the reference policy, as its parameters or as its greedy picks on ``split``
-        (``Pipeline.greedy_picks``; the state keeps them for val as ``ref_val_picks``).
+        (``Pipeline.greedy_picks``; the state keeps them for val as ``ref_val_picks``). ``per_question``:
+        every query's realised scores instead (:func:`evaluate`).
         """
         pipe = self.pipe
         if len(pipe.split_index[split]) == 0:
@@ -182,9 +202,11 @@ class Evaluator:
         if not isinstance(reference, jax.Array):  # parameters
             reference = pipe.greedy_picks(reference, data, split)
         raw, _ = pipe.rewards(data, hp)
+        questions = jnp.asarray(pipe.test_questions) if split == "test" else None
         return evaluate(pipe.selector, params, reference, data, raw, pipe.eval_batches(split),
                         num_steps=pipe.num_steps, shots=pipe.cfg.eval_shots, label_smoothing=hp["label_smoothing"],
-                        has_oracle=pipe.has_oracle)
+                        has_oracle=pipe.has_oracle, realised=pipe.has_realised, questions=questions,
+                        per_question=per_question)
 
     @property
     def final_split(self) -> str | None:
@@ -203,3 +225,17 @@ class Evaluator:
         final = self.evaluate(state["params"], ref_picks, data, hp, split)
         best = self.evaluate(state["best_params"], ref_picks, data, hp, split)
         return {**{f"test_{k}": v for k, v in final.items()}, **{f"best_test_{k}": v for k, v in best.items()}}
+
+    def final_questions(self, state: dict, data: DeviceData, hp) -> dict:
+        """Every query's realised score of the final parameters on :attr:`final_split`, in
+        :meth:`question_rows` order (``realised_acc_n`` [Q]; ``counted``: the queries the means count), for
+        the power analysis (:mod:`leverjax.report.power`)."""
+        split = self.final_split or "test"
+        ref_picks = self.pipe.greedy_picks(state["ref_params"], data, split)
+        return self.evaluate(state["params"], ref_picks, data, hp, split, per_question=True)
+
+    def question_rows(self) -> list[int]:
+        """The query rows of :meth:`final_questions`' entries (−1: padding)."""
+        import numpy as np
+
+        return np.asarray(self.pipe.eval_batches(self.final_split or "test")).reshape(-1).tolist()

@@ -30,7 +30,7 @@ from leverjax.core import rewards as rewards_lib
 from leverjax.core.config import Config, hyperparameters, selector_config, validate
 from leverjax.core.model import Selector, init_params
 from leverjax.data.device import Batch, DeviceData, gather, padded_batches
-from leverjax.errors import DataError
+from leverjax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,20 @@ class Pipeline:
         self.num_steps = int(dataset.traj.shape[-1])
         self.max_traj = int(dataset.traj.shape[1])
         self.has_oracle = bool(dataset.oracle)
+        self.has_realised = self.has_oracle and "answer_seed" in dataset.oracle
+        self.test_questions = self._test_questions(split.shape[0])
         self.phases = self._phases()
+
+    def _test_questions(self, num_queries: int) -> np.ndarray:
+        """Which query rows the realised accuracy counts on the test split: all, or a seeded subset of
+        ``test_questions`` of them (``test_questions_seed``)."""
+        test, n = self.split_index["test"], self.cfg.test_questions
+        mask = np.zeros(num_queries, bool)
+        if n > len(test):
+            raise ConfigError(f"test_questions={n} exceeds the {len(test)} test questions (with a labelled "
+                              f"trajectory) of the data")
+        mask[test if n == 0 else np.random.default_rng(self.cfg.test_questions_seed).choice(test, n, replace=False)] = True
+        return mask
 
     def _phases(self) -> list[Phase]:
         cfg, train = self.cfg, self.split_index["train"]

@@ -56,7 +56,7 @@ import leverjax
 from leverjax.data.npz import Dataset, dataset_from_arrays, dataset_to_arrays, load_npz, save_npz
 from leverjax.errors import ConfigError, DataError
 
-GENERATOR_VERSION = 4  # 4: okvqa at the real tables' sizes; 3: the interaction term (vqav2)
+GENERATOR_VERSION = 4  # 4: okvqa at the real tables' sizes, the answer seed; 3: the interaction term (vqav2)
 GEN_METHODS = ("beam", "sample", "retrieval", "random")
 ACC_LEVELS = (0.0, 0.3, 0.6, 0.9, 1.0)
 PARAM_NAMES = (
@@ -195,6 +195,79 @@ def _expected_acc(xp, p, level_main, level_alt, alt_rate):
     return p * level_main + (1.0 - p) * alt_rate * level_alt
 
 
+_GOLDEN = 0x9E3779B9
+
+
+def _mix32(xp, h):
+    """The murmur3 finaliser on uint32 arrays (wrapping arithmetic, the same in numpy and jax.numpy)."""
+    h = h ^ (h >> 16)
+    h = h * xp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * xp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def _answer_uniform(xp, seed, query_rows, demo_rows):
+    """A uniform number in [0, 1) per (seed, query row, ordered demonstration rows): a hash, so the same
+    prompt always gets the same number, in numpy and in jax alike. float32 [B]."""
+    q = xp.asarray(query_rows).astype(xp.uint32)
+    h = _mix32(xp, (q * xp.uint32(0) + xp.asarray(seed).astype(xp.uint32)) ^ xp.uint32(_GOLDEN))
+    h = _mix32(xp, h ^ q)
+    d = xp.asarray(demo_rows).astype(xp.uint32)
+    for t in range(d.shape[-1]):
+        h = _mix32(xp, (h + xp.uint32(_GOLDEN)) ^ d[..., t])
+    return (h >> 8).astype(xp.float32) * xp.float32(1.0 / (1 << 24))
+
+
+def _realised(xp, u, p, level_main, level_alt, alt_rate):
+    """The VQA score of the answer drawn by ``u``: the consensus answer (``level_main``) with probability p,
+    else the alternative (``level_alt``) with probability ``alt_rate``, else a wrong one (0)."""
+    return xp.where(u < p, level_main, xp.where(u < p + (1.0 - p) * alt_rate, level_alt, 0.0))
+
+
+def has_realised(oracle: Mapping[str, Any]) -> bool:
+    """Whether ``oracle`` can give realised scores (files of generator version 4 on; earlier ones have no
+    answer seed)."""
+    return "answer_seed" in oracle
+
+
+def realised_accuracy(oracle: Mapping[str, Any], query_rows, demo_rows):
+    """The VQA score a VLM's one answer gets when shown ``demo_rows`` [B, n] for ``query_rows`` [B]: what a
+    researcher running the model sees, where :func:`oracle_accuracy` is its expectation.
+
+    The answer is drawn deterministically from (the world's answer seed, the query, the ordered
+    demonstrations): the same prompt always scores the same, like a greedy-decoding VLM, and a different
+    selection draws afresh. Scores are 0, ``level_alt`` or ``level_main`` (the 10-annotator VQA values).
+    Over answer seeds the mean is the expected accuracy. Pure ``jax.numpy``, jittable; float32 [B]."""
+    import jax.numpy as jnp
+
+    q = jnp.asarray(query_rows)
+    p, main, alt, rate = _answer_model(jnp, oracle, q, jnp.asarray(demo_rows))
+    u = _answer_uniform(jnp, jnp.asarray(oracle["answer_seed"]), q, demo_rows)
+    return _realised(jnp, u, p, main, alt, rate)
+
+
+def realised_accuracy_np(oracle: Mapping[str, np.ndarray], query_rows, demo_rows) -> np.ndarray:
+    """:func:`realised_accuracy` in numpy (host side, same draws), float32 [B]."""
+    q = np.asarray(query_rows)
+    p, main, alt, rate = _answer_model(np, oracle, q, np.asarray(demo_rows))
+    u = _answer_uniform(np, np.asarray(oracle["answer_seed"]), q, np.asarray(demo_rows))
+    return _realised(np, u, p, main, alt, rate).astype(np.float32)
+
+
+def _answer_model(xp, oracle, q, d):
+    """(p, level_main, level_alt, alt_rate) [B] of the prompts (``xp``'s float32)."""
+    f32 = xp.float32
+    params = xp.asarray(oracle["params"], f32)
+    interaction = oracle.get("interaction")
+    interaction = None if interaction is None else xp.asarray(interaction, f32)
+    total = _set_total(xp, xp.asarray(oracle["latent"], f32), xp.asarray(oracle["quality"], f32), params, q, d,
+                       interaction)
+    p = _sigmoid(xp, _saturate(xp, total, params) - xp.asarray(oracle["difficulty"], f32)[q])
+    return (p, xp.asarray(oracle["level_main"], f32)[q], xp.asarray(oracle["level_alt"], f32)[q],
+            xp.asarray(oracle["alt_rate"], f32)[q])
+
+
 def oracle_accuracy(oracle: Mapping[str, Any], query_rows, demo_rows):
     """Exact expected VQA accuracy of showing ``demo_rows`` [B, n] to ``query_rows`` [B].
 
@@ -205,32 +278,13 @@ def oracle_accuracy(oracle: Mapping[str, Any], query_rows, demo_rows):
     """
     import jax.numpy as jnp
 
-    latent = jnp.asarray(oracle["latent"], jnp.float32)
-    params = jnp.asarray(oracle["params"], jnp.float32)
-    q = jnp.asarray(query_rows)
-    d = jnp.asarray(demo_rows)
-    interaction = oracle.get("interaction")
-    interaction = None if interaction is None else jnp.asarray(interaction, jnp.float32)
-    total = _set_total(jnp, latent, jnp.asarray(oracle["quality"], jnp.float32), params, q, d, interaction)
-    value = _saturate(jnp, total, params)
-    p = _sigmoid(jnp, value - jnp.asarray(oracle["difficulty"], jnp.float32)[q])
-    return _expected_acc(
-        jnp, p,
-        jnp.asarray(oracle["level_main"], jnp.float32)[q],
-        jnp.asarray(oracle["level_alt"], jnp.float32)[q],
-        jnp.asarray(oracle["alt_rate"], jnp.float32)[q],
-    )
+    return _expected_acc(jnp, *_answer_model(jnp, oracle, jnp.asarray(query_rows), jnp.asarray(demo_rows)))
 
 
 def oracle_accuracy_np(oracle: Mapping[str, np.ndarray], query_rows, demo_rows) -> np.ndarray:
     """:func:`oracle_accuracy` in numpy (host side, same formula), float32 [B]."""
-    params = np.asarray(oracle["params"], np.float32)
-    q = np.asarray(query_rows)
-    total = _set_total(np, oracle["latent"], oracle["quality"], params, q, np.asarray(demo_rows),
-                       oracle.get("interaction"))
-    p = _sigmoid(np, _saturate(np, total, params) - oracle["difficulty"][q])
-    out = _expected_acc(np, p, oracle["level_main"][q], oracle["level_alt"][q], oracle["alt_rate"][q])
-    return out.astype(np.float32)
+    p, main, alt, rate = _answer_model(np, oracle, np.asarray(query_rows), np.asarray(demo_rows))
+    return _expected_acc(np, p, main, alt, rate).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,6 +651,7 @@ def _generate(
         "level_alt": world["level_alt"],
         "alt_rate": world["alt_rate"],
         "params": params,
+        "answer_seed": np.asarray(seed, np.uint32),  # the VLM's answers to the prompts (realised_accuracy)
         **({"interaction": world["interaction"]} if "interaction" in world else {}),
     }
     generator = {

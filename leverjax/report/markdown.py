@@ -30,7 +30,7 @@ from leverjax.core import config as config_lib
 from leverjax.core import stats
 from leverjax.errors import ConfigError
 from leverjax.fileio import write_json_atomic, write_text_atomic
-from leverjax.report import validity
+from leverjax.report import power, validity
 from leverjax.report.estimates import Estimate, _mean, _unsigned_zero, equal_epoch_columns, estimate, paired_at
 from leverjax.report.load import (
     ORACLE_MEAN, REFERENCE_NAMES, Context, Run, _context, _ref_acc, _ref_mean, final_splits, grid_runs, load_failures,
@@ -103,6 +103,7 @@ def build_report(directory: str, baseline: str | None = None, plots: bool = True
         written, message = write_plots(ctx)
     forest = [w for w in written if w[1].endswith("forest.png")]
     out += _headline(ctx)
+    out += _realised_and_power(ctx)
     for title, path in forest:
         out += [f"![{title}]({path})", "", _forest_caption(ctx), ""]
     out += _final_tables(ctx)
@@ -434,6 +435,46 @@ def _headline(ctx: Context) -> list[str]:
     else:
         rows += _reference_rows_offline(ctx, [m for m, _ in metrics], len(header))
     return [title, "", note, "", _md_table(header, rows), ""]
+
+
+def _realised_and_power(ctx: Context) -> list[str]:
+    """Expected vs realised accuracy (mean over shots) per run, and for each comparison the smallest effect
+    the grid could have detected on the realised scores (:mod:`leverjax.report.power`)."""
+    if not ctx.oracle:
+        return []
+    realised = [f"test_realised_acc_{n}" for n in ctx.shots]
+    expected = [f"test_oracle_acc_{n}" for n in ctx.shots]
+    if not any(r.final.get(realised[0]) is not None for v in ctx.runs for r in ctx.finished(v).values()):
+        return []
+    rows_power = {r["variant"]: r for r in power.comparisons(ctx.directory, ctx.base)}
+    factor = power.z_factor()
+    header = ["run", "n", "expected (%)", "realised (%)", f"Δ realised vs {ctx.base} (pts)",
+              "smallest detectable Δ (pts)", "seeds × questions"]
+    rows = []
+    for variant in ctx.runs:
+        finished = ctx.finished(variant)
+        mean_of = lambda names: (lambda r: _mean([r.final.get(m) for m in names]))  # noqa: E731
+        row = [f"**{variant}**" if variant == ctx.base else variant, str(len(finished)),
+               estimate([mean_of(expected)(r) for r in finished.values()], 100.0, (0.0, 100.0)).text(2),
+               estimate([mean_of(realised)(r) for r in finished.values()], 100.0, (0.0, 100.0)).text(2)]
+        if variant == ctx.base:
+            row += ["—", "—", "—"]
+        else:
+            p = rows_power.get(variant)
+            row.append(ctx.delta(variant, mean_of(realised), 100.0, (0.0, 100.0)).text(2, signed=True, star=True))
+            row.append(f"{p['mde']:.2f}" if p and p["mde"] is not None else "n/a")
+            row.append(f"{p['seeds']} × {p['questions']}" if p else "n/a")
+        rows.append(row)
+    return ["## Realised accuracy: what a VLM evaluation would see", "",
+            "*Expected* is the oracle's exact accuracy (the truth); *realised* scores the simulated VLM's one answer "
+            "per test question (`test_questions` sets how many count), as a researcher scoring with the model "
+            f"would see it; both are means over shots {ctx.shots[0]}–{ctx.shots[-1]}. *Smallest detectable Δ*: the "
+            f"effect a paired two-sided test (α = {power.ALPHA}) would detect with {power.POWER:.0%} power at this "
+            f"grid's seeds × questions, {factor:.2f} standard errors of the mean per-question difference, with the "
+            "variance split into seed, question and residual parts estimated from the grid itself "
+            "(`python -m leverjax.report.power DIR --delta=x` tells how many seeds × questions an effect x needs). "
+            "A Δ smaller than it is not resolved by a study of this size.", "",
+            _md_table(header, rows), ""]
 
 
 def _offline_refs(ctx: Context, split: str = "test") -> dict:

@@ -120,6 +120,7 @@ class VmappedPipeline:
         # Evaluation is one program shared by every phase (compiled once, not once per phase).
         self.validate = over_runs(evaluator.validate_epoch, (0, None, None, 0))
         self.final = over_runs(evaluator.final_evaluation, (0, None, 0))
+        self.questions = over_runs(evaluator.final_questions, (0, None, 0))
 
     def abstract_state(self, phase_index: int, data, hp, keys):
         """Shapes and dtypes of the state during phase ``phase_index`` (the restore target)."""
@@ -166,6 +167,7 @@ class Results:
     directory: str | None
     failures: dict = dataclasses.field(default_factory=dict)  # run index -> why it diverged (on_nonfinite="record")
     final_split: str | None = "test"  # the split of the final metrics (val when the data has no test queries)
+    questions: list | None = None  # per run: every counted test question's realised scores (synthetic data)
 
 
 class Runner:
@@ -384,7 +386,22 @@ class Runner:
             ckpt_lib.save_params(os.path.join(self.directory, "best"), self._real_runs(state["best_params"]),
                                  self._config_record())
         return Results(self.runs, history, final_records, summary, self._real_runs(state), self.directory,
-                       dict(self.failures), self.vp.evaluator.final_split)
+                       dict(self.failures), self.vp.evaluator.final_split, self._question_scores(state))
+
+    def _question_scores(self, state) -> list[dict] | None:
+        """Per run, the realised score of every counted final-split question at each shot (``queries``: their
+        query rows), on data whose oracle draws answers; else None."""
+        if not self.vp.pipe.has_realised:
+            return None
+        scores = distributed.to_host(self.vp.questions(state, self.data, self.hp))
+        rows = np.asarray(self.vp.evaluator.question_rows())
+        out = []
+        for j in range(len(self.runs)):
+            counted = np.asarray(scores["counted"][j], bool)
+            out.append({"queries": rows[counted].tolist(),
+                        **{k: np.round(np.asarray(v[j], np.float64)[counted], 4).tolist()
+                           for k, v in scores.items() if k != "counted"}})
+        return out
 
     # -- reuse of a shared SFT/RCE prefix --------------------------------------------------------
     # The best-epoch tracking is kept too: a run without GRPO is evaluated on its best parameters, and a

@@ -179,9 +179,10 @@ def write_group_results(root: str, rel: str, runs: Sequence[GridRun], specs, res
                          if r["phase"] == failure["phase"] and r["epoch"] == failure["epoch"]), len(records) - 1)
             records = records[: stop + 1]
         final = None if failure else {k: v for k, v in results.final[j].items() if k not in ("run", "variant", "seed")}
+        questions = results.questions[j] if results.questions and not failure else None
         out.append({"name": run.name, "config_hash": run.config_hash, "experiment": run.experiment,
                     "variant": run.variant, "seed": run.seed, "history": records, "final": final,
-                    "failure": failure})
+                    "failure": failure, **({"questions": questions} if questions else {})})
     if distributed.is_primary():
         write_json_atomic(os.path.join(root, rel, "results.json"),
                           {**final_split_record(results.final_split), "runs": out, "provenance": prov})

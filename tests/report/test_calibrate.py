@@ -95,7 +95,7 @@ def test_small_calibration_directions(tmp_path):
     rows = calibrate.calibrate("okvqa", seeds=2, out=str(tmp_path / "cal"), sizes=SMALL_CAL,
                                overrides={"sft_epochs": 8, "rce_epochs": 1}, printer=lambda s: None)
     by_name = {r.phenomenon.split(" (")[0]: r for r in rows}
-    assert len(rows) == 10
+    assert len(rows) == 11
     mean = lambda row: float(row.value.split()[0])  # noqa: E731
     for n in ("1 shot", "2 shots"):
         over_similarity = by_name[f"trained selector − similarity retrieval, {n}"]
@@ -103,7 +103,8 @@ def test_small_calibration_directions(tmp_path):
         assert mean(over_similarity) > 0 and over_random.passed and mean(over_random) > mean(over_similarity)
     for name in ("trained selector at 1 shot", "random demonstrations from the whole set: acc@1 − acc@4",
                  "trained selector − random demonstrations from the whole set, mean over shots 1–4",
-                 "trained selector − similarity retrieval, mean over shots 1–4", "shot curve 1→4: largest distance from its mean"):
+                 "trained selector − similarity retrieval, mean over shots 1–4", "shot curve 1→4: largest distance from its mean",
+                 "realised acc@1 of 100 test questions: standard deviation"):
         assert by_name[name].passed, (name, by_name[name].value)
     random_all = by_name["trained selector − random demonstrations from the whole set, mean over shots 1–4"]
     assert all(a > b for a, b in zip(random_all.numbers["random_all"], random_all.numbers["random_all"][1:]))
