@@ -50,7 +50,8 @@ def _plain_metrics(pipe, data, params, ref_params, raw, split):
     valid_k = np.concatenate([np.asarray(pm), np.ones((len(idx), k - pm.shape[1]), bool)], 1)
     acc = jax.jit(functools.partial(synth.oracle_accuracy, data.oracle))
     out = {n: [] for n in ("loss", "expected_reward", "top1_reward", "greedy_labelled", "changed_vs_ref",
-                           "redundancy", *[f"oracle_acc_{n}" for n in range(1, SHOTS + 1)])}
+                           "redundancy", *[f"oracle_acc_{n}" for n in range(1, SHOTS + 1)],
+                           *[f"realised_acc_{n}" for n in range(1, SHOTS + 1)])}
     labelled_rewards = []
     for b in range(len(idx)):
         m = np.flatnonzero(tm[b])
@@ -77,6 +78,9 @@ def _plain_metrics(pipe, data, params, ref_params, raw, split):
         for n in range(1, SHOTS + 1):
             rows = pool_ids[b, (picks[n] if slots else longest[:, :n])[b]]
             out[f"oracle_acc_{n}"].append(float(acc(data.query_ids[idx[b:b + 1]], jnp.asarray(rows)[None])[0]))
+            # the VLM's one answer to that prompt, drawn on the host (numpy) from the same hash
+            out[f"realised_acc_{n}"].append(float(synth.realised_accuracy_np(
+                {k: np.asarray(v) for k, v in data.oracle.items()}, data.query_ids[idx[b:b + 1]], rows[None])[0]))
     metrics = {name: np.mean(v) for name, v in out.items()}
     metrics["greedy_labelled_reward"] = np.mean(labelled_rewards) if labelled_rewards else np.nan
     if adaptive is not None:
@@ -132,3 +136,27 @@ def test_the_state_keeps_the_current_references_validation_picks(tiny):
             assert float(val["val_changed_vs_ref"]) == float(direct["changed_vs_ref"])
         # the reference moved (after SFT; and with refresh at the GRPO epoch) and its picks with it
         assert not np.array_equal(seen[0], seen[-1]), policy
+
+
+def test_the_realised_accuracy_counts_a_seeded_subset_of_test_questions(tiny):
+    from leverjax.errors import ConfigError
+
+    data = DeviceData.from_dataset(tiny)
+    every = _pipeline(tiny, "v4_1")
+    test = every.split_index["test"]
+    some, again, other = (_pipeline(tiny, "v4_1", test_questions=15, test_questions_seed=s) for s in (3, 3, 4))
+    chosen = np.flatnonzero(some.test_questions)
+    assert len(chosen) == 15 and set(chosen) <= set(test) and every.test_questions[test].all()
+    np.testing.assert_array_equal(some.test_questions, again.test_questions)
+    assert not np.array_equal(some.test_questions, other.test_questions)
+    params = init_params(every.selector.config, jax.random.PRNGKey(1), data.emb.shape[-1], num_steps=every.num_steps)
+    full, part = (Evaluator(p).evaluate(params, params, data, p.hyperparameters(), "test") for p in (every, some))
+    per_question = Evaluator(every).evaluate(params, params, data, every.hyperparameters(), "test", per_question=True)
+    rows = np.asarray(every.eval_batches("test")).reshape(-1)
+    for n in range(1, SHOTS + 1):
+        scores = np.asarray(per_question[f"realised_acc_{n}"])
+        assert float(full[f"realised_acc_{n}"]) == pytest.approx(scores[rows >= 0].mean(), abs=1e-6)
+        assert float(part[f"realised_acc_{n}"]) == pytest.approx(scores[np.isin(rows, chosen)].mean(), abs=1e-6)
+        assert float(part[f"oracle_acc_{n}"]) == float(full[f"oracle_acc_{n}"])  # the truth counts every question
+    with pytest.raises(ConfigError, match=f"test_questions=999 exceeds the {len(test)} test questions"):
+        _pipeline(tiny, "v4_1", test_questions=999)
