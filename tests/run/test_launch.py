@@ -161,7 +161,8 @@ def test_grid_writes_its_results_directory(grid_a):
     with open(os.path.join(d, "baselines.json")) as f:
         refs = json.load(f)["sets"]
     assert len(refs) == 1 and set(refs[0]["splits"]) == {"val", "test"}
-    assert set(refs[0]["splits"]["test"]["oracle"]) == {"random", "similarity", "best_labelled", "oracle_greedy"}
+    assert set(refs[0]["splits"]["test"]["oracle"]) == {"random", "random_all", "similarity", "best_labelled",
+                                                               "oracle_greedy"}
     # TensorBoard: every run's per-epoch metrics, tagged by phase, equal to the CSV's
     from leverjax.run import tracking
 
