@@ -211,8 +211,8 @@ class Config:
     test_questions_seed: int = EVALUATION(0, "Seed of the test_questions subset.", at_least=0,
                                           label="test-question subset {}")
     best_metric: str = EVALUATION("val_expected_reward", "Metric that picks the best epoch of the last phase (the "
-                                  "default is the offline metric that lost the least oracle accuracy in the "
-                                  "metric-validity study, README).", label="best epoch by {}")
+                                  "default lost least on the version-3 synthetic data; on today's default data "
+                                  "val_loss loses least: docs/results/metric-validity.md).", label="best epoch by {}")
     best_mode: str = EVALUATION("auto", "Whether the best epoch minimises or maximises best_metric; auto: minimise "
                                 "losses, KL and redundancy, maximise the others.", choices=("auto", "min", "max"))
 
