@@ -122,12 +122,13 @@ def _per_query(selector, params, ref_picks, data, raw_rewards, batch, *, num_ste
 
 def evaluate(selector, params, ref_picks, data, raw_rewards, batches, *, num_steps: int, shots: int,
              label_smoothing, has_oracle: bool, realised: bool = False, questions=None,
-             per_question: bool = False) -> dict:
+             per_question: bool = False):
     """Mean of every metric over the queries of ``batches [chunks, chunk]`` (query rows, −1 = padding;
     ``Pipeline.eval_batches``), with the reference policy's greedy picks ``ref_picks [chunks, chunk,
     num_steps]`` in the same order (``Pipeline.greedy_picks``). ``questions`` (bool per query row, or None:
-    all) are the queries the realised accuracy counts. ``per_question``: instead of the means, every
-    query's realised scores ``{"realised_acc_n": [chunks·chunk]}`` and ``"counted"`` (the queries that count)."""
+    all) are the queries the realised accuracy counts. ``per_question``: returns ``(means, scores)``, the
+    scores every query's realised score ``{"realised_acc_n": [chunks·chunk]}`` and ``"counted"`` (the queries
+    that count), from the same pass."""
     def per_chunk(args):
         idx, ref = args
         batch = gather(data, idx)
@@ -141,8 +142,6 @@ def evaluate(selector, params, ref_picks, data, raw_rewards, batches, *, num_ste
     out, labelled, valid, counted = jax.lax.map(per_chunk, (batches, ref_picks))
     flat = lambda x: x.reshape(-1)  # noqa: E731
     valid, labelled, counted = flat(valid), flat(labelled), flat(counted)
-    if per_question:
-        return {**{k: flat(v) for k, v in out.items() if k.startswith("realised_")}, "counted": counted}
     metrics = {}
     for name, values in out.items():
         mask = (valid & labelled) if name == "greedy_labelled_reward" else counted if name.startswith(
@@ -150,6 +149,8 @@ def evaluate(selector, params, ref_picks, data, raw_rewards, batches, *, num_ste
         count = mask.sum()
         mean = jnp.sum(jnp.where(mask, flat(values), 0.0)) / jnp.maximum(count, 1)
         metrics[name] = jnp.where(count > 0, mean, jnp.nan)
+    if per_question:
+        return metrics, {**{k: flat(v) for k, v in out.items() if k.startswith("realised_")}, "counted": counted}
     return metrics
 
 
@@ -189,16 +190,17 @@ class Evaluator:
         return metric_names(self.pipe.cfg.eval_shots, self.pipe.has_oracle, self.pipe.selector.config.stop,
                             self.pipe.has_realised)
 
-    def evaluate(self, params, reference, data: DeviceData, hp, split: str, per_question: bool = False) -> dict:
+    def evaluate(self, params, reference, data: DeviceData, hp, split: str, per_question: bool = False):
         """Offline metrics of ``params`` on ``split`` (eval mode), see :mod:`leverjax.core.evaluate`.
 
         ``reference`` is the reference policy, as its parameters or as its greedy picks on ``split``
         (``Pipeline.greedy_picks``; the state keeps them for val as ``ref_val_picks``). ``per_question``:
-        every query's realised scores instead (:func:`evaluate`).
+        ``(metrics, every query's realised scores)`` (:func:`evaluate`).
         """
         pipe = self.pipe
         if len(pipe.split_index[split]) == 0:
-            return {k: jnp.float32(jnp.nan) for k in self.eval_metric_names()}
+            nan = {k: jnp.float32(jnp.nan) for k in self.eval_metric_names()}
+            return (nan, {}) if per_question else nan
         if not isinstance(reference, jax.Array):  # parameters
             reference = pipe.greedy_picks(reference, data, split)
         raw, _ = pipe.rewards(data, hp)
@@ -220,22 +222,21 @@ class Evaluator:
     def final_evaluation(self, state: dict, data: DeviceData, hp) -> dict:
         """Metrics of the final and the best parameters on :attr:`final_split` (``test_*``,
         ``best_test_*``: the names stay those of the test split whichever split they come from)."""
+        return self.final_evaluation_and_questions(state, data, hp)[0]
+
+    def final_evaluation_and_questions(self, state: dict, data: DeviceData, hp) -> tuple[dict, dict]:
+        """:meth:`final_evaluation`, and every query's realised score of the final parameters from the same
+        pass, in :meth:`question_rows` order (``realised_acc_n`` [Q]; ``counted``: the queries the means count),
+        for the power analysis (:mod:`leverjax.report.power`)."""
         split = self.final_split or "test"
         ref_picks = self.pipe.greedy_picks(state["ref_params"], data, split)  # once for both
-        final = self.evaluate(state["params"], ref_picks, data, hp, split)
+        final, questions = self.evaluate(state["params"], ref_picks, data, hp, split, per_question=True)
         best = self.evaluate(state["best_params"], ref_picks, data, hp, split)
-        return {**{f"test_{k}": v for k, v in final.items()}, **{f"best_test_{k}": v for k, v in best.items()}}
-
-    def final_questions(self, state: dict, data: DeviceData, hp) -> dict:
-        """Every query's realised score of the final parameters on :attr:`final_split`, in
-        :meth:`question_rows` order (``realised_acc_n`` [Q]; ``counted``: the queries the means count), for
-        the power analysis (:mod:`leverjax.report.power`)."""
-        split = self.final_split or "test"
-        ref_picks = self.pipe.greedy_picks(state["ref_params"], data, split)
-        return self.evaluate(state["params"], ref_picks, data, hp, split, per_question=True)
+        return ({**{f"test_{k}": v for k, v in final.items()}, **{f"best_test_{k}": v for k, v in best.items()}},
+                questions)
 
     def question_rows(self) -> list[int]:
-        """The query rows of :meth:`final_questions`' entries (−1: padding)."""
+        """The query rows of the per-question scores' entries (−1: padding)."""
         import numpy as np
 
         return np.asarray(self.pipe.eval_batches(self.final_split or "test")).reshape(-1).tolist()

@@ -211,7 +211,7 @@ def _answer_uniform(xp, seed, query_rows, demo_rows):
     """A uniform number in [0, 1) per (seed, query row, ordered demonstration rows): a hash, so the same
     prompt always gets the same number, in numpy and in jax alike. float32 [B]."""
     q = xp.asarray(query_rows).astype(xp.uint32)
-    h = _mix32(xp, (q * xp.uint32(0) + xp.asarray(seed).astype(xp.uint32)) ^ xp.uint32(_GOLDEN))
+    h = _mix32(xp, xp.broadcast_to(xp.asarray(seed).astype(xp.uint32), q.shape) ^ xp.uint32(_GOLDEN))
     h = _mix32(xp, h ^ q)
     d = xp.asarray(demo_rows).astype(xp.uint32)
     for t in range(d.shape[-1]):

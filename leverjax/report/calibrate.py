@@ -52,7 +52,7 @@ from leverjax.data.device import DeviceData
 from leverjax.data.synth import get_preset, make_synthetic
 from leverjax.errors import ConfigError
 from leverjax.fileio import write_text_atomic
-from leverjax.report.load import load_runs
+from leverjax.report.load import group_results, load_runs
 from leverjax.run import launch
 from leverjax.run import registry as experiments
 
@@ -243,13 +243,11 @@ def question_sd(directory: str, shot: int = 1) -> list[float]:
     """Per seed, the standard deviation (points) of a 100-question mean of the trained selector's realised
     accuracy at ``shot``, from the spread of its per-question scores (``results.json``)."""
     out = []
-    runs_dir = os.path.join(directory, "runs")
-    for group in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
-        with open(os.path.join(runs_dir, group, "results.json")) as f:
-            for run in json.load(f)["runs"]:
-                scores = (run.get("questions") or {}).get(f"realised_acc_{shot}")
-                if scores and len(scores) > 1:
-                    out.append(100 * float(np.std(scores, ddof=1)) / math.sqrt(100))
+    for content in group_results(directory):
+        for run in content.get("runs", []):
+            scores = (run.get("questions") or {}).get(f"realised_acc_{shot}")
+            if scores and len(scores) > 1:
+                out.append(100 * float(np.std(scores, ddof=1)) / math.sqrt(100))
     return out
 
 

@@ -230,15 +230,17 @@ def _context(directory: str, baseline: str | None) -> Context:
                    load_references(directory, base))
 
 
+def group_results(directory: str) -> list[dict]:
+    """Every group's ``runs/<group>/results.json`` of a results directory that is on disk, in group order."""
+    runs_dir = os.path.join(directory, "runs")
+    groups = sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
+    contents = (read_json(os.path.join(runs_dir, group, "results.json")) for group in groups)
+    return [c for c in contents if c is not None]
+
+
 def final_splits(directory: str) -> set:
     """The splits the final metrics of the grid's groups come from (``runs/*/results.json``)."""
-    out = set()
-    runs_dir = os.path.join(directory, "runs")
-    for group in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
-        content = read_json(os.path.join(runs_dir, group, "results.json"))
-        if content is not None:
-            out.add(content.get("final_split", "test"))
-    return out
+    return {content.get("final_split", "test") for content in group_results(directory)}
 
 
 def _ref_acc(refs: dict | None, split: str, name: str, n: int) -> float | None:

@@ -450,10 +450,10 @@ def _realised_and_power(ctx: Context) -> list[str]:
     factor = power.z_factor()
     header = ["run", "n", "expected (%)", "realised (%)", f"Δ realised vs {ctx.base} (pts)",
               "smallest detectable Δ (pts)", "seeds × questions"]
+    mean_of = lambda names: (lambda r: _mean([r.final.get(m) for m in names]))  # noqa: E731
     rows = []
     for variant in ctx.runs:
         finished = ctx.finished(variant)
-        mean_of = lambda names: (lambda r: _mean([r.final.get(m) for m in names]))  # noqa: E731
         row = [f"**{variant}**" if variant == ctx.base else variant, str(len(finished)),
                estimate([mean_of(expected)(r) for r in finished.values()], 100.0, (0.0, 100.0)).text(2),
                estimate([mean_of(realised)(r) for r in finished.values()], 100.0, (0.0, 100.0)).text(2)]

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from leverjax.errors import ConfigError
-from leverjax.fileio import read_json
+from leverjax.report.load import group_results
 
 POWER = 0.8
 ALPHA = 0.05
@@ -89,10 +89,8 @@ def questions_needed(components: Mapping[str, float], delta: float, seeds: int, 
 def question_scores(directory: str) -> dict[str, dict[int, dict[int, float]]]:
     """variant -> seed -> {query row: realised score averaged over the recorded shots}, from the finished
     runs' ``results.json``; empty when no run recorded questions (real data, or older results)."""
-    runs_dir = os.path.join(directory, "runs")
     out: dict[str, dict[int, dict[int, float]]] = {}
-    for group in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
-        content = read_json(os.path.join(runs_dir, group, "results.json")) or {}
+    for content in group_results(directory):
         for run in content.get("runs", []):
             q = run.get("questions")
             if not q:

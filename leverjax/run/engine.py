@@ -119,8 +119,7 @@ class VmappedPipeline:
                       for i in range(len(pipe.phases))]
         # Evaluation is one program shared by every phase (compiled once, not once per phase).
         self.validate = over_runs(evaluator.validate_epoch, (0, None, None, 0))
-        self.final = over_runs(evaluator.final_evaluation, (0, None, 0))
-        self.questions = over_runs(evaluator.final_questions, (0, None, 0))
+        self.final = over_runs(evaluator.final_evaluation_and_questions, (0, None, 0))
 
     def abstract_state(self, phase_index: int, data, hp, keys):
         """Shapes and dtypes of the state during phase ``phase_index`` (the restore target)."""
@@ -378,7 +377,7 @@ class Runner:
                 self._save_prefix(state, history, i + 1)
                 if i + 1 == prefix_end and self.stop_at_prefix:
                     return Results(self.runs, history, [], {}, None, self.directory, dict(self.failures))
-        final = distributed.to_host(self.vp.final(state, self.data, self.hp))
+        final, questions = distributed.to_host(self.vp.final(state, self.data, self.hp))
         final_records = [{"run": r.name, "variant": r.variant, "seed": r.seed, **{k: float(v[j]) for k, v in final.items()}}
                          for j, r in enumerate(self.runs)]
         summary = stats.summarize(final_records, "variant")
@@ -386,14 +385,13 @@ class Runner:
             ckpt_lib.save_params(os.path.join(self.directory, "best"), self._real_runs(state["best_params"]),
                                  self._config_record())
         return Results(self.runs, history, final_records, summary, self._real_runs(state), self.directory,
-                       dict(self.failures), self.vp.evaluator.final_split, self._question_scores(state))
+                       dict(self.failures), self.vp.evaluator.final_split, self._question_scores(questions))
 
-    def _question_scores(self, state) -> list[dict] | None:
+    def _question_scores(self, scores: dict) -> list[dict] | None:
         """Per run, the realised score of every counted final-split question at each shot (``queries``: their
-        query rows), on data whose oracle draws answers; else None."""
+        query rows), from the final evaluation's per-question ``scores``; None on data without realised scores."""
         if not self.vp.pipe.has_realised:
             return None
-        scores = distributed.to_host(self.vp.questions(state, self.data, self.hp))
         rows = np.asarray(self.vp.evaluator.question_rows())
         out = []
         for j in range(len(self.runs)):

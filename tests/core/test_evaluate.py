@@ -151,7 +151,8 @@ def test_the_realised_accuracy_counts_a_seeded_subset_of_test_questions(tiny):
     assert not np.array_equal(some.test_questions, other.test_questions)
     params = init_params(every.selector.config, jax.random.PRNGKey(1), data.emb.shape[-1], num_steps=every.num_steps)
     full, part = (Evaluator(p).evaluate(params, params, data, p.hyperparameters(), "test") for p in (every, some))
-    per_question = Evaluator(every).evaluate(params, params, data, every.hyperparameters(), "test", per_question=True)
+    _, per_question = Evaluator(every).evaluate(params, params, data, every.hyperparameters(), "test",
+                                                per_question=True)
     rows = np.asarray(every.eval_batches("test")).reshape(-1)
     for n in range(1, SHOTS + 1):
         scores = np.asarray(per_question[f"realised_acc_{n}"])
