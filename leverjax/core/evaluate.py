@@ -154,6 +154,27 @@ def evaluate(selector, params, ref_picks, data, raw_rewards, batches, *, num_ste
     return metrics
 
 
+def selections(selector, params, data, batches, *, num_steps: int, shots) -> dict[int, jax.Array]:
+    """The selections the evaluation scores, ``{n: global rows [chunks·chunk, n]}`` for every ``n`` in
+    ``shots``, in ``batches`` order (rows of padding entries are meaningless): the same decoding as
+    :func:`evaluate`'s, so that a scorer given them sees what the oracle accuracy saw."""
+    shots = tuple(shots)
+    prefix = selector.config.prefix_consistent
+    longest = max(max(shots), num_steps)
+    decode_steps = (longest,) if prefix else (longest, *shots)
+
+    def per_chunk(idx):
+        batch = gather(data, idx)
+        _, picks_of, _ = selector.score_and_decode(params, batch.query_emb, batch.cand_emb, batch.pool_mask,
+                                                   batch.traj, decode_steps)
+        pool_ids = data.pool_ids[batch.index]
+        return {n: jnp.take_along_axis(pool_ids, picks_of[longest][:, :n] if prefix else picks_of[n], axis=1)
+                for n in shots}
+
+    out = jax.lax.map(per_chunk, batches)
+    return {n: v.reshape(-1, n) for n, v in out.items()}
+
+
 class Evaluator:
     """The evaluation of one :class:`~leverjax.core.train.Pipeline`'s runs: validation after every epoch (with
     best-epoch tracking in the state) and the final test metrics, as pure functions like the pipeline's."""

@@ -382,8 +382,9 @@ class Runner:
                          for j, r in enumerate(self.runs)]
         summary = stats.summarize(final_records, "variant")
         if self.directory:
-            ckpt_lib.save_params(os.path.join(self.directory, "best"), self._real_runs(state["best_params"]),
-                                 self._config_record())
+            for folder, key in (("best", "best_params"), ("final", "params")):
+                ckpt_lib.save_params(os.path.join(self.directory, folder), self._real_runs(state[key]),
+                                     self._config_record())
         return Results(self.runs, history, final_records, summary, self._real_runs(state), self.directory,
                        dict(self.failures), self.vp.evaluator.final_split, self._question_scores(questions))
 

@@ -1,7 +1,13 @@
-"""The examples file: (id, image, question) records in JSON or JSON lines, read and checked once, with
-each bad record named by its index and id; and the images they point at."""
+"""The examples file: (id, image, question[, answers]) records in JSON or JSON lines, read and checked once,
+with each bad record named by its index and id; and the images they point at.
+
+``answers`` (what the VLM scorer needs): the human answers of the question, a list of strings or of
+``{"answer": ...}`` objects as in the VQA annotation files (10 for OKVQA and VQAv2). A demonstration shows
+the most common of them, the first seen among equals, as the original does (it ignores any other answer
+field)."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -13,16 +19,24 @@ from leverjax.errors import DataError
 ID_KEYS = ("id", "question_id", "image_id")
 IMAGE_KEYS = ("image", "image_path", "img_path", "file_name")
 QUESTION_KEYS = ("question",)
+ANSWERS_KEY = "answers"
 
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """One example: its position in the examples file (= its global id and row), id, image, question."""
+    """One example: its position in the examples file (= its global id and row), id, image, question and
+    human answers (empty when the file has none)."""
 
     index: int
     id: int | str
     image: str
     question: str
+    answers: tuple[str, ...] = ()
+
+    @property
+    def answer(self) -> str:
+        """The answer a demonstration shows: the most common human answer, the first seen among equals."""
+        return collections.Counter(self.answers).most_common(1)[0][0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +130,26 @@ def _record_image(record: dict, index: int, record_id: Any, key: str | None, fmt
     return value
 
 
-def load_examples(path: str, fmt: RecordFormat = RecordFormat()) -> list[Example]:
-    """Reads and checks the examples file; raises :class:`DataError` naming the first bad record."""
+def _record_answers(record: dict, index: int, record_id: Any) -> tuple[str, ...]:
+    """The record's human answers: a non-empty list of non-empty strings or ``{"answer": str}`` objects."""
+    value = record.get(ANSWERS_KEY)
+    where = describe_record(index, record_id)
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{where} has no answers: expected a non-empty list in '{ANSWERS_KEY}' (the VQA "
+                        "annotations' human answers)")
+    out = []
+    for j, a in enumerate(value):
+        text = a.get("answer") if isinstance(a, dict) else a
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where} has answer {j} = {a!r} in '{ANSWERS_KEY}': expected a non-empty string or "
+                            "an object with a non-empty 'answer'")
+        out.append(text)
+    return tuple(out)
+
+
+def load_examples(path: str, fmt: RecordFormat = RecordFormat(), *, answers: bool = False) -> list[Example]:
+    """Reads and checks the examples file; raises :class:`DataError` naming the first bad record.
+    ``answers``: every record must carry its human answers (module docstring)."""
     records = read_records(path)
     if not records:
         raise DataError(f"examples file {path} holds no records")
@@ -137,7 +169,8 @@ def load_examples(path: str, fmt: RecordFormat = RecordFormat()) -> list[Example
         seen[str(record_id)] = index
         question = _record_question(record, index, record_id, question_key)
         image = os.path.join(root, os.path.expanduser(_record_image(record, index, record_id, image_key, fmt)))
-        examples.append(Example(index, record_id, os.path.normpath(image), question))
+        human = _record_answers(record, index, record_id) if answers else ()
+        examples.append(Example(index, record_id, os.path.normpath(image), question, human))
     return examples
 
 
