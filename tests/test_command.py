@@ -10,7 +10,8 @@ import pytest
 # each module with one of its own flags, which its --help must list
 COMMANDS = {"leverjax.data.synth": "--preset", "leverjax.data.leverplus": "--out", "leverjax.data.calibrate": "--preset",
             "leverjax.tools.score": "--checkpoint", "leverjax.tools.interop": "--out",
-            "leverjax.tools.export_qwen": "--out", "leverjax.report": "--baseline"}
+            "leverjax.tools.export_qwen": "--out", "leverjax.report": "--baseline",
+            "leverjax.vlm_eval": "--scorer"}
 
 
 def run(*args):

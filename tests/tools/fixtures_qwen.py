@@ -43,6 +43,22 @@ PREPROCESSOR_CONFIG = {
 }
 
 
+# Qwen2.5-VL-Instruct's chat template (its ``chat_template.json``), so that the tiny model ships one as the real
+# model does.
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in "
+    "content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] "
+    "== 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}"
+    "{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n{% endif %}"
+)
+
+
 def build_tokenizer():
     """A word-level fast tokenizer with the Qwen special tokens, built in memory."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -50,13 +66,15 @@ def build_tokenizer():
 
     backend = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="[UNK]",
         pad_token="<|endoftext|>",
         eos_token="<|im_end|>",
         additional_special_tokens=list(SPECIAL_TOKENS),
     )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def tiny_config(tokenizer):
@@ -144,18 +162,26 @@ QUESTIONS = (
 )
 
 
-def write_examples(directory: str, n: int, size: int = 56, image_dir: str = "images") -> str:
+ANSWERS = ("red", "two", "yes", "dog", "man", "blue", "car", "bus")
+
+
+def write_examples(directory: str, n: int, size: int = 56, image_dir: str = "images", images: int | None = None,
+                   answers: bool = False) -> str:
     """Writes ``n`` OKVQA-style records (question_id, image_id, image, question) to examples.json.
 
-    Image paths are relative to ``directory``; question ``i`` is ``QUESTIONS[i % len(QUESTIONS)]``.
+    Image paths are relative to ``directory``; question ``i`` is ``QUESTIONS[i % len(QUESTIONS)]``. ``images``:
+    write only that many images, record i showing image ``i % images``; ``answers``: ten human answers each.
     """
-    names = write_images(os.path.join(directory, image_dir), n, size=size)
+    names = write_images(os.path.join(directory, image_dir), images or n, size=size)
+    names = [names[i % len(names)] for i in range(n)]
     records = [
         {
             "question_id": 1000 + i,
             "image_id": 500 + i // 2,
             "image": f"{image_dir}/{name}",
             "question": QUESTIONS[i % len(QUESTIONS)],
+            **({"answers": [{"answer": ANSWERS[(i + j // 4) % len(ANSWERS)], "answer_id": j + 1} for j in range(10)]}
+               if answers else {}),
         }
         for i, name in enumerate(names)
     ]
