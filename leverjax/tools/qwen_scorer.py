@@ -25,6 +25,7 @@ The original runs one prompt at a time; here ``batch_size`` prompts go together,
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
 import hashlib
@@ -129,13 +130,16 @@ def fetch_image(example: examples_lib.Example):
 
 
 def _tokens(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
+    return re.findall(r"[a-z0-9]+", text.lower())
 
 
 def relevance(prediction: str, answers: Sequence[str]) -> float:
-    """max over the human answers of max(token F1, edit similarity) to ``prediction`` (lower-cased)."""
+    """The RL data's ``vqa_rel_score``: max over the human answers of max(token F1 over ``[a-z0-9]+`` words,
+    ``difflib`` character similarity), both lower-cased and stripped; 0 for an empty answer."""
     pred = prediction.strip().lower()
     best = 0.0
+    if not pred:
+        return 0.0
     for answer in answers:
         gold = answer.strip().lower()
         p, g = _tokens(pred), _tokens(gold)
@@ -152,7 +156,7 @@ class QwenScorer:
 
     def __init__(self, model: str, examples: Sequence[examples_lib.Example], *, device: str = "auto",
                  dtype: str = "auto", generation: GenerationOptions = GenerationOptions(),
-                 attn_implementation: str | None = None):
+                 attn_implementation: str | None = None, gt_prob: bool = False):
         config = read_model_config(model)
         torch, transformers = import_export_deps()
         missing = [e for e in examples if not e.answers]
@@ -163,6 +167,7 @@ class QwenScorer:
         self.torch = torch
         self.examples = list(examples)
         self.generation = generation
+        self.with_gt_prob = gt_prob
         self.device = resolve_device(torch, device)
         self.dtype = resolve_dtype(dtype, self.device)
         model_kw = {_dtype_keyword(transformers.__version__): getattr(torch, self.dtype)}
@@ -181,7 +186,7 @@ class QwenScorer:
         answers = hashlib.sha256(repr([(e.index, e.answers) for e in self.examples]).encode()).hexdigest()
         self.identity = {
             **{k: v for k, v in model_identity(model, config).items() if k != "model_path"},
-            "dtype": self.dtype, **dataclasses.asdict(generation),
+            "dtype": self.dtype, **dataclasses.asdict(generation), "gt_prob": gt_prob,
             "prompt_sha256": hashlib.sha256((SYSTEM_PROMPT + TEMPLATE).encode()).hexdigest()[:16],
             "examples_sha256": examples_lib.examples_digest(self.examples)[:16], "answers_sha256": answers[:16],
         }
@@ -215,17 +220,50 @@ class QwenScorer:
             texts.append(render_prompt(demos, query))
         return texts, images
 
-    def score_batch(self, query_rows, demo_rows) -> list[dict]:
-        """One generation per prompt: ``answer``, ``acc`` (VQA accuracy), ``correct``, ``rel``; ``gt_prob`` NaN."""
-        torch = self.torch
-        texts, images = self.prompts(query_rows, demo_rows)
+    def _expand(self, texts: list[str], images: list) -> tuple[list[str], dict]:
+        """``texts`` (one ``<|image_pad|>`` per image) with each image's token expanded to its count, as the
+        processor does, and the images' pixel values and grids."""
         vision = self.image_processor(images=images, return_tensors="pt")
         counts = iter((vision["image_grid_thw"].prod(-1) // self.merge ** 2).tolist())
-        expanded = [re.sub(re.escape("<|image_pad|>"), lambda _: "<|image_pad|>" * next(counts), t) for t in texts]
-        inputs = self.tokenizer(expanded, padding=True, return_tensors="pt")
-        inputs = {**inputs, **vision}
+        return [re.sub(re.escape("<|image_pad|>"), lambda _: "<|image_pad|>" * next(counts), t) for t in texts], vision
+
+    def _inputs(self, texts: list[str], images: list) -> dict:
+        """Model inputs of ``texts`` and their ``images`` in order, padded on the left, on the device."""
+        expanded, vision = self._expand(texts, images)
+        inputs = {**self.tokenizer(expanded, padding=True, return_tensors="pt"), **vision}
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs
+
+    def answer_probabilities(self, text: str, images: list, answers: Sequence[str]) -> list[float]:
+        """Per answer, the model's teacher-forced probability of its tokens after the prompt ``text`` (which
+        ends with the generation prompt), length-normalised: exp(mean log p) over the answer's tokens."""
+        torch = self.torch
+        prompt_len = len(self.tokenizer(self._expand([text], images)[0][0], add_special_tokens=False)["input_ids"])
+        inputs = self._inputs([text + a for a in answers], list(images) * len(answers))
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]
+        out = []
+        for j in range(len(answers)):
+            n_answer = int(inputs["attention_mask"][j].sum()) - prompt_len  # left padding: the answer ends the row
+            out.append(float(torch.exp(logp[j, -n_answer:].mean())) if n_answer > 0 else math.nan)
+        return out
+
+    def gt_prob(self, text: str, images: list, human: Sequence[str]) -> float:
+        """The ground truth's probability mass: Σ over the distinct human answers (cut as generations are) of
+        min(count / 3, 1) · :meth:`answer_probabilities` (can exceed 1, as the RL data's ``vqa_gt_prob``)."""
+        counts = collections.Counter(postprocess_generation(a) for a in human)
+        answers = [a for a in counts if a]
+        probs = self.answer_probabilities(text, images, answers) if answers else []
+        return float(sum(min(counts[a] / 3.0, 1.0) * p for a, p in zip(answers, probs)))
+
+    def score_batch(self, query_rows, demo_rows) -> list[dict]:
+        """One generation per prompt: ``answer``, ``acc`` (VQA accuracy), ``correct``, ``rel``; ``gt_prob``
+        when the scorer was made with ``gt_prob=True`` (else NaN)."""
+        torch = self.torch
+        texts, images = self.prompts(query_rows, demo_rows)
+        inputs = self._inputs(texts, images)
         g = self.generation
         with torch.inference_mode():
             out = self.model.generate(**inputs, num_beams=g.num_beams, max_new_tokens=g.max_new_tokens,
@@ -235,10 +273,13 @@ class QwenScorer:
         new = out[:, inputs["input_ids"].shape[1]:]
         decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         results = []
-        for q, text in zip(np.asarray(query_rows).tolist(), decoded):
+        per_prompt = np.asarray(demo_rows).shape[1] + 1
+        for i, (q, text) in enumerate(zip(np.asarray(query_rows).tolist(), decoded)):
             answer = postprocess_generation(text)
             human = self.example(q).answers
             acc = vqa_accuracy(answer, human)
-            results.append({"answer": answer, "acc": acc, "correct": float(acc > 0), "gt_prob": math.nan,
+            gt = self.gt_prob(texts[i], images[i * per_prompt:(i + 1) * per_prompt], human) \
+                if self.with_gt_prob else math.nan
+            results.append({"answer": answer, "acc": acc, "correct": float(acc > 0), "gt_prob": gt,
                             "rel": relevance(answer, human)})
         return results

@@ -221,3 +221,32 @@ def test_qwen_bad_examples_get_one_line(grid, qwen, tmp_path):
         scorer.score_batch(np.array([0]), np.array([[5]]))
     with pytest.raises(DataError, match="row 300 has no example"):
         scorer.score_batch(np.array([300]), np.array([[1]]))
+
+
+def test_ground_truth_probability_and_relevance(qwen):
+    import torch
+
+    from leverjax.tools.qwen_scorer import QwenScorer, relevance
+
+    scorer = QwenScorer(qwen["model"], qwen["loaded"], gt_prob=True)
+    texts, images = scorer.prompts(np.array([2]), np.array([[3, 1]]))
+    answers = ["red", "what color is the dog"]
+    together = scorer.answer_probabilities(texts[0], images, answers)  # padded to the longer answer
+    alone = [scorer.answer_probabilities(texts[0], images, [a])[0] for a in answers]
+    assert together == pytest.approx(alone, rel=1e-4)
+    # by hand: the answer's tokens are the ones after the prompt's; exp of their mean log-probability
+    full = scorer._inputs([texts[0] + "red"], images)
+    n_prompt = full["input_ids"].shape[1] - len(scorer.tokenizer("red", add_special_tokens=False)["input_ids"])
+    with torch.inference_mode():
+        logp = torch.log_softmax(scorer.model(**full).logits[0, :-1].float(), -1)
+    ids = full["input_ids"][0, n_prompt:]
+    assert alone[0] == pytest.approx(float(torch.exp(logp[n_prompt - 1:].gather(-1, ids[:, None]).mean())), rel=1e-5)
+    # six "red" and four "two": min(6/3, 1)·p(red) + min(4/3, 1)·p(two)
+    p_two = scorer.answer_probabilities(texts[0], images, ["two"])[0]
+    assert scorer.gt_prob(texts[0], images, ["red"] * 6 + ["two"] * 4) == pytest.approx(alone[0] + p_two, rel=1e-5)
+    labels = scorer.score_batch(np.array([2]), np.array([[3, 1]]))[0]
+    assert labels["gt_prob"] == pytest.approx(scorer.gt_prob(texts[0], images, qwen["loaded"][2].answers), rel=1e-5)
+    # token F1 2·1/(2 + 3) = 0.4; characters: "red " matches, 2·4/(7 + 9) = 0.5
+    assert relevance("red car", ["a red bus"]) == pytest.approx(0.5)
+    assert relevance("red car", ["the red", "zzzzzzzzzzzzzzzzzzz"]) == pytest.approx(max(2 / 4, 2 * 3 / 14))
+    assert relevance("", ["red"]) == 0.0 and relevance("Red", ["red"]) == 1.0
