@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from leverjax.errors import ConfigError, DataError, LeverjaxError
+from leverjax.errors import ConfigError, DataError
 from leverjax.fileio import atomic_path, file_sha256, read_json, write_json_atomic, write_text_atomic
 
 PARAMS = ("final", "best")
@@ -111,6 +111,9 @@ def _grid(results: str) -> dict:
 def data_path(results: str, given: str | None) -> str:
     """The data the grid trained on (``grid.json``'s provenance), or ``given`` if its hash matches."""
     recorded = (_grid(results).get("provenance") or {}).get("data") or []
+    if len(recorded) > 1:
+        raise ConfigError(f"{results} trained on {len(recorded)} data files; the VLM evaluation takes a grid on "
+                          "one (evaluate each data file's runs from a grid of their own)")
     recorded = recorded[0] if recorded else {}
     path = given or recorded.get("path")
     if not path:
@@ -182,10 +185,10 @@ def grid_selections(folder: str, content: dict, dataset, questions: np.ndarray, 
     order = np.asarray(batches).reshape(-1)
     where = {int(r): i for i, r in enumerate(order) if r >= 0}
     take = np.array([where[int(q)] for q in questions])
-    info = {r["name"]: r for r in content["runs"]}
+    info = {r["name"]: r for r in content["runs"] if r.get("final") and not r.get("failure")}
     out = []
     for j, run in enumerate(meta.get("runs") or []):
-        if run["name"] not in info:  # not finished (a diverged run)
+        if run["name"] not in info:  # not finished (a diverged run has no final metrics)
             continue
         out.append(Selections(run["name"], info[run["name"]].get("variant", run["name"].split("/")[0]),
                               int(run["seed"]), {n: picks[n][j][take] for n in shots}))
@@ -194,12 +197,13 @@ def grid_selections(folder: str, content: dict, dataset, questions: np.ndarray, 
 
 def reference_selections(dataset, questions: np.ndarray, shots: Sequence[int], seeds: Sequence[int],
                          names: Sequence[str]) -> list[Selections]:
-    """Random demonstrations from the whole training set (one draw per question and seed) and similarity
+    """Random demonstrations from the whole candidate set, every row of ``emb`` but the query's (one draw per
+    question and seed, as the original's RandomRetriever draws from its training set), and similarity
     retrieval (the same for every seed)."""
     from leverjax.core import baselines
 
     out = []
-    train_rows = np.flatnonzero(np.asarray(dataset.split) == 0)
+    num_rows = dataset.emb.shape[0]
     pool_ids = np.asarray(dataset.pool_ids)
     qrows = np.asarray(dataset.query_ids)[questions]
     for name in names:
@@ -212,8 +216,8 @@ def reference_selections(dataset, questions: np.ndarray, shots: Sequence[int], s
                     rng = np.random.default_rng([seed, 1, n])
                     rows = []
                     for qr in qrows:
-                        cand = train_rows[train_rows != qr]
-                        rows.append(rng.choice(cand, n, replace=False))
+                        draw = rng.choice(num_rows - 1, n, replace=False)
+                        rows.append(draw + (draw >= qr))  # skips the query's own row
                 picks[n] = np.asarray(rows, np.int64)
             out.append(Selections(f"{name}/seed={seed}", name, seed, picks, reference=True))
     return out
@@ -469,4 +473,4 @@ def _cli() -> None:
 
 
 if __name__ == "__main__":
-    raise LeverjaxError("run it as python -m leverjax.vlm_eval")
+    _cli()

@@ -78,6 +78,20 @@ def test_best_parameters_match_the_grids_best_test_metrics_and_subsets_are_share
         full["questions"]
 
 
+def test_random_reference_draws_distinct_rows_of_the_whole_set_but_the_query(grid):
+    data = grid["dataset"]
+    questions = np.arange(20)
+    refs = vlm_eval.reference_selections(data, questions, (1, 4), seeds=(0, 1), names=("random_all",))
+    qrows = np.asarray(data.query_ids)[questions]
+    for ref in refs:
+        picks = ref.picks[4]
+        assert picks.shape == (20, 4) and picks.min() >= 0 and picks.max() < data.emb.shape[0]
+        assert all(len(set(p)) == 4 and q not in p for p, q in zip(picks.tolist(), qrows.tolist()))
+    assert not np.array_equal(refs[0].picks[4], refs[1].picks[4])  # each seed draws afresh
+    outside = refs[0].picks[4][~np.isin(refs[0].picks[4], np.asarray(data.query_ids))]
+    assert outside.size > 0  # drawn from every example, not only the queries
+
+
 def test_bad_results_and_options_get_one_line(grid, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
