@@ -47,7 +47,9 @@ def render(summary: dict) -> str:
     out = [
         "# VLM evaluation",
         "",
-        f"Scorer: {_scorer(summary['scorer'])}. Results: `{summary['results']}` ({summary['params']} parameters). "
+        f"Scorer: {_scorer(summary['scorer'])}. "
+        + (f"Results: `{summary['results']}` ({summary['params']} parameters). " if summary["results"] else
+           f"Selector: `{summary['checkpoint']}`. ") +
         f"Questions: {summary['questions']} of the {summary['split']} split"
         + (f" (a subset, seed {summary['questions_seed']}, the same for every run)" if summary["questions_seed"]
            is not None else "") + ".",

@@ -57,8 +57,10 @@ class Selections:
 
 @dataclasses.dataclass
 class Options:
-    results: str
+    results: str | None
     out: str
+    checkpoint: str | None = None
+    run: int = 0
     data: str | None = None
     params: str = "final"
     shots: tuple[int, ...] = (1, 2, 3, 4)
@@ -80,6 +82,10 @@ class Options:
 
 
 def check_options(o: Options) -> None:
+    if bool(o.results) == bool(o.checkpoint):
+        raise ConfigError("give --results (a results directory) or --checkpoint (one selector), not both or neither")
+    if o.checkpoint and not o.data:
+        raise ConfigError("--checkpoint needs --data (the .npz whose questions it selects for)")
     if o.params not in PARAMS:
         raise ConfigError(f"--params={o.params} is not one of {', '.join(PARAMS)}")
     if o.scorer not in SCORERS:
@@ -193,6 +199,28 @@ def grid_selections(folder: str, content: dict, dataset, questions: np.ndarray, 
         out.append(Selections(run["name"], info[run["name"]].get("variant", run["name"].split("/")[0]),
                               int(run["seed"]), {n: picks[n][j][take] for n in shots}))
     return out
+
+
+def checkpoint_selections(checkpoint: str, run: int, dataset, questions: np.ndarray, shots: Sequence[int]
+                          ) -> list[Selections]:
+    """The selections of one selector: a leverjax parameter folder (``--run`` picks a run of a vmapped one)
+    or an original ``.pt``/``.ckpt`` (:mod:`leverjax.tools.interop`), decoded as the evaluation decodes."""
+    import jax
+    import jax.numpy as jnp
+
+    from leverjax.core.evaluate import selections
+    from leverjax.core.model import Selector
+    from leverjax.data.device import DeviceData, padded_batches
+    from leverjax.tools.score import load_for_scoring
+
+    params, sc, cfg = load_for_scoring(checkpoint, run_index=run)
+    if dataset.dim != cfg["dim"]:
+        raise DataError(f"the data has embeddings of width d={dataset.dim} but {checkpoint} takes d={cfg['dim']}")
+    batches = padded_batches(jnp.asarray(questions, jnp.int32), max(1, min(256, len(questions))))
+    picks = jax.jit(lambda p: selections(Selector(sc), p, DeviceData.from_dataset(dataset), batches,
+                                         num_steps=int(dataset.traj.shape[-1]), shots=shots))(params)
+    name = os.path.basename(os.path.normpath(checkpoint))
+    return [Selections(f"{name}/seed={run}", name, run, {n: np.asarray(v)[:len(questions)] for n, v in picks.items()})]
 
 
 def reference_selections(dataset, questions: np.ndarray, shots: Sequence[int], seeds: Sequence[int],
@@ -345,12 +373,18 @@ def evaluate(o: Options) -> dict:
 
     check_options(o)
     t0 = time.perf_counter()
-    path = data_path(o.results, o.data)
+    path = data_path(o.results, o.data) if o.results else o.data
+    if not os.path.isfile(path):
+        raise DataError(f"data file {path} does not exist")
     dataset = load_npz(path)
-    groups = finished_groups(o.results, o.params)
     split, rows = evaluation_rows(dataset)
     questions = choose_questions(rows, o.questions, o.questions_seed)
-    runs = [s for folder, content in groups for s in grid_selections(folder, content, dataset, questions, o.shots)]
+    if o.checkpoint:
+        runs = checkpoint_selections(o.checkpoint, o.run, dataset, questions, o.shots)
+    else:
+        groups = finished_groups(o.results, o.params)
+        runs = [s for folder, content in groups for s in grid_selections(folder, content, dataset, questions,
+                                                                            o.shots)]
     seeds = sorted({s.seed for s in runs})
     refs = reference_selections(dataset, questions, o.shots, seeds, o.references)
     cache = make_scorer(o, dataset, path)
@@ -358,7 +392,9 @@ def evaluate(o: Options) -> dict:
     baseline = o.baseline or ("rce_only" if any(s.variant == "rce_only" for s in runs) else runs[0].variant)
     stats = statistics(runs + refs, scores, o.shots, baseline, o.resamples)
     summary = {
-        "results": os.path.abspath(o.results), "data": os.path.abspath(path), "params": o.params,
+        "results": os.path.abspath(o.results) if o.results else None,
+        "checkpoint": os.path.abspath(o.checkpoint) if o.checkpoint else None, "data": os.path.abspath(path),
+        "params": o.params if o.results else None,
         "split": split, "questions": len(questions), "questions_seed": o.questions_seed if o.questions else None,
         "shots": list(o.shots), "scorer": cache.backend.identity, "baseline": baseline,
         "runs": [{"name": s.name, "variant": s.variant, "seed": s.seed, "reference": s.reference,
@@ -370,7 +406,7 @@ def evaluate(o: Options) -> dict:
                   "file": os.path.abspath(cache.path) if cache.path else None},
         "seconds": time.perf_counter() - t0,
     }
-    if o.scorer == "oracle":
+    if o.scorer == "oracle" and o.results:
         summary["oracle_consistency"] = oracle_consistency(o.results, summary["runs"], o.shots, o.params,
                                                            o.questions)
     os.makedirs(o.out, exist_ok=True)
@@ -412,7 +448,10 @@ def write_questions(path: str, selections, scores, questions, dataset, shots) ->
 
 def define_flags(flags) -> None:
     flags.DEFINE_string("results", None, "results directory of a grid or experiment (run.py's --out)")
-    flags.DEFINE_string("out", None, "output folder (default: RESULTS/vlm_eval)")
+    flags.DEFINE_string("checkpoint", None, "instead of --results: one selector, a leverjax parameter folder or an "
+                        "original .pt/.ckpt (with --data)")
+    flags.DEFINE_integer("run", 0, "--checkpoint: the run of a vmapped parameter folder")
+    flags.DEFINE_string("out", None, "output folder (default: RESULTS/vlm_eval, or vlm_eval/ beside the checkpoint)")
     flags.DEFINE_string("data", None, "the data .npz (default: the one grid.json names; its hash must match)")
     flags.DEFINE_enum("params", "final", PARAMS, "the runs' final or best-epoch parameters")
     flags.DEFINE_list("shots", ["1", "2", "3", "4"], "shot counts to evaluate")
@@ -439,13 +478,15 @@ def define_flags(flags) -> None:
 
 
 def options_from_flags(v) -> Options:
-    if not v.results:
-        raise ConfigError("--results is required (a results directory of run.py)")
+    if not (v.results or v.checkpoint):
+        raise ConfigError("give --results (a results directory of run.py) or --checkpoint with --data")
+    default_out = os.path.join(v.results, "vlm_eval") if v.results else \
+        os.path.join(os.path.dirname(os.path.abspath(v.checkpoint)), "vlm_eval")
     try:
         shots = tuple(int(s) for s in v.shots)
     except ValueError:
         raise ConfigError(f"--shots={','.join(v.shots)} must be integers") from None
-    return Options(results=v.results, out=v.out or os.path.join(v.results, "vlm_eval"), data=v.data,
+    return Options(results=v.results, checkpoint=v.checkpoint, run=v.run, out=v.out or default_out, data=v.data,
                    params=v.params, shots=shots, questions=v.questions, questions_seed=v.questions_seed,
                    scorer=v.scorer, baseline=v.baseline, references=tuple(v.references), cache=v.cache,
                    batch_size=v.batch_size, resamples=v.resamples, model=v.model, examples=v.examples,

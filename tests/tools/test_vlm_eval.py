@@ -264,3 +264,22 @@ def test_ground_truth_probability_and_relevance(qwen):
     assert relevance("red car", ["a red bus"]) == pytest.approx(0.5)
     assert relevance("red car", ["the red", "zzzzzzzzzzzzzzzzzzz"]) == pytest.approx(max(2 / 4, 2 * 3 / 14))
     assert relevance("", ["red"]) == 0.0 and relevance("Red", ["red"]) == 1.0
+
+
+def test_one_checkpoint_gives_the_grids_numbers_for_its_run(grid, tmp_path):
+    folder = [os.path.join(grid["results"], "runs", g, "final") for g in sorted(os.listdir(
+        os.path.join(grid["results"], "runs")))]
+    meta_runs = [json.load(open(os.path.join(os.path.dirname(f), "results.json")))["runs"] for f in folder]
+    g, j = next((i, k) for i, runs in enumerate(meta_runs) for k, r in enumerate(runs) if len(runs) > 1 and k == 1)
+    name = meta_runs[g][j]["name"]
+    one = vlm_eval.evaluate(options(grid, results=None, checkpoint=folder[g], run=j, out=str(tmp_path / "one"),
+                                    references=("similarity",)))
+    own = {r["run"]: r for r in json.load(open(os.path.join(grid["results"], "summary.json")))["final"]}
+    run = next(r for r in one["runs"] if not r["reference"])
+    for n in SHOTS:
+        assert run["acc"][str(n)] == pytest.approx(own[name][f"test_oracle_acc_{n}"], abs=1e-6)
+    assert "Selector: `" in open(tmp_path / "one" / "report.md").read()
+    with pytest.raises(ConfigError, match="--checkpoint needs --data"):
+        vlm_eval.evaluate(options(grid, results=None, checkpoint=folder[g], data=None))
+    with pytest.raises(ConfigError, match="not both or neither"):
+        vlm_eval.evaluate(options(grid, checkpoint=folder[g]))
