@@ -177,15 +177,15 @@ def test_only_process_0_writes_the_result_files(two_process_grid):
         with open(tmp / f"p{i}.writes") as f:
             paths = json.load(f)
         return {os.path.relpath(p, out) for p in paths if p.startswith(out + os.sep)
-                and not any(part in p for part in ("/ckpt/", "/best", "/prefix/"))}
+                and not any(part in p for part in ("/ckpt/", "/best", "/final/", "/prefix/"))}
 
     first, second = result_files(0), result_files(1)
     assert {"grid.json", "metrics.csv", "report.md"} <= first
     assert any(p.startswith("status/") for p in first) and any(p.endswith("results.json") for p in first)
     assert second == set(), sorted(second)[:10]
-    # orbax did write the best-epoch parameters (with the shards of both processes)
+    # orbax did write the best-epoch and final parameters (with the shards of both processes)
     group_dir = next((two_process_grid["out"] / "runs").iterdir())
-    assert (group_dir / "best").is_dir() and not (group_dir / "ckpt").exists()
+    assert (group_dir / "best").is_dir() and (group_dir / "final").is_dir() and not (group_dir / "ckpt").exists()
 
 
 def test_a_killed_process_stops_the_other_and_a_rerun_resumes(two_process_grid, data, procs, tmp_path):
