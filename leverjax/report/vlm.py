@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import math
 
-REFERENCE_NAMES = {"random_all": "random demonstrations (whole set; the original's baseline)",
-                   "similarity": "similarity retrieval"}
+from leverjax.report.load import REFERENCE_NAMES
 
 
 def _f(x, digits: int = 2) -> str:
@@ -43,7 +42,6 @@ def headline(summary: dict) -> str:
 
 def render(summary: dict) -> str:
     shots = [str(n) for n in summary["shots"]]
-    refs = set(REFERENCE_NAMES)
     out = [
         "# VLM evaluation",
         "",
@@ -61,7 +59,7 @@ def render(summary: dict) -> str:
         "|---|---:|" + "---:|" * (len(shots) + 1),
     ]
     for variant, acc in summary["accuracy"].items():
-        label = REFERENCE_NAMES.get(variant, f"`{variant}`") if variant in refs else f"`{variant}`"
+        label = REFERENCE_NAMES.get(variant, f"`{variant}`")
         out.append(f"| {label} | {acc['mean']['seeds']} | " + " | ".join(_acc(acc[n]) for n in shots)
                    + f" | {_acc(acc['mean'])} |")
     base = summary["baseline"]
@@ -73,7 +71,7 @@ def render(summary: dict) -> str:
             "| selection | " + " | ".join(f"Δ@{n}" for n in shots) + " | Δ mean | MDE (mean) | McNemar p (@1) |",
             "|---|" + "---:|" * (len(shots) + 3)]
     for variant, rows in summary["paired"].items():
-        label = REFERENCE_NAMES.get(variant, f"`{variant}`") if variant in refs else f"`{variant}`"
+        label = REFERENCE_NAMES.get(variant, f"`{variant}`")
         cells = [f"{_f(rows[n]['delta'])} [{_f(rows[n]['low'])}, {_f(rows[n]['high'])}]" for n in [*shots, "mean"]]
         mc = rows[shots[0]].get("mcnemar")
         mde = f"{rows['mean']['mde']:.2f}" + ("" if rows["mean"]["mde_includes_seeds"] else " (one seed)")

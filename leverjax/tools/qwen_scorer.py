@@ -227,9 +227,10 @@ class QwenScorer:
         counts = iter((vision["image_grid_thw"].prod(-1) // self.merge ** 2).tolist())
         return [re.sub(re.escape("<|image_pad|>"), lambda _: "<|image_pad|>" * next(counts), t) for t in texts], vision
 
-    def _inputs(self, texts: list[str], images: list) -> dict:
-        """Model inputs of ``texts`` and their ``images`` in order, padded on the left, on the device."""
-        expanded, vision = self._expand(texts, images)
+    def _inputs(self, texts: list[str], images: list, expanded: tuple[list[str], dict] | None = None) -> dict:
+        """Model inputs of ``texts`` and their ``images`` in order (or of their :meth:`_expand` result),
+        padded on the left, on the device."""
+        expanded, vision = expanded or self._expand(texts, images)
         inputs = {**self.tokenizer(expanded, padding=True, return_tensors="pt"), **vision}
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
@@ -239,8 +240,11 @@ class QwenScorer:
         """Per answer, the model's teacher-forced probability of its tokens after the prompt ``text`` (which
         ends with the generation prompt), length-normalised: exp(mean log p) over the answer's tokens."""
         torch = self.torch
-        prompt_len = len(self.tokenizer(self._expand([text], images)[0][0], add_special_tokens=False)["input_ids"])
-        inputs = self._inputs([text + a for a in answers], list(images) * len(answers))
+        texts = [text + a for a in answers]
+        expanded = self._expand(texts, list(images) * len(answers))  # one image-processor pass serves the prompt's length too
+        prompt = expanded[0][0][:len(expanded[0][0]) - len(answers[0])]  # the expanded prompt the answers follow
+        prompt_len = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        inputs = self._inputs(texts, [], expanded)
         with torch.inference_mode():
             logits = self.model(**inputs).logits.float()
         logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]

@@ -40,8 +40,6 @@ from leverjax.fileio import atomic_path, file_sha256, read_json, write_json_atom
 PARAMS = ("final", "best")
 SCORERS = ("oracle", "oracle_realised", "qwen")
 REFERENCES = ("random_all", "similarity")
-REFERENCE_NAMES = {"random_all": "random demonstrations (whole set; the original's baseline)",
-                   "similarity": "similarity retrieval"}
 
 
 @dataclasses.dataclass
