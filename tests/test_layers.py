@@ -15,7 +15,7 @@ LAYERS = {"base": 0, "data": 1, "core": 2, "run": 3, "report": 4, "tools": 5, "c
 BASE = {"leverjax", "leverjax.errors", "leverjax.fileio", "leverjax.command"}
 # Command entry points filed under a layer by their name while the work they start lives higher up:
 # ``python -m leverjax.data.calibrate`` is the simulator's check, which trains selectors (report layer).
-COMMANDS = {"leverjax.data.calibrate": "cli", "leverjax.vlm_eval": "cli"}
+COMMANDS = {"leverjax.data.calibrate": "cli", "leverjax.data.generate": "cli", "leverjax.vlm_eval": "cli"}
 
 
 def layer_of(module: str) -> str:

@@ -80,6 +80,12 @@ class Config:
     require_positive_query: bool = DATA(False, "Keep only queries with a correct trajectory.",
                                         words={True: "only queries with a positive", False: "all queries"})
     min_group_size: int = DATA(1, "Drop queries with fewer labelled trajectories.", at_least=1)
+    data_transform: str = DATA("none", "Transforms of the training queries, joined by + and applied in order "
+                               "(leverjax/data/curate.py): none, balanced, strict_balanced, low_pos_ratio, "
+                               "mine_positives, diverse.", label="data transform {}")
+    data_queries: int = DATA(0, "Keep a seeded subset of this many training queries after data_transform "
+                             "(0: all).", at_least=0, label="{} training queries")
+    data_queries_seed: int = DATA(0, "Seed of the data_queries subset.", at_least=0, label="training-query subset {}")
 
     # -- selector network ---------------------------------------------------------------------------
     hidden: int = SELECTOR(256, "Hidden width H of the selector.", at_least=1, label="hidden size {}")
@@ -290,6 +296,9 @@ def validate(cfg: Config) -> Config:
     raises :class:`ConfigError` naming the field."""
     for name in FIELDS:
         _check_field(name, getattr(cfg, name))
+    from leverjax.data.curate import parse_spec
+
+    parse_spec(cfg.data_transform)
     if cfg.hidden % cfg.num_heads:
         raise ConfigError(f"hidden={cfg.hidden} must be divisible by num_heads={cfg.num_heads}")
     if cfg.eval_shots > 16:

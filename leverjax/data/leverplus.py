@@ -214,6 +214,7 @@ def convert_rl_data(
         "train", "val", "missing_gt_prob", "missing_rel", "derived_correct",
     ], 0)
     steps: int | None = None
+    has_records = False  # any beam_rank or temperature
     first_where = ""
     queries: list[dict] = []
     for key, entry in rl.items():
@@ -313,7 +314,15 @@ def convert_rl_data(
             counts["missing_rel"] += int(np.isnan(rel))
             counts["kept_fallback"] += int(outcome == "fallback_kept")
             method = cand.get("gen_method")
-            kept.append((pos, acc, correct, gt, rel, "unknown" if method is None else str(method)))
+            rank = cand.get("beam_rank")
+            if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 0):
+                raise DataError(f"{w}: beam_rank = {rank!r} is not a rank (an integer >= 0, or null)")
+            tau = _number(cand.get("temperature"), "temperature", w)
+            if not (np.isnan(tau) or (np.isfinite(tau) and tau > 0)):
+                raise DataError(f"{w}: temperature = {tau:g} is not a positive temperature (or null)")
+            has_records |= rank is not None or not np.isnan(tau)
+            kept.append((pos, acc, correct, gt, rel, "unknown" if method is None else str(method),
+                         -1 if rank is None else rank, tau))
         queries.append({"id": qid, "pool": pool, "kept": kept})
 
     if not queries:
@@ -338,7 +347,7 @@ def convert_rl_data(
     if not keep:
         raise DataError(f"{source}: no trajectory is left after filtering ({_drop_text(counts)})")
 
-    methods = sorted({m for i in keep for *_, m in queries[i]["kept"]})
+    methods = sorted({c[5] for i in keep for c in queries[i]["kept"]})
     code = {m: c for c, m in enumerate(methods)}
     q = len(keep)
     k = max(len(queries[i]["pool"]) for i in keep)
@@ -350,14 +359,17 @@ def convert_rl_data(
     gt_prob = np.full((q, m), np.nan, np.float32)
     rel = np.full((q, m), np.nan, np.float32)
     gen = np.full((q, m), -1, np.int8)
+    gen_rank = np.full((q, m), -1, np.int64)
+    gen_temperature = np.full((q, m), np.nan, np.float32)
     split = np.array([split_of[i] for i in keep], np.int8)
     for row, i in enumerate(keep):
         pool = queries[i]["pool"]
         pool_ids[row, : len(pool)] = pool
-        for t, (pos, a, c, g, r, meth) in enumerate(queries[i]["kept"]):
+        for t, (pos, a, c, g, r, meth, rank, tau) in enumerate(queries[i]["kept"]):
             traj[row, t] = pos
             acc[row, t], correct[row, t], gt_prob[row, t], rel[row, t] = a, c, g, r
             gen[row, t] = code[meth]
+            gen_rank[row, t], gen_temperature[row, t] = rank, tau
     counts["trajectories_kept"] = int((traj[..., 0] >= 0).sum())
     counts["train"] = int((split == 0).sum())
     counts["val"] = int((split == 1).sum())
@@ -394,6 +406,8 @@ def convert_rl_data(
         "split": split,
         "meta": np.asarray(dumps_strict(full_meta, default=str)),
     }
+    if has_records:  # the file records beam ranks or temperatures: keep them (schema's optional keys)
+        arrays["gen_rank"], arrays["gen_temperature"] = gen_rank, gen_temperature
     return dataset_from_arrays(arrays, source=source), counts
 
 
@@ -437,12 +451,14 @@ def _json_number(x: float) -> float | None:
 
 
 def to_rl_data(ds: Dataset, *, splits: tuple[str, ...] = ("train", "val"),
-               train_fraction: float = TRAIN_FRACTION) -> dict:
+               train_fraction: float = TRAIN_FRACTION, labels: bool = True) -> dict:
     """The RL JSON dict (keyed by query id, plus ``_meta``) of the queries of ``splits`` in ``ds``.
 
     The original splits by sorted id (the first ``train_fraction`` train, the rest val), so the
     train queries of ``ds`` must be exactly the first ones by id among those exported, else
     :class:`DataError` says so (an exported test query becomes a val query there).
+    ``labels=False`` writes the candidates without their ``vqa_*`` labels (and without that check): the
+    input of the original's labeller, whose output :class:`RLJsonLabels` reads back.
     """
     rows = np.concatenate([ds.split_index(name) for name in splits]) if splits else np.zeros(0, np.int64)
     if rows.size == 0:
@@ -455,7 +471,7 @@ def to_rl_data(ds: Dataset, *, splits: tuple[str, ...] = ("train", "val"),
     n_train = int(len(rows) * train_fraction)
     want_train = np.arange(len(rows)) < n_train
     is_train = ds.split[rows] == 0
-    if not np.array_equal(want_train, is_train):
+    if labels and not np.array_equal(want_train, is_train):
         bad = int(np.flatnonzero(want_train != is_train)[0])
         raise DataError(
             f"the original re-derives the split from the ids (the first {train_fraction:.0%} by id are train), "
@@ -472,19 +488,70 @@ def to_rl_data(ds: Dataset, *, splits: tuple[str, ...] = ("train", "val"),
         for t in np.flatnonzero(ds.traj_mask[r]):
             pos = [int(p) for p in ds.traj[r, t]]
             m = int(ds.gen_method[r, t])
-            cands.append({
-                "pointer": pos,
-                "pointer_global": [pool[p] for p in pos],
-                "gen_method": ds.gen_methods[m] if m >= 0 else "unknown",
-                "vqa_acc_score": float(ds.acc[r, t]),
-                "vqa_correct": int(ds.correct[r, t] > 0.5),
-                "vqa_gt_prob": _json_number(ds.gt_prob[r, t]),
-                "vqa_rel_score": _json_number(ds.rel[r, t]),
-                "vqa_eval_mode": "vqaEval",
-                "eval_failed": False,
-            })
+            cand = {"pointer": pos, "pointer_global": [pool[p] for p in pos],
+                    "gen_method": ds.gen_methods[m] if m >= 0 else "unknown"}
+            if ds.gen_rank is not None:
+                cand["beam_rank"] = int(ds.gen_rank[r, t]) if ds.gen_rank[r, t] >= 0 else None
+            if ds.gen_temperature is not None:
+                cand["temperature"] = _json_number(ds.gen_temperature[r, t])
+            if labels:
+                cand.update({
+                    "vqa_acc_score": float(ds.acc[r, t]),
+                    "vqa_correct": int(ds.correct[r, t] > 0.5),
+                    "vqa_gt_prob": _json_number(ds.gt_prob[r, t]),
+                    "vqa_rel_score": _json_number(ds.rel[r, t]),
+                    "vqa_eval_mode": "vqaEval",
+                    "eval_failed": False,
+                })
+            cands.append(cand)
         rl[str(qid)] = {"query": {"query_id": qid}, "candidate_pool_ids": pool, "pointer_candidates": cands}
     return rl
+
+
+class RLJsonLabels:
+    """A scorer that reads labels from the original's RL JSON (its labeller's output for candidates written with
+    ``to_rl_data(..., labels=False)``): a prompt (query row, demonstration rows) is found by its query id and
+    ``pointer_global``. A prompt the file lacks, or one its labeller marked failed, is an error naming it."""
+
+    def __init__(self, path: str):
+        rl = load_rl_json(path)
+        self.path = path
+        self.identity = {"scorer": "rl-json", "file": os.path.abspath(path)}
+        self.entries: dict[tuple, tuple[dict, str]] = {}
+        for key, entry in rl.items():
+            if key == "_meta":
+                continue
+            if not _INT_KEY.match(str(key)) or not isinstance(entry, dict):
+                raise DataError(f"{path}: key {key!r} is not a query id with an object")
+            for j, cand in enumerate(entry.get("pointer_candidates") or []):
+                w = f"{path}: query '{key}', candidate {j}"
+                if not isinstance(cand, dict) or "pointer_global" not in cand:
+                    raise DataError(f"{w}: has no pointer_global (the demonstrations' rows)")
+                self.entries[(int(key), tuple(_int_list(cand["pointer_global"], "pointer_global", w)))] = (cand, w)
+
+    def score(self, query_rows, demo_rows) -> dict[str, np.ndarray]:
+        q, d = np.asarray(query_rows), np.asarray(demo_rows)
+        out = {k: np.full(len(q), np.nan, np.float32) for k in ("acc", "correct", "gt_prob", "rel")}
+        for i, (qid, demos) in enumerate(zip(q.tolist(), d.tolist())):
+            found = self.entries.get((int(qid), tuple(demos)))
+            if found is None:
+                raise DataError(f"{self.path}: query {qid} has no candidate with pointer_global {demos}: it is not "
+                                "the labelled file of these candidates (same checkpoint, data, mix and seed?)")
+            cand, w = found
+            outcome = _eval_outcome(cand, False, w)
+            if outcome != "keep":
+                raise DataError(f"{w}: the labeller gave no usable label ({outcome.replace('_', ' ')}); relabel it")
+            if "vqa_acc_score" not in cand:
+                raise DataError(f"{w}: missing field 'vqa_acc_score' (the candidate is not labelled)")
+            acc = _number(cand["vqa_acc_score"], "vqa_acc_score", w)
+            if not 0.0 <= acc <= 1.0:
+                raise DataError(f"{w}: vqa_acc_score = {acc:g} is outside [0, 1]")
+            correct = float(acc > 0) if cand.get("vqa_correct") is None else _number(cand["vqa_correct"],
+                                                                                     "vqa_correct", w)
+            out["acc"][i], out["correct"][i] = acc, correct
+            out["gt_prob"][i] = _number(cand.get("vqa_gt_prob"), "vqa_gt_prob", w)
+            out["rel"][i] = _number(cand.get("vqa_rel_score"), "vqa_rel_score", w)
+        return out
 
 
 def write_rl_files(ds: Dataset, json_path: str, emb_path: str, *,

@@ -113,13 +113,16 @@ def status_file_name(run_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=,+-]", "_", run_name.replace("/", ".")) + ".json"
 
 
-def resolve_params_folder(path: str, run_index: int = 0) -> tuple[str, int]:
+def resolve_params_folder(path: str, run_index: int = 0, params: str = "best") -> tuple[str, int]:
     """``(parameter folder, run index in it)`` of run ``run_index`` of ``path``.
 
     ``path`` is a parameter folder (returned as is) or a results directory (``checkpoints/<experiment>``,
     ``results/<grid>``, recognised by its ``grid.json``): there ``run_index`` counts the grid's finished
-    runs in the order of ``grid.json``, and the answer is the ``best/`` folder of that run's group.
+    runs in the order of ``grid.json``, and the answer is the ``best/`` (or, with ``params="final"``, the
+    ``final/``) folder of that run's group.
     """
+    if params not in ("best", "final"):
+        raise LeverjaxError(f"params={params!r}: choose best or final")
     grid_file = os.path.join(path, "grid.json")
     if not os.path.isfile(grid_file):
         return path, run_index
@@ -136,7 +139,7 @@ def resolve_params_folder(path: str, run_index: int = 0) -> tuple[str, int]:
         except (OSError, ValueError, KeyError):
             continue
         if status.get("state") == "done" and name in group_runs:
-            found.append((name, os.path.join(path, status["directory"], "best"), group_runs.index(name)))
+            found.append((name, os.path.join(path, status["directory"], params), group_runs.index(name)))
     if not 0 <= run_index < len(found):
         listing = "; ".join(f"{i}: {name}" for i, (name, _, _) in enumerate(found)) or "none"
         raise LeverjaxError(f"--run={run_index}: {path} has {len(found)} finished run(s) ({listing})")

@@ -57,6 +57,7 @@ import numpy as np
 
 from leverjax.core import config as config_lib
 from leverjax.data import filter_queries, load_npz
+from leverjax.data.curate import curate
 from leverjax.data.synth import default_dataset_path, load_or_make_default
 from leverjax.errors import ConfigError
 from leverjax.fileio import read_json, write_json_atomic
@@ -72,23 +73,31 @@ from leverjax.run.results import (
     GridResult, Paths, finished_results, is_finished, write_group_results, write_metrics, write_status,
 )
 
-def load_dataset(cfg: config_lib.Config, printer: Callable[[str], None] = print):
-    """The data set ``cfg`` names (the built-in synthetic set when ``data`` is empty), query filters applied."""
-    ds = load_npz(cfg.data) if cfg.data else load_or_make_default()
+def load_dataset(cfg: config_lib.Config, printer: Callable[[str], None] = print, base=None):
+    """The data set ``cfg`` names (the built-in synthetic set when ``data`` is empty; ``base`` when given), query
+    filters and data transforms applied."""
+    ds = base if base is not None else load_npz(cfg.data) if cfg.data else load_or_make_default()
     ds, counts = filter_queries(ds, require_positive_query=cfg.require_positive_query,
                                 min_group_size=cfg.min_group_size)
     if counts["dropped_small_group"] or counts["dropped_no_positive"]:
         printer(f"filters: kept {counts['kept']} of {counts['queries_in']} queries "
                 f"({counts['dropped_small_group']} with fewer than {cfg.min_group_size} trajectories, "
                 f"{counts['dropped_no_positive']} without a positive)")
-    printer(f"data: {cfg.data or 'built-in synthetic set'} — {ds.num_queries} queries, K={ds.pool_size}, "
+    if cfg.data_transform != "none" or cfg.data_queries:
+        ds, record = curate(ds, cfg.data_transform, queries=cfg.data_queries, seed=cfg.data_queries_seed)
+        t = record["train"]
+        printer(f"data transform {cfg.data_transform}" + (f", {cfg.data_queries} queries" if cfg.data_queries else "")
+                + f": {t['queries']} training queries, {t['trajectories']} trajectories, positive share "
+                f"{t['positive_share']:.3f}")
+    printer(f"data: {cfg.data or ('the given data set' if base is not None else 'built-in synthetic set')} — {ds.num_queries} queries, K={ds.pool_size}, "
             f"M={ds.max_trajectories}, S={ds.num_steps}, d={ds.dim}")
     return ds
 
 
 def _data_key(cfg: config_lib.Config) -> tuple:
-    """What selects a data set: its file and the query filters."""
-    return (cfg.data, cfg.require_positive_query, cfg.min_group_size)
+    """What selects a data set: its file, the query filters and the transforms."""
+    return (cfg.data, cfg.require_positive_query, cfg.min_group_size, cfg.data_transform, cfg.data_queries,
+            cfg.data_queries_seed)
 
 
 def _data_path(cfg: config_lib.Config) -> str:
@@ -132,6 +141,7 @@ def _baselines(root: str, sets: Sequence[dict], printer: Callable[[str], None]) 
     """``baselines.json``: the reference selections of every data set (:mod:`leverjax.core.baselines`), reused
     from the previous file when the data, reward definition and shots are unchanged."""
     from leverjax.core import baselines, rewards
+    from leverjax.data.diagnose import diagnose
 
     try:
         previous = {e.get("fingerprint"): e for e in read_json(os.path.join(root, "baselines.json")).get("sets", [])}
@@ -143,7 +153,9 @@ def _baselines(root: str, sets: Sequence[dict], printer: Callable[[str], None]) 
         reward = {k: getattr(cfg, k) for k in ("reward_mode", "w_hard", "w_soft", "w_rel")}
         fingerprint = short_hash([BASELINES_VERSION, data_fingerprint(ds), reward, cfg.eval_shots], 16)
         head = {"fingerprint": fingerprint, "data": cfg.data, "require_positive_query": cfg.require_positive_query,
-                "min_group_size": cfg.min_group_size, "reward": reward, "variants": entry["variants"]}
+                "min_group_size": cfg.min_group_size, "data_transform": cfg.data_transform,
+                "data_queries": cfg.data_queries, "data_queries_seed": cfg.data_queries_seed,
+                "diagnosis": diagnose(ds, "train"), "reward": reward, "variants": entry["variants"]}
         if fingerprint in previous:
             out.append({**previous[fingerprint], **head})
             continue
@@ -240,11 +252,10 @@ def _train_group_in_worker(task: tuple[Group, list[GridRun]], emit: Callable[[tu
     lines go to the launcher as messages; the group's compiled programs are released afterwards."""
     group, todo = task
     cfg = todo[0].config
-    if dataset is None:
-        key = _data_key(cfg)
-        if key not in _WORKER_DATASETS:
-            _WORKER_DATASETS[key] = load_dataset(cfg, printer=lambda s: None)  # the launcher has said it
-        dataset = _WORKER_DATASETS[key]
+    key = _data_key(cfg)
+    if key not in _WORKER_DATASETS:
+        _WORKER_DATASETS[key] = load_dataset(cfg, printer=lambda s: None, base=dataset)  # the launcher has said it
+    dataset = _WORKER_DATASETS[key]
     try:
         return _train_group(job, group, todo, dataset, None, lambda line: emit(("print", line)),
                             on_start=lambda timer: None, on_epoch=lambda info: emit(("epoch", info)))
@@ -326,7 +337,8 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     """Trains the grid (see the module docstring) into ``out`` and writes its metrics and summary.
 
     ``dataset``: a :class:`~leverjax.data.Dataset` to train every group on instead of loading each config's
-    ``data``. ``devices``: the devices the run axis is sharded over (default: all of ``jax.devices()``).
+    ``data`` (its query filters and data transforms still apply). ``devices``: the devices the run axis is
+    sharded over (default: all of ``jax.devices()``).
     ``tables``: print the Runner's per-epoch tables besides the grid's progress lines.
     ``keep_checkpoints``: keep a finished group's per-epoch checkpoints (``ckpt/``, only needed to resume
     it; about 13 MB per run on the default data) besides its ``best/`` parameters and ``results.json``.
@@ -367,11 +379,9 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     datasets: dict[tuple, Any] = {}
 
     def dataset_for(cfg: config_lib.Config):
-        if dataset is not None:
-            return dataset
         key = _data_key(cfg)
         if key not in datasets:
-            datasets[key] = load_dataset(cfg, printer)
+            datasets[key] = load_dataset(cfg, printer, base=dataset)
         return datasets[key]
 
     fingerprints: dict[tuple, str] = {}

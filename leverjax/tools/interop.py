@@ -239,14 +239,15 @@ def _unflatten(flat: Mapping[str, Any]) -> dict:
 
 
 def load_checkpoint(path: str, *, run_index: int = 0, num_heads: int | None = None,
-                    selector: str | None = None) -> tuple[dict, dict]:
+                    selector: str | None = None, params: str = "best") -> tuple[dict, dict]:
     """One run's parameters (float32 numpy) and their selector config from any checkpoint.
 
     ``path``: a leverjax parameter folder (``checkpoints/<experiment>/best``; run ``run_index`` of
     its leading run axis) or a Lever-Plus / exported ``.pt``/``.ckpt`` file. The config dict has
     ``dim`` and every :class:`leverjax.core.model.SelectorConfig` field, plus ``source`` (``leverjax`` or
     ``torch``) and, for torch files, ``layout`` and ``num_heads_known`` (whether the file said how
-    many heads; otherwise ``num_heads`` is the argument or 1). The variant (``preset`` and the variant
+    many heads; otherwise ``num_heads`` is the argument or 1). A results directory gives run ``run_index``'s
+    ``params`` folder (``best`` or ``final``). The variant (``preset`` and the variant
     fields) comes from a leverjax folder's config, or is inferred from a torch file's parameter names;
     ``selector`` (a preset name) checks a torch file against that preset instead.
     """
@@ -255,7 +256,7 @@ def load_checkpoint(path: str, *, run_index: int = 0, num_heads: int | None = No
     if os.path.isdir(path):
         from leverjax.run.checkpoint import load_params, resolve_params_folder
 
-        path, run_index = resolve_params_folder(path, run_index)
+        path, run_index = resolve_params_folder(path, run_index, params)
         params, meta = load_params(path)
         cfg_in = dict(meta.get("config") or {})
         flat = _select_run(params, run_index, path, meta.get("runs"))

@@ -84,18 +84,19 @@ def score_arrays(params, selector_config, dataset, *, shots: int = 4, chunk: int
 
 
 def load_for_scoring(checkpoint: str, *, run_index: int = 0, num_heads: int | None = None,
-                     temperature: float | None = None, selector: str | None = None):
+                     temperature: float | None = None, selector: str | None = None, params: str = "best"):
     """``(params, SelectorConfig, config dict)`` of one selector from any checkpoint."""
     import jax.numpy as jnp
 
     from leverjax.tools import interop
 
-    params, cfg = interop.load_checkpoint(checkpoint, run_index=run_index, num_heads=num_heads, selector=selector)
+    weights, cfg = interop.load_checkpoint(checkpoint, run_index=run_index, num_heads=num_heads, selector=selector,
+                                           params=params)
     if num_heads is not None and cfg.get("num_heads_known") and cfg["num_heads"] != num_heads:
         raise ConfigError(f"--num_heads={num_heads} but {checkpoint} says num_heads={cfg['num_heads']}")
     sc = interop.selector_config_from(cfg, num_heads=num_heads, temperature=temperature)
     cfg = {**cfg, "num_heads": sc.num_heads, "temperature": sc.temperature}
-    return interop._map_tree(params, jnp.asarray), sc, cfg
+    return interop._map_tree(weights, jnp.asarray), sc, cfg
 
 
 def score_file(checkpoint: str, data: str, out: str, *, run_index: int = 0, shots: int = 4, chunk: int = 256,
