@@ -17,8 +17,10 @@ from absl import app, flags, logging
 from leverjax.core import config as config_lib
 from leverjax.errors import ConfigError, LeverjaxError, exit_on_error
 from leverjax.report.markdown import write_report
-from leverjax.run import distributed, launch
+from leverjax.report.rounds import write_rounds_report
+from leverjax.run import distributed, launch, rounds
 from leverjax.run import registry as experiments
+from leverjax.run.grid import default_out
 from leverjax.run.results import GridResult
 from leverjax.tools import interop
 
@@ -198,7 +200,7 @@ def _main(argv) -> None:
 def train(names: Sequence[str], overrides: Mapping[str, Any], sweep: Mapping[str, Sequence[Any]], *,
          restart: bool = False, out: str | None = None, baseline: str | None = None,
          init_from: str | None = None, wandb_project: str | None = None,
-         workers: int | None = None) -> GridResult:
+         workers: int | None = None) -> GridResult | None:
     """``run.py``: one experiment or a grid, with the command line's values. A single experiment writes to
     ``<workdir>/<experiment>`` (default ``checkpoints/<experiment>``), a grid to ``--out`` (default
     ``results/<experiments>``); both through :func:`leverjax.run.launch.run_grid`, so both hold the same files."""
@@ -206,6 +208,13 @@ def train(names: Sequence[str], overrides: Mapping[str, Any], sweep: Mapping[str
     if len(names) == 1 and out is None:
         workdir = overrides.get("workdir") or experiments.get(names[0]).config.workdir
         out = os.path.join(workdir, names[0])
+    if rounds.rounds_of(names, overrides, sweep) > 1:  # the data loop: a grid per round (leverjax.run.rounds)
+        out = out or default_out(names, overrides, sweep)
+        rounds.run_rounds(names, overrides, sweep, out=out, restart=restart, baseline=baseline, init_from=init_from,
+                          load_init=interop.load_selector_params, report=write_report, wandb_project=wandb_project,
+                          workers=workers)
+        print(f"rounds: report in {write_rounds_report(out)}", flush=True)
+        return None
     result = launch.run_grid(names, overrides, sweep, out=out, restart=restart, baseline=baseline, init_from=init_from,
                              load_init=interop.load_selector_params, report=write_report,
                              wandb_project=wandb_project, workers=workers)

@@ -11,7 +11,7 @@ import pytest
 COMMANDS = {"leverjax.data.synth": "--preset", "leverjax.data.leverplus": "--out", "leverjax.data.calibrate": "--preset",
             "leverjax.tools.score": "--checkpoint", "leverjax.tools.interop": "--out",
             "leverjax.tools.export_qwen": "--out", "leverjax.report": "--baseline",
-            "leverjax.vlm_eval": "--scorer"}
+            "leverjax.vlm_eval": "--scorer", "leverjax.data.generate": "--mix", "leverjax.data.diagnose": "--split"}
 
 
 def run(*args):

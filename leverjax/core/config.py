@@ -86,6 +86,16 @@ class Config:
     data_queries: int = DATA(0, "Keep a seeded subset of this many training queries after data_transform "
                              "(0: all).", at_least=0, label="{} training queries")
     data_queries_seed: int = DATA(0, "Seed of the data_queries subset.", at_least=0, label="training-query subset {}")
+    rounds: int = DATA(1, "Data-loop rounds (leverjax/run/rounds.py): after each round's training its selector "
+                       "generates new candidates for the training queries, a scorer labels them, and the next round "
+                       "trains on them from scratch (1: no loop).", kind="run", at_least=1)
+    round_mix: str = DATA("beam=5,sample@1.0=2,sample@1.3=2,random=1,retrieval=5", "Candidates per query and "
+                          "method a round generates (the original's v4 mix by default).", kind="run")
+    round_data: str = DATA("merge", "A round's new candidates are merged with its data, or replace the training "
+                           "queries' trajectories.", choices=("merge", "replace"), kind="run")
+    round_scorer: str = DATA("oracle_realised", "The labeller of a round's candidates: the simulator's one-answer "
+                             "score (as a VLM labeller gives) or its exact expected accuracy.",
+                             choices=("oracle_realised", "oracle"), kind="run")
 
     # -- selector network ---------------------------------------------------------------------------
     hidden: int = SELECTOR(256, "Hidden width H of the selector.", at_least=1, label="hidden size {}")
@@ -296,9 +306,11 @@ def validate(cfg: Config) -> Config:
     raises :class:`ConfigError` naming the field."""
     for name in FIELDS:
         _check_field(name, getattr(cfg, name))
+    from leverjax.data.candidates import parse_mix
     from leverjax.data.curate import parse_spec
 
     parse_spec(cfg.data_transform)
+    parse_mix(cfg.round_mix)
     if cfg.hidden % cfg.num_heads:
         raise ConfigError(f"hidden={cfg.hidden} must be divisible by num_heads={cfg.num_heads}")
     if cfg.eval_shots > 16:

@@ -22,7 +22,8 @@ SCHEMES = (
 # The selector variants' own runs (their training settings), and all presets under one recipe.
 VARIANTS = ("v4_2", "v4_3", "v4_4", "v4_5_additive", "v4_5_bilinear", "v4_6", "v4_7", "v4_8", "v4_9", "v4_10",
             "variants")
-NAMES = SCHEMES + VARIANTS
+DATA_LOOP = ("rounds",)
+NAMES = SCHEMES + VARIANTS + DATA_LOOP
 # Names that stand for several experiments on the command line (``--experiment=schemes``).
 COLLECTIONS = {"all": NAMES, "schemes": SCHEMES}
 
