@@ -25,6 +25,8 @@ import math
 from typing import Any, Mapping
 
 from leverjax.core import model as model_lib
+from leverjax.data.candidates import COMBINE_MODES, ORIGINAL_MIX, parse_mix
+from leverjax.data.curate import parse_spec
 from leverjax.errors import ConfigError
 
 SECTIONS = ("data", "selector", "sft", "rce", "grpo", "optimizer", "evaluation", "run")
@@ -89,10 +91,10 @@ class Config:
     rounds: int = DATA(1, "Data-loop rounds (leverjax/run/rounds.py): after each round's training its selector "
                        "generates new candidates for the training queries, a scorer labels them, and the next round "
                        "trains on them from scratch (1: no loop).", kind="run", at_least=1)
-    round_mix: str = DATA("beam=5,sample@1.0=2,sample@1.3=2,random=1,retrieval=5", "Candidates per query and "
+    round_mix: str = DATA(ORIGINAL_MIX, "Candidates per query and "
                           "method a round generates (the original's v4 mix by default).", kind="run")
     round_data: str = DATA("merge", "A round's new candidates are merged with its data, or replace the training "
-                           "queries' trajectories.", choices=("merge", "replace"), kind="run")
+                           "queries' trajectories.", choices=COMBINE_MODES, kind="run")
     round_scorer: str = DATA("oracle_realised", "The labeller of a round's candidates: the simulator's one-answer "
                              "score (as a VLM labeller gives) or its exact expected accuracy.",
                              choices=("oracle_realised", "oracle"), kind="run")
@@ -306,9 +308,6 @@ def validate(cfg: Config) -> Config:
     raises :class:`ConfigError` naming the field."""
     for name in FIELDS:
         _check_field(name, getattr(cfg, name))
-    from leverjax.data.candidates import parse_mix
-    from leverjax.data.curate import parse_spec
-
     parse_spec(cfg.data_transform)
     parse_mix(cfg.round_mix)
     if cfg.hidden % cfg.num_heads:

@@ -107,6 +107,7 @@ def build_report(directory: str, baseline: str | None = None, plots: bool = True
     for title, path in forest:
         out += [f"![{title}]({path})", "", _forest_caption(ctx), ""]
     out += _final_tables(ctx)
+    out += _data_sets(directory)
     out += _equal_epochs(ctx)
     if plots:
         out += ["## Training curves", ""]
@@ -316,6 +317,31 @@ def _offline_reference_sentence(ctx: Context) -> list[str]:
 
 
 # -- the legend -------------------------------------------------------------------------------------
+
+def _data_sets(directory: str) -> list[str]:
+    """The data each run trained on, when a grid trains on more than one data set or transforms one: per data
+    set its file, transform and subsample, and the training queries it left (``baselines.json``'s diagnosis)."""
+    from leverjax.fileio import read_json
+
+    sets = (read_json(os.path.join(directory, "baselines.json")) or {}).get("sets") or []
+    if len(sets) < 2 and not any(s.get("data_transform", "none") != "none" or s.get("data_queries") for s in sets):
+        return []
+    rows = []
+    for s in sets:
+        d = s.get("diagnosis") or {}
+        share = d.get("positive_share")
+        rows.append([", ".join(f"`{v}`" for v in s.get("variants", [])),
+                     f"`{os.path.basename(s['data'])}`" if s.get("data") else "built-in synthetic set",
+                     s.get("data_transform", "none"), str(s.get("data_queries") or "all"),
+                     str(d.get("queries", "n/a")), str(d.get("trajectories", "n/a")),
+                     "n/a" if share is None else f"{share:.3f}",
+                     "n/a" if d.get("zero_positive_share") is None else f"{d['zero_positive_share']:.3f}",
+                     "n/a" if d.get("flat_acc_share") is None else f"{d['flat_acc_share']:.3f}"])
+    return ["## Data", "", "The training queries each run trained on after its data transform and subsample "
+            "(`python -m leverjax.data.diagnose` gives the rest; validation and test queries are never transformed).",
+            "", _md_table(["runs", "data", "transform", "queries kept", "train queries", "trajectories",
+                           "positive share", "no positive", "flat acc"], rows, left=4), ""]
+
 
 def _num(v: Any) -> str:
     if isinstance(v, float):

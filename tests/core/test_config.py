@@ -13,6 +13,7 @@ import pytest
 from leverjax.core import advantages
 from leverjax.core import config as config_lib
 from leverjax.core import losses, model, optim, rewards
+from leverjax.run import rounds
 from leverjax.core.evaluate import Evaluator
 from leverjax.core.train import Pipeline
 from leverjax.data import synth
@@ -37,7 +38,8 @@ def perturbed(name: str, value):
         return value + 1
     if isinstance(value, float):
         return 0.3 if value <= 0 else (value * 0.5 if m["unit"] else value * 1.5 + 0.01)
-    return {"best_metric": "val_loss" if value != "val_loss" else "val_expected_reward", "data": "other.npz", "workdir": "elsewhere"}[name]
+    return {"best_metric": "val_loss" if value != "val_loss" else "val_expected_reward", "data": "other.npz",
+            "workdir": "elsewhere", "round_mix": "beam=2,random=1", "data_transform": "balanced"}[name]
 
 
 def test_choice_lists_match_the_modules_that_implement_them():
@@ -47,6 +49,7 @@ def test_choice_lists_match_the_modules_that_implement_them():
     assert config_lib.meta("reward_mode")["choices"] == rewards.REWARD_MODES
     assert config_lib.meta("reward_normalization")["choices"] == rewards.NORMALIZATIONS
     assert config_lib.SCHEDULES == optim.SCHEDULES
+    assert set(config_lib.meta("round_scorer")["choices"]) == set(rounds.SCORER_MODES)
     assert config_lib.meta("selector")["choices"] == tuple(model.PRESETS)
     for name, registry in (("update", model.UPDATES), ("scoring", model.SCORINGS), ("set_term", model.SET_TERMS),
                            ("cand_encoder", model.CAND_ENCODERS), ("decoder", model.DECODERS)):
