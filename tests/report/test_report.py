@@ -398,3 +398,25 @@ def test_summary_catches_a_val_reward_gain_with_an_accuracy_loss(tmp_path):
     assert "**grpo** is **lower** than **rce_only** beyond its CI" in s
     assert re.search(r"\*\*Offline metric and accuracy disagree\*\* for \*\*grpo\*\*: val expected reward after 2 GRPO "
                      r"epochs \+0\.01\d* \(95% CI \+0\.0\d* to \+0\.0\d*\), but test oracle accuracy -2\.\d+ pts", s), s
+
+
+def test_the_data_section_names_each_data_sets_transform_and_what_it_left(tmp_path):
+    """A grid on one untransformed data set has no Data section; a transformed one lists every data set."""
+    def write(sets):
+        with open(tmp_path / "baselines.json", "w") as f:
+            json.dump({"sets": sets}, f)
+
+    plain = {"data": "", "variants": ["rce_only"], "data_transform": "none", "data_queries": 0,
+             "diagnosis": {"queries": 640, "trajectories": 8477, "positive_share": 0.548,
+                           "zero_positive_share": 0.041, "flat_acc_share": 0.13}}
+    write([plain])
+    assert report._data_sets(str(tmp_path)) == []
+    balanced = {**plain, "variants": ["rce_only[data_transform=balanced]"], "data_transform": "balanced",
+                "data_queries": 100, "diagnosis": {"queries": 100, "trajectories": 1300, "positive_share": 0.5,
+                                                   "zero_positive_share": 0.0, "flat_acc_share": None}}
+    write([plain, balanced])
+    text = "\n".join(report._data_sets(str(tmp_path)))
+    assert text.startswith("## Data")
+    assert "| `rce_only[data_transform=balanced]` | built-in synthetic set | balanced | 100 | 100 | 1300 | 0.500 | " \
+           "0.000 | n/a |" in text
+    assert "| `rce_only` | built-in synthetic set | none | all | 640 | 8477 | 0.548 | 0.041 | 0.130 |" in text
