@@ -126,7 +126,8 @@ def make_scorer(o: Options, dataset, data_file: str):
     examples = examples_lib.load_examples(o.examples, answers=True)
     if len(examples) != dataset.emb.shape[0]:
         raise DataError(f"{o.examples} holds {len(examples)} examples but the data has {dataset.emb.shape[0]} rows")
-    backend = QwenScorer(o.model, examples, device=o.device, dtype=o.dtype, gt_prob=True)  # RL data carries gt_prob
+    # RL data carries the ground truth's probability (the original's vqa_gt_prob) besides the accuracy
+    backend = QwenScorer(o.model, examples, device=o.device, dtype=o.dtype, gt_prob=True)
     return PromptCache(backend, o.cache or os.path.splitext(o.out)[0] + ".prompt_cache.jsonl",
                        batch_size=o.batch_size)
 
