@@ -19,7 +19,6 @@ Every figure is ``None`` (JSON null) where no query defines it, never NaN.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -178,4 +177,4 @@ def _cli() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli())
+    _cli()

@@ -9,6 +9,7 @@ is ``python -m leverjax.data.generate`` (:mod:`leverjax.tools.generate`); the da
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any
 
@@ -61,32 +62,34 @@ def check_selector(params, ds: Dataset, what: str = "the selector") -> None:
         raise DataError(f"{what} takes embeddings of width d={dim} but the data's are d={ds.dim}")
 
 
+@functools.partial(jax.jit, static_argnames=("selector", "mix", "num_steps"))
+def _proposal_chunk(params, emb, qrows, pools, key, *, selector, mix: cand_lib.Mix, num_steps: int) -> dict:
+    """Beams and samples of one chunk of queries: one compiled program per (selector, mix, shapes), reused by
+    every generation with them (each run of a round, each chunk)."""
+    mask = pools >= 0
+    q, c = emb[qrows], emb[jnp.maximum(pools, 0)]
+    out = {}
+    if mix.beam:
+        out["beam"] = sampling.beam_search(selector, params, q, c, mask, num_steps, mix.beam)[0]
+    for i, (tau, n) in enumerate(mix.samples):
+        if n:
+            out[f"sample{i}"] = sampling.sample(selector, params, q, c, mask, num_steps, n, jax.random.fold_in(key, i),
+                                                temperature=tau)[0]
+    return out
+
+
 def selector_proposals(selector, params, ds: Dataset, rows: np.ndarray, mix: cand_lib.Mix, *, seed: int = 0,
                        chunk: int = 256) -> list[cand_lib.Proposals]:
-    """The selector's beams and samples for ``rows`` (eval mode), in chunks of ``chunk`` queries."""
-    s = ds.num_steps
+    """The selector's beams and samples for ``rows`` (eval mode), in chunks of ``chunk`` queries (the last one
+    padded, so every chunk runs the same program)."""
     emb = jnp.asarray(ds.emb)
     key = jax.random.PRNGKey(seed)
-
-    @jax.jit
-    def one_chunk(params, qrows, pools, key):
-        mask = pools >= 0
-        q, c = emb[qrows], emb[jnp.maximum(pools, 0)]
-        out = {}
-        if mix.beam:
-            out["beam"] = sampling.beam_search(selector, params, q, c, mask, s, mix.beam)[0]
-        for i, (tau, n) in enumerate(mix.samples):
-            if n:
-                out[f"sample{i}"] = sampling.sample(selector, params, q, c, mask, s, n, jax.random.fold_in(key, i),
-                                                    temperature=tau)[0]
-        return out
-
     parts: dict[str, list] = {}
     for start in range(0, len(rows), chunk):
         idx = rows[start:start + chunk]
         pad = np.concatenate([idx, np.repeat(idx[-1:], chunk - len(idx))]) if len(rows) > chunk else idx
-        got = one_chunk(params, jnp.asarray(ds.query_ids[pad]), jnp.asarray(ds.pool_ids[pad]),
-                        jax.random.fold_in(key, start))
+        got = _proposal_chunk(params, emb, jnp.asarray(ds.query_ids[pad]), jnp.asarray(ds.pool_ids[pad]),
+                              jax.random.fold_in(key, start), selector=selector, mix=mix, num_steps=ds.num_steps)
         for k, v in got.items():
             parts.setdefault(k, []).append(np.asarray(v)[:len(idx)])
     out = []
