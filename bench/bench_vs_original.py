@@ -1,7 +1,8 @@
 """leverjax against the original Lever-Plus trainer, side by side on identical data (prints a table).
 
     python bench/bench_vs_original.py --original=PATH [--data=DATA.npz] [--rce_epochs=2]
-        [--grpo_epochs=3] [--batch_sizes=1,16] [--sft_epochs=2] [--caches=cold,warm] [--tiny]
+        [--grpo_epochs=3] [--batch_sizes=1,16] [--sft_epochs=2] [--caches=cold,warm]
+        [--checkpoints=every_epoch,default] [--tiny]
 
 ``PATH`` is a local checkout of the public Lever-Plus repository (github.com/yunsoft2019/Lever-Plus);
 its trainer ``lever_lm/workflows/grpo_post_train.py`` is run unchanged, in a subprocess. PyTorch is
@@ -31,8 +32,9 @@ What it does:
    first with an empty compilation cache (``cold``, compile included) and then with the cache it
    left (``warm``). Both programs validate after every epoch and write a checkpoint after every
    epoch (the original's way; leverjax's default, ``--checkpoint_seconds=30``, writes fewer, so it is
-   given ``--checkpoint_seconds=0`` here); leverjax also evaluates the final parameters and writes its
-   report.
+   given ``--checkpoint_seconds=0`` here). ``--checkpoints=default`` (or ``every_epoch,default``) adds
+   leverjax as a user runs it, with its own checkpoint interval; leverjax also evaluates the final
+   parameters and writes its report.
 
 **Timing.** Wall-clock, from the lines each subprocess prints, time-stamped as they arrive
 (``PYTHONUNBUFFERED=1``): RCE runs from the phase's header (the original's "阶段2：RCE预热",
@@ -333,14 +335,16 @@ def run_original(args, cfg, sft, rl_json, emb, work: str) -> dict:
     return rec
 
 
-def run_leverjax(args, batch: int, cache: str, sft: str, npz: str, work: str, label: str) -> dict:
+def run_leverjax(args, batch: int, cache: str, sft: str, npz: str, work: str, label: str,
+                 every_epoch: bool = True) -> dict:
     out = os.path.join(work, f"leverjax_{label}")
     env = {**os.environ, "LEVERJAX_CACHE_DIR": cache, "PYTHONUNBUFFERED": "1", **thread_env(args.threads, "jax"),
            "PYTHONPATH": os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     cmd = [sys.executable, "run.py", f"--experiment={args.experiment}", f"--data={npz}", f"--init_from={sft}",
            "--sft_epochs=0", f"--rce_epochs={args.rce_epochs}", f"--grpo_epochs={args.grpo_epochs}",
-           f"--rce_batch_size={batch}", f"--grpo_batch_size={batch}", f"--seed={args.seed}", f"--workdir={out}",
-           "--checkpoint_seconds=0"]  # a checkpoint after every epoch, as the original writes
+           f"--rce_batch_size={batch}", f"--grpo_batch_size={batch}", f"--seed={args.seed}", f"--workdir={out}"]
+    if every_epoch:
+        cmd.append("--checkpoint_seconds=0")  # a checkpoint after every epoch, as the original writes
     lines, wall, rc = run_timed(cmd, cwd=ROOT, env=env, log_path=os.path.join(work, f"leverjax_{label}.log"),
                                 echo=args.verbose)
     if rc != 0:
@@ -394,6 +398,9 @@ def main() -> None:
     parser.add_argument("--batch_sizes", default="1,16", help="leverjax batch sizes (queries per RCE/GRPO step)")
     parser.add_argument("--caches", default="cold,warm", help="leverjax runs per batch size: cold (empty "
                         "compilation cache), warm (the cache the cold run left), or both")
+    parser.add_argument("--checkpoints", default="every_epoch", help="leverjax runs per batch size and cache: "
+                        "every_epoch (a checkpoint after every epoch, as the original writes), default (leverjax's "
+                        "own --checkpoint_seconds, as a user runs it), or both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="the original's --device")
     parser.add_argument("--threads", type=int, default=0, help="cap the original's CPU threads (torch: "
@@ -417,6 +424,9 @@ def main() -> None:
     caches = [c.strip() for c in args.caches.split(",") if c.strip()]
     if not set(caches) <= {"cold", "warm"} or not caches:
         raise SystemExit("bench_vs_original: --caches takes cold, warm or cold,warm")
+    saves = [c.strip() for c in args.checkpoints.split(",") if c.strip()]
+    if not set(saves) <= {"every_epoch", "default"} or not saves:
+        raise SystemExit("bench_vs_original: --checkpoints takes every_epoch, default or every_epoch,default")
 
     import jax
 
@@ -434,15 +444,18 @@ def main() -> None:
         orig = run_original(args, cfg, sft, rl_json, emb, work)
         rows = []
         for b in batches:
-            cache = os.path.join(work, f"xla_cache_b{b}")
-            shutil.rmtree(cache, ignore_errors=True)
-            for c in ("cold", "warm"):
-                label = f"b{b}_{c}"
-                rec = run_leverjax(args, b, cache, sft, npz, work, label)  # warm needs the cold run first
-                if c in caches:
-                    rows.append((f"leverjax batch {b}, {c}", rec))
-                if "warm" not in caches:
-                    break
+            for save in saves:
+                cache = os.path.join(work, f"xla_cache_b{b}_{save}")
+                shutil.rmtree(cache, ignore_errors=True)
+                what = "a checkpoint every epoch" if save == "every_epoch" else "default checkpoints"
+                for c in ("cold", "warm"):
+                    label = f"b{b}_{save}_{c}"
+                    rec = run_leverjax(args, b, cache, sft, npz, work, label,  # warm needs the cold run first
+                                       every_epoch=save == "every_epoch")
+                    if c in caches:
+                        rows.append((f"leverjax batch {b}, {what}, {c}", rec))
+                    if "warm" not in caches:
+                        break
         print_table(orig, rows)
         print("\nTimes are wall-clock from the programs' time-stamped output lines (module docstring); the "
               "original runs one query per step whatever --batch_size says.")

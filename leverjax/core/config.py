@@ -167,12 +167,13 @@ class Config:
     grpo_batch_size: int = GRPO(16, "Queries per GRPO step (the reference: 1).", at_least=1, label="GRPO batch {}")
     grpo_schedule: str = GRPO("constant", "GRPO learning-rate schedule.", choices=SCHEDULES)
     grpo_warmup_ratio: float = GRPO(0.05, "Share of GRPO steps spent warming up (warmup_cosine only).")
-    advantage: str = GRPO("rank", "Group-relative advantage: z-score (scheme 5), rank (before it), mean-centred, "
-                          "leave-one-out, or the rewards themselves.",
-                          choices=("zscore", "rank", "mean", "rloo", "none"),
+    advantage: str = GRPO("rank", "Group-relative advantage: z-score (scheme 5), rank (before it), mean-centred "
+                          "without std scaling (Dr. GRPO), leave-one-out, the rewards themselves, or (on-policy only) "
+                          "the reward minus the greedy selection's reward (ReMax).",
+                          choices=("zscore", "rank", "mean", "rloo", "none", "remax"),
                           words={"zscore": "z-score advantages", "rank": "rank advantages",
-                                 "mean": "mean-centred advantages", "rloo": "RLOO advantages",
-                                 "none": "raw rewards as advantages"})
+                                 "mean": "mean-centred advantages (Dr. GRPO)", "rloo": "RLOO advantages",
+                                 "none": "raw rewards as advantages", "remax": "ReMax advantages"})
     adv_min_std: float = GRPO(0.1, "Floor of the group std in z-score advantages.", kind="sweep", positive=True,
                               label="advantage std floor {}")
     adv_clip: float = GRPO(5.0, "Advantages are clipped to ±this.", kind="sweep", label="advantage clip {}")
@@ -208,8 +209,33 @@ class Config:
                                  words={"sft": "SFT reference policy", "post_rce": "post-RCE reference policy",
                                         "refresh_each_epoch": "reference policy refreshed each epoch"})
     # (reference_policy acts from RCE: it decides the reference the RCE epochs are compared with)
-    ratio_dropout: bool = GRPO(True, "ℓ_new with dropout, ℓ_ref without (defect 2); false: both in eval mode.",
+    ratio_dropout: bool = GRPO(True, "ℓ_new with dropout, ℓ_ref without (defect 2); false: both in eval mode "
+                               "(on-policy GRPO is always in eval mode).",
                                words={True: "dropout in the ratio", False: "no dropout in the ratio"})
+    dual_clip: float = GRPO(0.0, "Dual-clip constant c > 1: the loss of a negative advantage is at most c·|A| "
+                            "however large the ratio (0: off).", kind="sweep", at_least=0.0, label="dual clip {}")
+    entropy_coef: float = GRPO(0.0, "Entropy bonus: the GRPO loss minus this times the mean per-step entropy of "
+                               "the policy on the trajectories it trains on.", kind="sweep", at_least=0.0,
+                               label="entropy bonus {}")
+    grpo_mode: str = GRPO("offline", "offline: GRPO on the data's labelled trajectories (the reference); on_policy: "
+                          "every step samples `rollouts` selections per query from the current policy and a scorer "
+                          "scores them (leverjax/core/rollout.py).", choices=("offline", "on_policy"),
+                          words={"offline": "offline GRPO", "on_policy": "on-policy GRPO"})
+    rollouts: int = GRPO(8, "On-policy GRPO: selections sampled per query and step (the group size).", at_least=2,
+                         label="{} rollouts per query")
+    rollout_temperature: float = GRPO(1.0, "On-policy GRPO: sampling temperature (1: the policy itself).",
+                                      kind="sweep", positive=True, label="rollout temperature {}")
+    inner_epochs: int = GRPO(1, "On-policy GRPO: optimizer updates on each step's samples (μ); the ratio is "
+                             "taken against the policy that sampled them.", at_least=1, label="μ = {}")
+    rollout_scorer: str = GRPO("oracle", "On-policy GRPO: what scores a sampled selection: the simulator's exact "
+                               "expected accuracy, its one-answer score, or a reward model fit on the data's labelled "
+                               "trajectories (leverjax/core/reward_model.py).",
+                               choices=("oracle", "oracle_realised", "reward_model"),
+                               words={"oracle": "exact oracle scorer", "oracle_realised": "one-answer scorer",
+                                      "reward_model": "reward-model scorer"})
+    dynamic_sampling: int = GRPO(0, "On-policy GRPO (DAPO): a group whose raw scores are all equal is sampled "
+                                 "again, up to this many times; still flat, it is dropped (0: off).", at_least=0,
+                                 label="dynamic sampling ×{}")
     grpo_positive_only_epochs: int = GRPO(0, "First GRPO epochs on queries with a positive only (scheme 9).",
                                           at_least=0, label="{} GRPO epochs on queries with a positive first")
 
@@ -310,6 +336,10 @@ def validate(cfg: Config) -> Config:
         _check_field(name, getattr(cfg, name))
     parse_spec(cfg.data_transform)
     parse_mix(cfg.round_mix)
+    if cfg.advantage == "remax" and cfg.grpo_mode != "on_policy":
+        raise ConfigError("advantage=remax needs grpo_mode=on_policy (its baseline is the greedy selection's score)")
+    if 0.0 < cfg.dual_clip <= 1.0:
+        raise ConfigError(f"dual_clip={cfg.dual_clip} must be 0 (off) or greater than 1")
     if cfg.hidden % cfg.num_heads:
         raise ConfigError(f"hidden={cfg.hidden} must be divisible by num_heads={cfg.num_heads}")
     if cfg.eval_shots > 16:

@@ -36,7 +36,7 @@ from leverjax.core import config as config_lib
 from leverjax.core import losses
 from leverjax.core.layers import l2_normalize
 from leverjax.core.model import trajectory_log_probs
-from leverjax.core.train import TRAIN_METRICS, Pipeline
+from leverjax.core.train import Pipeline
 from leverjax.data.device import DeviceData, gather
 from leverjax.data.synth import oracle_accuracy, realised_accuracy
 
@@ -205,7 +205,7 @@ class Evaluator:
 
     def metric_names(self, phase_index: int) -> list[str]:
         kind = self.pipe.phases[phase_index].kind
-        return [f"train_{k}" for k in TRAIN_METRICS[kind]] + [f"val_{k}" for k in self.eval_metric_names()]
+        return [f"train_{k}" for k in self.pipe.train_metric_names(kind)] + [f"val_{k}" for k in self.eval_metric_names()]
 
     def eval_metric_names(self) -> list[str]:
         return metric_names(self.pipe.cfg.eval_shots, self.pipe.has_oracle, self.pipe.selector.config.stop,

@@ -20,7 +20,7 @@ KL_ESTIMATORS = ("reference", "k3", "none")
 MAX_LOG_RATIO = 20.0
 
 
-def _masked_mean(x, mask, axis=None):
+def masked_mean(x, mask, axis=None):
     mask = mask.astype(x.dtype)
     return jnp.sum(x * mask, axis=axis) / jnp.maximum(jnp.sum(mask, axis=axis), 1.0)
 
@@ -44,7 +44,7 @@ def sft_loss(step_logp, labels, cand_mask, query_mask, label_smoothing=0.0):
     ``step_logp [B, S, K]``, ``labels [B, S]`` (pool positions), ``cand_mask [B, K]``, ``query_mask [B]``.
     """
     ce = cross_entropy(step_logp, labels, cand_mask[:, None, :], label_smoothing)  # [B, S]
-    return _masked_mean(ce.mean(-1), query_mask)
+    return masked_mean(ce.mean(-1), query_mask)
 
 
 def rce_temperature(step, total_steps, tau_start=2.0, tau_end=0.5):
@@ -70,7 +70,7 @@ def rce_loss(step_logp, traj, traj_mask, cand_mask, rewards, tau, query_mask=Non
     ce = cross_entropy(step_logp, traj, cand_mask[:, None, None, :], label_smoothing).sum(-1)  # [B, M]
     per_query = jnp.sum(rce_weights(rewards, traj_mask, tau) * ce, -1)
     valid = traj_mask.any(-1) if query_mask is None else (traj_mask.any(-1) & query_mask)
-    return _masked_mean(per_query, valid)
+    return masked_mean(per_query, valid)
 
 
 class GRPOTerms(NamedTuple):
@@ -100,33 +100,45 @@ def kl_terms(logp_new, logp_ref, estimator: str = "reference"):
 
 
 def grpo_loss(logp_new, logp_ref, advantages, traj_mask, *, clip_eps=0.2, clip_eps_high=None, kl_coef=0.1,
-              kl_estimator: str = "reference", query_mask=None) -> GRPOTerms:
+              kl_estimator: str = "reference", query_mask=None, logp_old=None, dual_clip=0.0) -> GRPOTerms:
     """PPO-clip + KL penalty per query group, mean over valid queries.
 
-    ``logp_new``, ``logp_ref``, ``advantages``, ``traj_mask``: ``[B, M]``. ρ = exp(ℓ_new − ℓ_ref);
-    ppo = −mean_m min(ρA, clip(ρ, 1 − ε, 1 + ε_high)·A); kl = mean_m of :func:`kl_terms`;
-    loss = ppo + kl_coef·kl (pass ``kl_coef = 0`` for the reference's clip-only mode).
-    ``clip_eps_high`` defaults to ``clip_eps`` (symmetric clipping).
+    ``logp_new``, ``logp_ref``, ``advantages``, ``traj_mask``: ``[B, M]``. ρ = exp(ℓ_new − ℓ_old) with
+    ℓ_old = ``logp_old`` (the policy that sampled the trajectories, on-policy GRPO) or, by default, ℓ_ref
+    (the reference: one policy for the ratio and the KL); ppo = −mean_m min(ρA, clip(ρ, 1 − ε, 1 + ε_high)·A);
+    with ``dual_clip`` c > 1 the surrogate of a negative advantage is at least c·A (the loss at most c·|A|;
+    0 = off); kl = mean_m of :func:`kl_terms` (ℓ_new against ℓ_ref); loss = ppo + kl_coef·kl (pass
+    ``kl_coef = 0`` for the reference's clip-only mode). ``clip_eps_high`` defaults to ``clip_eps``.
     """
     eps_high = clip_eps if clip_eps_high is None else clip_eps_high
-    log_ratio = jnp.clip(logp_new - logp_ref, -MAX_LOG_RATIO, MAX_LOG_RATIO)
+    log_ratio = jnp.clip(logp_new - (logp_ref if logp_old is None else logp_old), -MAX_LOG_RATIO, MAX_LOG_RATIO)
     ratio = jnp.exp(log_ratio)
     surrogate = jnp.minimum(ratio * advantages, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + eps_high) * advantages)
-    ppo_q = -_masked_mean(surrogate, traj_mask, axis=-1)
-    kl_q = _masked_mean(kl_terms(logp_new, logp_ref, kl_estimator), traj_mask, axis=-1)
+    surrogate = jnp.where((dual_clip > 0) & (advantages < 0), jnp.maximum(surrogate, dual_clip * advantages),
+                          surrogate)
+    ppo_q = -masked_mean(surrogate, traj_mask, axis=-1)
+    kl_q = masked_mean(kl_terms(logp_new, logp_ref, kl_estimator), traj_mask, axis=-1)
     valid = traj_mask.any(-1) if query_mask is None else (traj_mask.any(-1) & query_mask)
     outside = (ratio < 1.0 - clip_eps) | (ratio > 1.0 + eps_high)
     # Per-query means first, then the mean over queries (like every other term): a batch of B queries
     # logs what B one-query steps of the reference would log on average, whatever the M of each query.
-    ratio_q = _masked_mean(ratio, traj_mask, axis=-1)
-    outside_q = _masked_mean(outside.astype(ratio.dtype), traj_mask, axis=-1)
+    ratio_q = masked_mean(ratio, traj_mask, axis=-1)
+    outside_q = masked_mean(outside.astype(ratio.dtype), traj_mask, axis=-1)
     return GRPOTerms(
-        loss=_masked_mean(ppo_q + kl_coef * kl_q, valid),
-        ppo=_masked_mean(ppo_q, valid),
-        kl=_masked_mean(kl_q, valid),
-        mean_ratio=_masked_mean(ratio_q, valid),
-        clip_fraction=_masked_mean(outside_q, valid),
+        loss=masked_mean(ppo_q + kl_coef * kl_q, valid),
+        ppo=masked_mean(ppo_q, valid),
+        kl=masked_mean(kl_q, valid),
+        mean_ratio=masked_mean(ratio_q, valid),
+        clip_fraction=masked_mean(outside_q, valid),
     )
+
+
+def step_entropy(step_logp):
+    """The entropy of each step's distribution ``[...]`` from its log-probs ``[..., K]`` (−inf or ≈ −100 for
+    what cannot be picked: they add 0). Safe to differentiate: masked entries give 0, never NaN."""
+    finite = jnp.isfinite(step_logp)
+    logp = jnp.where(finite, step_logp, 0.0)
+    return -jnp.sum(jnp.where(finite, jnp.exp(logp) * logp, 0.0), -1)
 
 
 def adapt_beta(beta, kl, *, kl_high=0.1, kl_low=0.01, factor=1.5, beta_min=1e-3, beta_max=10.0):

@@ -26,9 +26,11 @@ import numpy as np
 
 from leverjax.core import advantages as adv_lib
 from leverjax.core import losses, optim
+from leverjax.core import reward_model as rm_lib
 from leverjax.core import rewards as rewards_lib
+from leverjax.core import rollout, sampling
 from leverjax.core.config import Config, hyperparameters, selector_config, validate
-from leverjax.core.model import Selector, init_params
+from leverjax.core.model import Selector, init_params, trajectory_log_probs
 from leverjax.data.device import Batch, DeviceData, gather, padded_batches
 from leverjax.errors import ConfigError, DataError
 
@@ -42,6 +44,7 @@ class Phase:
     epochs: int
     batch_size: int
     query_index: np.ndarray = dataclasses.field(repr=False, compare=False)
+    updates_per_step: int = 1  # optimizer updates per batch of queries (on-policy GRPO's μ)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -49,7 +52,8 @@ class Phase:
 
     @property
     def total_steps(self) -> int:
-        return self.steps_per_epoch * self.epochs
+        """Optimizer updates in the phase."""
+        return self.steps_per_epoch * self.epochs * self.updates_per_step
 
 
 TRAIN_METRICS = {
@@ -58,6 +62,10 @@ TRAIN_METRICS = {
     "grpo": ("loss", "ppo_loss", "kl", "beta", "adv_mean", "adv_std", "adv_max_abs", "zero_var_frac",
              "clip_frac", "mean_ratio", "grad_norm", "lr"),
 }
+# On-policy GRPO (leverjax/core/rollout.py) logs TRL's names where one exists: reward, reward_std,
+# frac_reward_zero_std, clip_ratio, entropy; scorer_calls counts every scored selection so far.
+ON_POLICY_METRICS = ("loss", "ppo_loss", "kl", "beta", "reward", "reward_std", "frac_reward_zero_std", "clip_ratio",
+                     "mean_ratio", "entropy", "grad_norm", "lr", "scorer_calls")
 
 
 class Pipeline:
@@ -78,7 +86,42 @@ class Pipeline:
         self.has_oracle = bool(dataset.oracle)
         self.has_realised = self.has_oracle and "answer_seed" in dataset.oracle
         self.test_questions = self._test_questions(split.shape[0])
+        self.on_policy = self.cfg.grpo_mode == "on_policy"
+        self.reward_model = self._reward_model() if self.on_policy else None
         self.phases = self._phases()
+
+    def _reward_model(self):
+        """On-policy GRPO's scorer needs: the oracle is in the data, or the reward model is fit here."""
+        scorer = self.cfg.rollout_scorer
+        if scorer == "oracle" and not self.has_oracle:
+            raise DataError("rollout_scorer=oracle needs the simulator's ground truth (oracle_* arrays) and this "
+                            "data has none; on real data use rollout_scorer=reward_model")
+        if scorer == "oracle_realised" and not self.has_realised:
+            raise DataError("rollout_scorer=oracle_realised needs a synthetic data set with an answer seed "
+                            "(generator version 4 on); this data has none")
+        if scorer != "reward_model":
+            return None
+        ds = self.dataset
+        examples = rm_lib.examples(ds.emb, ds.query_ids, np.maximum(ds.pool_ids, 0), ds.traj, ds.acc,
+                                   self.split_index["train"])
+        return rm_lib.fit(*examples)
+
+    def reward_model_calibration(self) -> dict | None:
+        """The reward model's calibration on the val split's labelled trajectories (held out from its fit)."""
+        if self.reward_model is None:
+            return None
+        ds = self.dataset
+        rows = self.split_index["val"]
+        q, d, t = rm_lib.examples(ds.emb, ds.query_ids, np.maximum(ds.pool_ids, 0), ds.traj, ds.acc, rows)
+        groups = np.repeat(rows, np.asarray(ds.traj[rows, :, 0] >= 0).sum(-1))
+        return rm_lib.calibration(self.reward_model, q, d, t, groups)
+
+    def train_metric_names(self, kind: str) -> tuple[str, ...]:
+        """The ``train_*`` metrics (without the prefix) of a phase of ``kind``."""
+        if kind == "grpo" and self.on_policy:
+            drift = ("oracle_reward",) if self.cfg.rollout_scorer == "reward_model" and self.has_oracle else ()
+            return ON_POLICY_METRICS + drift
+        return TRAIN_METRICS[kind]
 
     def _test_questions(self, num_queries: int) -> np.ndarray:
         """Which query rows the realised accuracy counts on the test split: all, or a seeded subset of
@@ -93,6 +136,7 @@ class Pipeline:
 
     def _phases(self) -> list[Phase]:
         cfg, train = self.cfg, self.split_index["train"]
+        updates = cfg.inner_epochs if self.on_policy else 1
         phases = []
         if cfg.sft_epochs:
             phases.append(Phase("sft", "sft", cfg.sft_epochs, cfg.sft_batch_size, train))
@@ -104,9 +148,9 @@ class Pipeline:
             if len(pos_train) == 0:
                 raise DataError("grpo_positive_only_epochs > 0 but no train query has a correct trajectory")
             phases.append(Phase("grpo_positive", "grpo", cfg.grpo_positive_only_epochs, cfg.grpo_batch_size,
-                                pos_train))
+                                pos_train, updates))
         if cfg.grpo_epochs:
-            phases.append(Phase("grpo", "grpo", cfg.grpo_epochs, cfg.grpo_batch_size, train))
+            phases.append(Phase("grpo", "grpo", cfg.grpo_epochs, cfg.grpo_batch_size, train, updates))
         return phases
 
     # -- hyperparameters and rewards -------------------------------------------------------------
@@ -139,6 +183,7 @@ class Pipeline:
             "best_params": params,
             "best_value": jnp.float32(jnp.inf),
             "best_epoch": jnp.int32(-1),
+            **({"scorer_calls": jnp.zeros((), jnp.int32)} if self.on_policy else {}),
         }
 
     def frozen_modules(self, kind: str) -> tuple[str, ...]:
@@ -290,11 +335,18 @@ class Pipeline:
         return data.emb @ params["input_proj"]["kernel"]
 
     def _step(self, phase_index: int, hp, data: DeviceData, ctx: dict, epoch, state: dict, index):
-        cfg, phase = self.cfg, self.phases[phase_index]
+        phase = self.phases[phase_index]
         batch = gather(data, index, ctx.get("table"))
         rng, drop_rng = jax.random.split(state["rng"])
         loss_fn = self._loss_fn(phase.kind, batch, state, hp, ctx, epoch)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], drop_rng)
+        # ceil(n / B) batches of a non-empty index: every batch holds at least one real query.
+        return self._update(phase_index, hp, {**state, "rng": rng}, grads, loss, aux)
+
+    def _update(self, phase_index: int, hp, state: dict, grads, loss, aux):
+        """One optimizer update of ``state`` with ``grads``, β adapted after a GRPO update: the new state and
+        the update's metrics."""
+        cfg, phase = self.cfg, self.phases[phase_index]
         tx = self.optimizer(phase_index, hp, state["params"])
         grad_norm = optim.global_norm(grads, optim.trainable_mask(grads, self.frozen_modules(phase.kind)))
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
@@ -306,13 +358,103 @@ class Pipeline:
         if phase.kind == "grpo" and cfg.adaptive_beta:
             beta = losses.adapt_beta(beta, aux["kl"], kl_high=cfg.beta_kl_high, kl_low=cfg.beta_kl_low,
                                      factor=cfg.beta_factor, beta_min=cfg.beta_min, beta_max=cfg.beta_max)
-        new_state = {**state, "params": params, "opt_state": opt_state, "rng": rng, "beta": beta,
-                     "step": state["step"] + 1}
+        new_state = {**state, "params": params, "opt_state": opt_state, "beta": beta, "step": state["step"] + 1}
         metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr, **aux}
         if phase.kind == "grpo":
             metrics["beta"] = beta
-        # ceil(n / B) batches of a non-empty index: every batch holds at least one real query.
         return new_state, metrics
+
+    # -- on-policy GRPO (leverjax/core/rollout.py) -------------------------------------------------
+    def _score(self, data: DeviceData, query_rows, rows, counts, scorer: str | None = None):
+        return rollout.score_selections(scorer or self.cfg.rollout_scorer, data.oracle, self.reward_model,
+                                        data.emb, query_rows, rows, counts, stop=bool(self.selector.config.stop))
+
+    def rollout(self, params, batch: Batch, data: DeviceData, hp, rng) -> dict:
+        """Samples, scores and the advantages of one on-policy step (see :mod:`leverjax.core.rollout`):
+        ``picks [B, M, S]``, ``scores [B, M]``, ``mask [B, M]`` (groups kept), ``advantages [B, M]``, ``calls``
+        (scorer calls), the step's reward statistics and, with the reward model on synthetic data, the exact
+        oracle accuracy of the same samples (``oracle_reward``, not a scorer call)."""
+        cfg, sel = self.cfg, self.selector
+        m, s, stop = cfg.rollouts, self.num_steps, bool(sel.config.stop)
+        qrows, pools, valid = data.query_ids[batch.index], data.pool_ids[batch.index], batch.query_mask
+
+        def draw(key):
+            picks, _ = sampling.sample(sel, params, batch.query_emb, batch.cand_emb, batch.pool_mask, s, m, key,
+                                       temperature=hp["rollout_temperature"], allow_stop=stop)
+            rows, counts = rollout.selection_rows(pools, picks)
+            return picks, rows, counts, self._score(data, qrows, rows, counts)
+
+        rng, key = jax.random.split(rng)
+        drawn = draw(key)
+        calls = jnp.sum(valid) * m
+        if cfg.dynamic_sampling:
+            def again(carry):
+                i, key, drawn, calls = carry
+                key, sub = jax.random.split(key)
+                flat = rollout.flat_groups(drawn[3]) & valid
+                new = draw(sub)
+                drawn = tuple(jnp.where(flat.reshape((-1,) + (1,) * (a.ndim - 1)), b, a) for a, b in zip(drawn, new))
+                return i + 1, key, drawn, calls + jnp.sum(flat) * m
+
+            def more(carry):
+                i, _, drawn, _ = carry
+                return (i < cfg.dynamic_sampling) & jnp.any(rollout.flat_groups(drawn[3]) & valid)
+
+            _, _, drawn, calls = jax.lax.while_loop(more, again, (0, rng, drawn, calls))
+        picks, rows, counts, scores = drawn
+        keep = valid & ~rollout.flat_groups(scores) if cfg.dynamic_sampling else valid
+        mask = jnp.broadcast_to(keep[:, None], scores.shape)
+        out = {"picks": picks, "scores": scores, "mask": mask,
+               **rollout.group_stats(scores, jnp.broadcast_to(valid[:, None], scores.shape))}
+        if cfg.advantage == "remax":
+            greedy = sel.greedy(params, batch.query_emb, batch.cand_emb, batch.pool_mask, s, allow_stop=stop)
+            g_rows, g_counts = rollout.selection_rows(pools, greedy[:, None, :])
+            baseline = self._score(data, qrows, g_rows, g_counts)[:, 0]
+            out["advantages"] = rollout.remax_advantages(scores, baseline, mask, hp["adv_clip"])
+            calls = calls + jnp.sum(valid)
+        else:
+            out["advantages"] = adv_lib.group_advantages(scores, mask, method=cfg.advantage,
+                                                         min_std=hp["adv_min_std"], clip=hp["adv_clip"])
+        if cfg.rollout_scorer == "reward_model" and self.has_oracle:
+            exact = self._score(data, qrows, rows, counts, scorer="oracle")
+            out["oracle_reward"] = rollout.group_stats(exact, jnp.broadcast_to(valid[:, None], scores.shape))["reward"]
+        out["calls"] = calls.astype(jnp.int32)
+        return out
+
+    def on_policy_step(self, phase_index: int, hp, data: DeviceData, ctx: dict, epoch, state: dict, index):
+        """One on-policy GRPO step: a rollout from the current policy, then ``inner_epochs`` updates on it."""
+        cfg, sel = self.cfg, self.selector
+        batch = gather(data, index)
+        rng, roll_rng = jax.random.split(state["rng"])
+        roll = self.rollout(state["params"], batch, data, hp, roll_rng)
+        picks, mask, adv = roll["picks"], roll["mask"], roll["advantages"]
+        ref_logp = sel.log_probs(state["ref_params"], batch.query_emb, batch.cand_emb, batch.pool_mask, picks)
+        kl_coef = 0.0 if (cfg.clip_only and cfg.clip_only_ignores_beta) else None
+        state = {**state, "rng": rng, "scorer_calls": state["scorer_calls"] + roll["calls"]}
+        old, steps = None, []
+        for _ in range(cfg.inner_epochs):
+            def loss_fn(params, old=old, beta=state["beta"]):
+                step_logp = sel.step_log_probs(params, batch.query_emb, batch.cand_emb, batch.pool_mask, picks)
+                logp = trajectory_log_probs(step_logp, picks)
+                logp_old = jax.lax.stop_gradient(logp) if old is None else old  # π_old: the sampling policy
+                terms = losses.grpo_loss(logp, ref_logp, adv, mask, clip_eps=hp["clip_eps"],
+                                         clip_eps_high=hp["clip_eps_high"],
+                                         kl_coef=beta if kl_coef is None else kl_coef,
+                                         kl_estimator=cfg.kl_estimator, query_mask=batch.query_mask,
+                                         logp_old=logp_old, dual_clip=hp["dual_clip"])
+                entropy = losses.masked_mean(losses.step_entropy(step_logp).mean(-1), mask)
+                return terms.loss - hp["entropy_coef"] * entropy, (
+                    {"ppo_loss": terms.ppo, "kl": terms.kl, "clip_ratio": terms.clip_fraction,
+                     "mean_ratio": terms.mean_ratio, "entropy": entropy}, logp_old)
+
+            (loss, (aux, old)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+            state, metrics = self._update(phase_index, hp, state, grads, loss, aux)
+            steps.append(metrics)
+        metrics = {k: jnp.mean(jnp.stack([m[k] for m in steps])) for k in steps[0] if k != "beta"}
+        metrics["beta"] = state["beta"]
+        metrics.update({k: roll[k] for k in ("reward", "reward_std", "frac_reward_zero_std", "oracle_reward")
+                        if k in roll})
+        return state, metrics
 
     def train_epoch(self, phase_index: int, state: dict, epoch, data: DeviceData, hp) -> tuple[dict, dict]:
         """One shuffled epoch of phase ``phase_index`` (``epoch`` counts from 0 within the phase).
@@ -324,6 +466,8 @@ class Pipeline:
         train = {f"train_{k}": jnp.mean(v) for k, v in metrics.items() if k != "beta"}
         if phase.kind == "grpo":
             train["train_beta"] = state["beta"]
+        if "scorer_calls" in state:
+            train["train_scorer_calls"] = state["scorer_calls"].astype(jnp.float32)
         return state, train
 
     def train_steps(self, phase_index: int, state: dict, epoch, data: DeviceData, hp, order=None):
@@ -334,7 +478,8 @@ class Pipeline:
         is consumed either way, so only the order differs.
         """
         state, ctx, batches = self.epoch_setup(phase_index, state, epoch, data, hp, order)
-        step = functools.partial(self._step, phase_index, hp, data, ctx, epoch)
+        on_policy = self.on_policy and self.phases[phase_index].kind == "grpo"
+        step = functools.partial(self.on_policy_step if on_policy else self._step, phase_index, hp, data, ctx, epoch)
         return jax.lax.scan(step, state, batches)
 
     def epoch_setup(self, phase_index: int, state: dict, epoch, data: DeviceData, hp, order=None):
@@ -347,12 +492,13 @@ class Pipeline:
                "sft_targets": self._sft_targets(data, raw),
                "rce_rewards": raw if cfg.rce_rewards == "raw" else norm,
                "grpo_rewards": norm}
-        if self._projected(phase.kind):
+        offline = not (self.on_policy and phase.kind == "grpo")
+        if offline and self._projected(phase.kind):
             # input_proj is frozen in this phase: project the table once instead of every pool per step.
             ctx["table"] = self.projected_table(state["params"], data)
         if phase.kind == "grpo" and cfg.reference_policy == "refresh_each_epoch":
             state = {**state, **self.reference(state["params"], data, phase)}
-        if phase.kind == "grpo" and cfg.grpo_top_k:
+        if offline and phase.kind == "grpo" and cfg.grpo_top_k:
             # Each query is visited once per epoch: its top-k set for the epoch is computed up front.
             k = jnp.where(epoch == 0, cfg.top_k_first, cfg.top_k_after)
             tie_rng = None

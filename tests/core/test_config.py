@@ -12,7 +12,7 @@ import pytest
 
 from leverjax.core import advantages
 from leverjax.core import config as config_lib
-from leverjax.core import losses, model, optim, rewards
+from leverjax.core import losses, model, optim, rewards, rollout
 from leverjax.run import rounds
 from leverjax.core.evaluate import Evaluator
 from leverjax.core.train import Pipeline
@@ -30,6 +30,8 @@ BASE = config_lib.replace(config_lib.Config(), dict(
 def perturbed(name: str, value):
     """Another valid value of field ``name``."""
     m = config_lib.meta(name)
+    if name == "dual_clip":  # valid values: 0 (off) or above 1
+        return 3.0 if value == 0 else 0.0
     if m["choices"]:
         return next(c for c in m["choices"] if c != value)
     if isinstance(value, bool):
@@ -43,7 +45,9 @@ def perturbed(name: str, value):
 
 
 def test_choice_lists_match_the_modules_that_implement_them():
-    assert config_lib.meta("advantage")["choices"] == advantages.ADVANTAGE_METHODS
+    # ReMax's baseline is the greedy selection's score: on-policy GRPO computes it (core/rollout.py)
+    assert config_lib.meta("advantage")["choices"] == advantages.ADVANTAGE_METHODS + ("remax",)
+    assert config_lib.meta("rollout_scorer")["choices"] == rollout.SCORERS
     assert config_lib.meta("top_k_ties")["choices"] == advantages.TOP_K_TIES
     assert config_lib.meta("kl_estimator")["choices"] == losses.KL_ESTIMATORS
     assert config_lib.meta("reward_mode")["choices"] == rewards.REWARD_MODES
@@ -219,13 +223,13 @@ def test_help_exits_0_and_describes_fields_with_their_choices():
     assert text.index("--experiment") < text.index("--seeds") < text.index("--sweep") < text.index("--reward_mode")
     block = text[text.index("  --advantage\n"):].split("\n  --")[0]
     assert config_lib.meta("advantage")["help"].split()[0] in block
-    assert "one of zscore, rank, mean, rloo, none" in block and "default 'rank'" in block
+    assert "one of zscore, rank, mean, rloo," in block and "none, remax]" in block and "default 'rank'" in block
     for section in ("selector", "sft", "rce", "grpo", "optimizer", "evaluation"):
         assert f"\n{section} (config fields" in text
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), "--advantage=foo"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip() == "error: --advantage='foo' is not one of: zscore, rank, mean, rloo, none"
+    assert bad.stderr.strip() == "error: --advantage='foo' is not one of: zscore, rank, mean, rloo, none, remax"
 
 
 def test_the_package_installs_and_imports_from_another_directory(tmp_path):
