@@ -11,7 +11,7 @@ import re
 from typing import Callable, Sequence
 
 from leverjax.fileio import read_json
-from leverjax.report.estimates import Estimate, _mean, paired
+from leverjax.report.estimates import Estimate, _mean, estimate, paired
 
 PHASE_ORDER = ("sft", "rce", "grpo_positive", "grpo")
 
@@ -261,3 +261,39 @@ def grid_runs(directory: str) -> list[Run]:
     if not os.path.exists(path):
         raise ValueError(f"{path} does not exist (is {directory} a launcher results directory?)")
     return [run for seeds in load_runs(path).values() for run in seeds.values()]
+
+
+def labelled_trajectories(directory: str) -> dict[str, int]:
+    """Per variant: the labelled training trajectories of the data it trained on (``baselines.json``'s
+    diagnosis). On real data each label was one VLM generation: the scorer calls a run spends before training."""
+    sets = (read_json(os.path.join(directory, "baselines.json")) or {}).get("sets") or []
+    out = {}
+    for entry in sets:
+        n = (entry.get("diagnosis") or {}).get("trajectories")
+        if n is not None:
+            out.update({v: int(n) for v in entry.get("variants", [])})
+    return out
+
+
+def training_calls(run: Run) -> float:
+    """The scorer calls a run made while training (on-policy GRPO's ``train_scorer_calls`` at its last epoch;
+    0 for a run that trains on fixed labels only)."""
+    values = [run.epochs[pe].get("train_scorer_calls") for pe in run.ordered_epochs()]
+    values = [v for v in values if v is not None]
+    return float(values[-1]) if values else 0.0
+
+
+def scorer_call_rows(ctx: Context) -> list[tuple[str, float, float, Estimate]]:
+    """Per run: (variant, labelled training trajectories, mean scorer calls while training per seed, headline
+    estimate); empty unless some run made scorer calls while training (on-policy GRPO)."""
+    labels = labelled_trajectories(ctx.directory)
+    _, _, scale, bounds, get, _ = ctx.headline()
+    rows = []
+    for variant in ctx.runs:
+        finished = ctx.finished(variant)
+        if not finished:
+            continue
+        calls = [training_calls(r) for r in finished.values()]
+        rows.append((variant, labels.get(variant, 0), sum(calls) / len(calls),
+                     estimate([get(r) for r in finished.values()], scale, bounds)))
+    return rows if any(row[2] for row in rows) else []

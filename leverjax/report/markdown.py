@@ -34,7 +34,7 @@ from leverjax.report import power, validity
 from leverjax.report.estimates import Estimate, _mean, _unsigned_zero, equal_epoch_columns, estimate, paired_at
 from leverjax.report.load import (
     ORACLE_MEAN, REFERENCE_NAMES, Context, Run, _context, _ref_acc, _ref_mean, final_splits, grid_runs, load_failures,
-    oracle_shots, variant_configs,
+    oracle_shots, scorer_call_rows, variant_configs,
 )
 from leverjax.report.plots import _forest_panels, write_plots
 
@@ -108,13 +108,15 @@ def build_report(directory: str, baseline: str | None = None, plots: bool = True
         out += [f"![{title}]({path})", "", _forest_caption(ctx), ""]
     out += _final_tables(ctx)
     out += _data_sets(directory)
+    out += _scorer_calls(ctx)
+    out += [f"![{title}]({path})" for title, path in written if path.endswith("scorer_calls.png")]
     out += _equal_epochs(ctx)
     if plots:
         out += ["## Training curves", ""]
         if message:
             out += [message, ""]
         for title, path in written:
-            if path.endswith("forest.png"):
+            if path.endswith(("forest.png", "scorer_calls.png")):
                 continue
             out += [f"### {title}", "", f"![{title}]({path})", ""]
     out += definitions(ctx)
@@ -341,6 +343,21 @@ def _data_sets(directory: str) -> list[str]:
             "(`python -m leverjax.data.diagnose` gives the rest; validation and test queries are never transformed).",
             "", _md_table(["runs", "data", "transform", "queries kept", "train queries", "trajectories",
                            "positive share", "no positive", "flat acc"], rows, left=4), ""]
+
+
+def _scorer_calls(ctx: Context) -> list[str]:
+    """What each run cost in scorer calls (on real data each is one VLM generation) against what it reached."""
+    rows = scorer_call_rows(ctx)
+    if not rows:
+        return []
+    label = ctx.headline()[1]
+    table = [[f"**{v}**" if v == ctx.base else v, f"{labels:,}", f"{calls:,.0f}", f"{labels + calls:,.0f}", e.text(2)]
+             for v, labels, calls, e in rows]
+    return ["## Scorer calls", "",
+            "Every labelled training trajectory was one scorer call before training (on real data one VLM "
+            "generation); on-policy GRPO spends more while it trains (`train_scorer_calls`; a reward-model scorer "
+            f"spends none). Per seed; the last column is the {label}, %, mean ± 95% CI over seeds.", "",
+            _md_table(["run", "labels (before training)", "calls while training", "total", "accuracy"], table), ""]
 
 
 def _num(v: Any) -> str:

@@ -9,7 +9,9 @@ from typing import Callable
 
 from leverjax.core import stats
 from leverjax.report.estimates import estimate, paired_at
-from leverjax.report.load import ORACLE_MEAN, REFERENCE_NAMES, Context, Run, _ref_mean, _safe, bounds_of, oracle_shots
+from leverjax.report.load import (
+    ORACLE_MEAN, REFERENCE_NAMES, Context, Run, _ref_mean, _safe, bounds_of, oracle_shots, scorer_call_rows,
+)
 
 
 def _band(series_by_seed: list[list[tuple[int, str, float]]], bounds=None):
@@ -52,6 +54,9 @@ def write_plots(ctx: Context) -> tuple[list[tuple[str, str]], str]:
     written = []
     if len(ctx.runs) > 1:
         written.append((f"Δ to {ctx.base} on the test split (forest plot)", _forest(plt, plot_dir, ctx)))
+    calls = _scorer_calls(plt, plot_dir, ctx)
+    if calls:
+        written.append(("accuracy against scorer calls", calls))
     if ctx.oracle:
         written.append(("all runs: val oracle accuracy by GRPO epoch, and Δ to the baseline",
                         _overview(plt, plot_dir, ctx, ORACLE_MEAN, "val oracle accuracy (%), mean over shots",
@@ -98,6 +103,30 @@ def _forest(plt, plot_dir: str, ctx: Context) -> str:
                     else "") + "\ngreen / red: the interval lies above / below 0; grey: it contains 0"
                  + (" (or too few seeds)" if n_min < stats.MIN_SEEDS_FOR_CLAIMS else ""), fontsize=10)
     path = os.path.join(plot_dir, "forest.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _scorer_calls(plt, plot_dir: str, ctx: Context) -> str | None:
+    """Each run's headline accuracy (mean and 95% CI over seeds) against its scorer calls per seed: the
+    labelled trajectories it trained on plus those it scored while training (none without on-policy GRPO)."""
+    rows = scorer_call_rows(ctx)
+    if not rows:
+        return None
+    label = ctx.headline()[1]
+    fig, ax = plt.subplots(figsize=(8.5, 5.0), layout="constrained")
+    for (variant, labels, calls, e), color in zip(rows, _colors(plt, len(rows))):
+        x = labels + calls
+        err = [[e.mean - e.lo], [e.hi - e.mean]] if e.has_ci else None
+        ax.errorbar([x], [e.mean], yerr=err, fmt="o", color=color, ms=7, capsize=4, label=variant)
+    ax.set_xscale("log")
+    ax.set_xlabel("scorer calls per seed (labelled training trajectories + calls while training), log scale")
+    ax.set_ylabel(f"{label}, %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Accuracy against scorer calls (on real data each call is one VLM generation)", fontsize=10)
+    path = os.path.join(plot_dir, "scorer_calls.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

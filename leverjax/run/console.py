@@ -172,14 +172,14 @@ def print_summary(result: GridResult, printer: Callable[[str], None]) -> None:
 _COLUMNS = {
     "sft": ["train_loss", "val_loss", "val_expected_reward"],
     "rce": ["train_loss", "train_tau", "val_loss", "val_expected_reward"],
-    "grpo": ["train_loss", "train_ppo_loss", "train_kl", "train_beta", "train_adv_std", "train_zero_var_frac",
+    "grpo": ["train_loss", "train_ppo_loss", "train_kl", "train_beta", "train_reward", "train_adv_std", "train_zero_var_frac",
              "train_mean_ratio", "val_loss", "val_expected_reward", "val_changed_vs_ref"],
 }
 
 
 _SHORT = {"train_loss": "loss", "train_tau": "tau", "val_loss": "val_loss", "val_expected_reward": "val_E[r]",
           "train_ppo_loss": "ppo", "train_kl": "kl", "train_beta": "beta", "train_adv_std": "adv_std",
-          "train_zero_var_frac": "zero_var", "train_mean_ratio": "ratio", "val_changed_vs_ref": "changed",
+          "train_zero_var_frac": "zero_var", "train_reward": "reward", "train_mean_ratio": "ratio", "val_changed_vs_ref": "changed",
           "val_oracle_acc_1": "acc@1", "val_oracle_acc_2": "acc@2", "val_oracle_acc_3": "acc@3",
           "val_oracle_acc_4": "acc@4", "val_oracle_acc_adaptive": "acc@stop"}
 

@@ -237,6 +237,10 @@ class Runner:
             os.makedirs(self.directory, exist_ok=True)
             self._check_config()
             self.store = ckpt_lib.CheckpointStore(self.directory)
+            if self.pipe.reward_model is not None and distributed.is_primary():
+                # on-policy GRPO's learned scorer: how well it predicts the held-out labels
+                write_json_atomic(os.path.join(self.directory, "reward_model.json"),
+                                  {"held_out": "val split", **self.pipe.reward_model_calibration()})
 
     def init_from(self, path: str, run_index: int = 0) -> None:
         """Starts every run from the parameters at ``path`` instead of a fresh initialisation.

@@ -23,9 +23,11 @@ SCHEMES = (
 VARIANTS = ("v4_2", "v4_3", "v4_4", "v4_5_additive", "v4_5_bilinear", "v4_6", "v4_7", "v4_8", "v4_9", "v4_10",
             "variants")
 DATA_LOOP = ("rounds",)
-NAMES = SCHEMES + VARIANTS + DATA_LOOP
+ON_POLICY = ("onpolicy", "onpolicy_realised", "onpolicy_reward_model", "onpolicy_dapo", "onpolicy_estimators",
+             "onpolicy_budget")
+NAMES = SCHEMES + VARIANTS + DATA_LOOP + ON_POLICY
 # Names that stand for several experiments on the command line (``--experiment=schemes``).
-COLLECTIONS = {"all": NAMES, "schemes": SCHEMES}
+COLLECTIONS = {"all": NAMES, "schemes": SCHEMES, "onpolicy_all": ("rce_only",) + ON_POLICY}
 
 
 @dataclasses.dataclass(frozen=True)
