@@ -75,8 +75,9 @@ def remax_advantages(scores, greedy_scores, mask, clip):
 
 
 def group_stats(scores, mask) -> dict:
-    """TRL's reward statistics of one step over its valid groups (``mask [B, M]``): ``reward`` (mean score),
-    ``reward_std`` (mean over groups of the within-group standard deviation) and ``frac_reward_zero_std``."""
+    """TRL's reward statistics of one step over its valid groups (``mask [B, M]``, whole groups): ``reward``
+    (mean score), ``reward_std`` (mean over groups of the within-group standard deviation) and
+    ``frac_reward_zero_std`` (the share of flat groups, :func:`flat_groups`: exactly equal scores)."""
     m = mask.astype(jnp.float32)
     groups = mask.any(-1)
     n_groups = jnp.maximum(groups.sum(), 1)
@@ -85,4 +86,4 @@ def group_stats(scores, mask) -> dict:
     std = jnp.sqrt(jnp.sum(((scores - mean[:, None]) ** 2) * m, -1) / count)
     return {"reward": jnp.sum(scores * m) / jnp.maximum(m.sum(), 1.0),
             "reward_std": jnp.sum(jnp.where(groups, std, 0.0)) / n_groups,
-            "frac_reward_zero_std": jnp.sum(groups & (std <= 1e-12)) / n_groups}
+            "frac_reward_zero_std": jnp.sum(groups & flat_groups(scores)) / n_groups}

@@ -418,7 +418,8 @@ class Pipeline:
         if cfg.rollout_scorer == "reward_model" and self.has_oracle:
             exact = self._score(data, qrows, rows, counts, scorer="oracle")
             out["oracle_reward"] = rollout.group_stats(exact, jnp.broadcast_to(valid[:, None], scores.shape))["reward"]
-        out["calls"] = calls.astype(jnp.int32)
+        # a reward model's score costs no VLM generation: only the oracle scorers (a VLM's stand-ins) count
+        out["calls"] = (calls if cfg.rollout_scorer != "reward_model" else 0 * calls).astype(jnp.int32)
         return out
 
     def on_policy_step(self, phase_index: int, hp, data: DeviceData, ctx: dict, epoch, state: dict, index):

@@ -154,6 +154,14 @@ def test_dynamic_sampling_judges_the_raw_score():
     np.testing.assert_array_equal(np.asarray(rollout.flat_groups(scores)), [True, False, False])
 
 
+def test_reward_statistics_are_trl_s():
+    scores = np.array([[0.6] * 8, [0.0, 1.0] * 4, [1 / 3] * 8], np.float32)
+    out = rollout.group_stats(jnp.asarray(scores), jnp.ones(scores.shape, bool))
+    np.testing.assert_allclose(float(out["reward"]), scores.mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(out["reward_std"]), scores.std(-1).mean(), atol=1e-6)
+    assert float(out["frac_reward_zero_std"]) == pytest.approx(2 / 3)  # flat however the mean rounds
+
+
 # -- the estimators against NumPy -------------------------------------------------------------------------------
 
 
@@ -248,6 +256,7 @@ def test_reward_model_scorer_reports_its_calibration_and_the_oracle_drift(tiny):
     grpo = history["grpo"]
     assert np.isfinite(np.asarray(grpo["train_oracle_reward"])).all()
     assert not np.allclose(np.asarray(grpo["train_oracle_reward"]), np.asarray(grpo["train_reward"]))
+    assert np.all(np.asarray(grpo["train_scorer_calls"]) == 0)  # the reward model costs no VLM generation
 
 
 # -- config and data errors -------------------------------------------------------------------------------------

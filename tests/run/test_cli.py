@@ -39,7 +39,7 @@ def test_list_experiments_names_every_experiment():
     proc = run_py("--list_experiments")
     assert proc.returncode == 0
     listed = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
-    assert listed == list(experiments.NAMES) + ["all", "schemes"]
+    assert listed == list(experiments.NAMES) + list(experiments.COLLECTIONS)
     assert "schemes            (collection) rce_only ... scheme5_6_fixed: 17 experiments" in proc.stdout
 
 
