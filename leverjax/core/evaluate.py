@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from leverjax.core import config as config_lib
-from leverjax.core import losses
+from leverjax.core import losses, rollout
 from leverjax.core.layers import l2_normalize
 from leverjax.core.model import trajectory_log_probs
 from leverjax.core.train import Pipeline
@@ -105,18 +105,13 @@ def _per_query(selector, params, ref_picks, data, raw_rewards, batch, *, num_ste
         if realised:
             out[f"realised_acc_{n}"] = realised_accuracy(data.oracle, qrows, shown)
     if selector.config.stop:
-        k = batch.pool_mask.shape[1]
-        is_stop = adaptive == k
-        count = jnp.where(is_stop.any(-1), jnp.argmax(is_stop, -1), shots)  # picks before the first STOP
+        a_rows, count = rollout.selection_rows(pool_ids, adaptive)  # count: picks before the first STOP
         out["stop_shots_mean"] = count.astype(jnp.float32)
         for n in range(shots + 1):
             out[f"stop_shot_frac_{n}"] = (count == n).astype(jnp.float32)
         if has_oracle:
-            a_rows = jnp.take_along_axis(pool_ids, jnp.where(is_stop, 0, adaptive), axis=1)  # 0-shot: position 0
-            acc = oracle_accuracy(data.oracle, qrows, a_rows[:, :1])
-            for n in range(2, shots + 1):
-                acc = jnp.where(count == n, oracle_accuracy(data.oracle, qrows, a_rows[:, :n]), acc)
-            out["oracle_acc_adaptive"] = acc
+            out["oracle_acc_adaptive"] = rollout.score_selections(
+                "oracle", data.oracle, None, data.emb, qrows, a_rows[:, None], count[:, None], stop=True)[:, 0]
     return out, labelled
 
 

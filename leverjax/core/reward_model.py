@@ -69,19 +69,13 @@ def score(params, query_emb, demo_emb, counts):
 
 def examples(emb, query_ids, pool_ids, traj, acc, rows):
     """The labelled trajectories of query rows ``rows`` as training examples: ``(query_emb [n, d],
-    demo_emb [n, S, d], target [n])`` (numpy). ``pool_ids`` ``[Q, K]``, ``traj`` ``[Q, M, S]`` (−1 padding)."""
-    emb, traj = np.asarray(emb, np.float32), np.asarray(traj)
-    q_list, d_list, t_list = [], [], []
-    for r in np.asarray(rows):
-        for m in np.flatnonzero(traj[r, :, 0] >= 0):
-            q_list.append(emb[query_ids[r]])
-            d_list.append(emb[pool_ids[r][traj[r, m]]])
-            t_list.append(acc[r, m])
-    d = emb.shape[1]
-    s = traj.shape[-1]
-    if not q_list:
-        return np.zeros((0, d), np.float32), np.zeros((0, s, d), np.float32), np.zeros(0, np.float32)
-    return np.stack(q_list), np.stack(d_list), np.asarray(t_list, np.float32)
+    demo_emb [n, S, d], target [n], query_row [n])`` (numpy; ``query_row``: the row each example belongs to).
+    ``pool_ids`` ``[Q, K]``, ``traj`` ``[Q, M, S]`` (−1 padding)."""
+    emb, traj, rows = np.asarray(emb, np.float32), np.asarray(traj), np.asarray(rows, np.int64)
+    r, m = np.nonzero(traj[rows, :, 0] >= 0)  # (index into rows, trajectory) of every labelled trajectory
+    r = rows[r]
+    demos = np.take_along_axis(np.asarray(pool_ids)[r], traj[r, m], axis=1)
+    return (emb[np.asarray(query_ids)[r]], emb[demos], np.asarray(acc, np.float32)[r, m], r)
 
 
 def fit(query_emb, demo_emb, target, *, seed: int = 0, steps: int = STEPS, batch: int = BATCH,

@@ -22,7 +22,6 @@ All of it is jittable and runs inside the epoch's ``lax.scan``, vmapped over run
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from leverjax.core import reward_model as rm_lib
@@ -38,7 +37,9 @@ def selection_rows(pool_ids, picks):
     k = pool_ids.shape[-1]
     is_stop = picks >= k
     counts = jnp.where(is_stop.any(-1), jnp.argmax(is_stop, -1), picks.shape[-1]).astype(jnp.int32)
-    pools = jnp.broadcast_to(pool_ids[..., None, :], picks.shape[:-1] + (k,)) if pool_ids.ndim < picks.ndim else pool_ids
+    pools = pool_ids
+    if pool_ids.ndim < picks.ndim:  # one pool for the M selections of its query
+        pools = jnp.broadcast_to(pool_ids[..., None, :], picks.shape[:-1] + (k,))
     rows = jnp.take_along_axis(pools, jnp.where(is_stop, 0, picks), axis=-1)
     return rows, counts
 

@@ -91,7 +91,8 @@ class Pipeline:
         self.phases = self._phases()
 
     def _reward_model(self):
-        """On-policy GRPO's scorer needs: the oracle is in the data, or the reward model is fit here."""
+        """Checks that the data has what ``rollout_scorer`` needs; fits and returns the reward model when it
+        is the scorer (else None)."""
         scorer = self.cfg.rollout_scorer
         if scorer == "oracle" and not self.has_oracle:
             raise DataError("rollout_scorer=oracle needs the simulator's ground truth (oracle_* arrays) and this "
@@ -101,20 +102,19 @@ class Pipeline:
                             "(generator version 4 on); this data has none")
         if scorer != "reward_model":
             return None
+        q, d, target, _ = self._reward_examples("train")
+        return rm_lib.fit(q, d, target)
+
+    def _reward_examples(self, split: str):
         ds = self.dataset
-        examples = rm_lib.examples(ds.emb, ds.query_ids, np.maximum(ds.pool_ids, 0), ds.traj, ds.acc,
-                                   self.split_index["train"])
-        return rm_lib.fit(*examples)
+        return rm_lib.examples(ds.emb, ds.query_ids, np.maximum(ds.pool_ids, 0), ds.traj, ds.acc,
+                               self.split_index[split])
 
     def reward_model_calibration(self) -> dict | None:
         """The reward model's calibration on the val split's labelled trajectories (held out from its fit)."""
         if self.reward_model is None:
             return None
-        ds = self.dataset
-        rows = self.split_index["val"]
-        q, d, t = rm_lib.examples(ds.emb, ds.query_ids, np.maximum(ds.pool_ids, 0), ds.traj, ds.acc, rows)
-        groups = np.repeat(rows, np.asarray(ds.traj[rows, :, 0] >= 0).sum(-1))
-        return rm_lib.calibration(self.reward_model, q, d, t, groups)
+        return rm_lib.calibration(self.reward_model, *self._reward_examples("val"))
 
     def train_metric_names(self, kind: str) -> tuple[str, ...]:
         """The ``train_*`` metrics (without the prefix) of a phase of ``kind``."""
@@ -419,7 +419,7 @@ class Pipeline:
             exact = self._score(data, qrows, rows, counts, scorer="oracle")
             out["oracle_reward"] = rollout.group_stats(exact, jnp.broadcast_to(valid[:, None], scores.shape))["reward"]
         # a reward model's score costs no VLM generation: only the oracle scorers (a VLM's stand-ins) count
-        out["calls"] = (calls if cfg.rollout_scorer != "reward_model" else 0 * calls).astype(jnp.int32)
+        out["calls"] = jnp.int32(0) if cfg.rollout_scorer == "reward_model" else calls.astype(jnp.int32)
         return out
 
     def on_policy_step(self, phase_index: int, hp, data: DeviceData, ctx: dict, epoch, state: dict, index):

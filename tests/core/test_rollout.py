@@ -92,7 +92,7 @@ def test_the_rollout_scores_are_the_oracle_of_the_sampled_selections(tiny):
     qrows = np.asarray(tiny.query_ids)[np.asarray(index)]
     for b in range(picks.shape[0]):
         rows = pools[b][picks[b]]
-        assert len({tuple(r) for r in rows}) >= 1 and all(len(set(r)) == len(r) for r in rows)  # no repeats
+        assert all(len(set(r)) == len(r) for r in rows)  # no demonstration twice in one selection
         expected = synth.oracle_accuracy_np(tiny.oracle, np.full(len(rows), qrows[b]), rows)
         np.testing.assert_allclose(np.asarray(roll["scores"])[b], expected, rtol=1e-5)
 
