@@ -1,6 +1,7 @@
 """How small an effect a grid could detect, and how many seeds × questions an effect needs.
 
     python -m leverjax.report.power DIR --delta=0.5 [--baseline=rce_only] [--compare=scheme5]
+    python -m leverjax.report.power DIR --questions=200,800   # the smallest detectable Δ at the grid's seeds
 
 On synthetic data each run records the realised VQA score of every counted test question
 (``runs/<group>/results.json``, ``questions``; :func:`leverjax.data.synth.realised_accuracy`): what a
@@ -144,8 +145,10 @@ def _cli() -> None:
 
     from leverjax import command as command_lib
 
-    flags.DEFINE_float("delta", None, "The effect to detect, in points of realised accuracy (e.g. 0.5).",
-                       required=True)
+    flags.DEFINE_float("delta", None, "The effect to detect, in points of realised accuracy (e.g. 0.5): prints the "
+                       "questions each number of seeds needs.")
+    flags.DEFINE_list("questions", None, "Test-set sizes (e.g. 200,800): prints the smallest effect the grid's "
+                      "number of seeds detects with that many fresh questions.")
     flags.DEFINE_string("baseline", None, "The variant compared against (default: rce_only if the grid has it, "
                         "else its first variant).")
     flags.DEFINE_string("compare", None, "Only this variant (default: every other variant).")
@@ -157,8 +160,16 @@ def _cli() -> None:
         directory = argv[1]
         if not os.path.isdir(os.path.join(directory, "runs")):
             raise ConfigError(f"{directory} has no runs/ (is it a launcher results directory?)")
-        if not FLAGS.delta or not math.isfinite(FLAGS.delta):
+        if FLAGS.delta is None and not FLAGS.questions:
+            raise ConfigError("give --delta=POINTS (the questions an effect needs) or --questions=N[,N...] (the "
+                              "smallest detectable effect at N questions), or both")
+        if FLAGS.delta is not None and (not FLAGS.delta or not math.isfinite(FLAGS.delta)):
             raise ConfigError(f"--delta={FLAGS.delta} must be a nonzero number of points")
+        sizes = []
+        for text in FLAGS.questions or ():
+            if not text.strip().isdigit() or int(text) < 1:
+                raise ConfigError(f"--questions: {text!r} is not a positive whole number of questions")
+            sizes.append(int(text))
         scores = question_scores(directory)
         if not scores:
             raise ConfigError(f"{directory}: no run recorded per-question realised scores (they need synthetic "
@@ -170,8 +181,12 @@ def _cli() -> None:
         rows = [r for r in comparisons(directory, baseline) if FLAGS.compare in (None, r["variant"])]
         if not rows:
             raise ConfigError(f"--compare={FLAGS.compare} is not a variant of {directory} other than the baseline")
-        print(f"Seeds × questions needed to detect Δ = {FLAGS.delta:g} points of realised accuracy (mean over "
-              f"shots) against {baseline}, at {POWER:.0%} power, paired, two-sided α = {ALPHA}:\n")
+        if FLAGS.delta is not None:
+            print(f"Seeds × questions needed to detect Δ = {FLAGS.delta:g} points of realised accuracy (mean over "
+                  f"shots) against {baseline}, at {POWER:.0%} power, paired, two-sided α = {ALPHA}:\n")
+        else:
+            print(f"Smallest effect detectable (points of realised accuracy, mean over shots) against {baseline}, "
+                  f"at {POWER:.0%} power, paired, two-sided α = {ALPHA}:\n")
         for r in rows:
             if r["components"] is None:
                 print(f"{r['variant']}: needs at least 2 common seeds and 2 questions (has {r['seeds']} × "
@@ -181,14 +196,20 @@ def _cli() -> None:
             print(f"{r['variant']} (grid: Δ {r['delta']:+.2f} on {r['seeds']} seeds × {r['questions']} questions; "
                   f"smallest detectable {r['mde']:.2f}; σ seed {math.sqrt(c['seed']):.2f}, question "
                   f"{math.sqrt(c['question']):.2f}, residual {math.sqrt(c['residual']):.2f} points)")
-            for seeds, n in design_table(c, FLAGS.delta):
-                print(f"  {seeds:>3} seeds: " + (f"{n:,} questions" if n is not None else
-                                                 "no number of questions (the seed-to-seed spread alone is too large)"))
+            for n in sizes:
+                print(f"  {r['seeds']} seeds × {n:,} questions: smallest detectable "
+                      f"{minimum_detectable_effect(c, r['seeds'], n):.2f}")
+            if FLAGS.delta is not None:
+                for seeds, n in design_table(c, FLAGS.delta):
+                    print(f"  {seeds:>3} seeds: " + (f"{n:,} questions" if n is not None else
+                                                     "no number of questions (the seed-to-seed spread alone is "
+                                                     "too large)"))
             print()
 
     command_lib.run(main, command="python -m leverjax.report.power", positional=("directory",),
-                    about="How many seeds × test questions an effect of --delta points needs, estimated from a "
-                          "grid's own per-seed and per-question variance of realised accuracy.")
+                    about="How many seeds × test questions an effect of --delta points needs, and the smallest effect "
+                          "the grid's seeds detect at --questions test questions, estimated from the grid's own "
+                          "per-seed and per-question variance of realised accuracy.")
 
 
 if __name__ == "__main__":

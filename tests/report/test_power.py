@@ -86,7 +86,15 @@ def test_the_command_answers_and_fails_in_one_line(tmp_path):
     res = run(str(tmp_path), "--delta=5")
     assert res.returncode == 0, res.stderr
     assert "against rce_only" in res.stdout and "scheme5 (grid:" in res.stdout and " 10 seeds:" in res.stdout
+    # the smallest detectable effect at other test sizes, with the grid's 4 seeds: the closed form
+    res = run(str(tmp_path), "--questions=200,800")
+    assert res.returncode == 0, res.stderr
+    comp = power.comparisons(str(tmp_path), "rce_only")[0]["components"]
+    for n in (200, 800):
+        mde = power.minimum_detectable_effect(comp, 4, n)
+        assert f"4 seeds × {n} questions: smallest detectable {mde:.2f}" in res.stdout, res.stdout
+    assert power.minimum_detectable_effect(comp, 4, 800) < power.minimum_detectable_effect(comp, 4, 200)
     for bad in ([str(tmp_path), "--delta=5", "--baseline=nope"], [str(tmp_path / "nowhere"), "--delta=1"],
-                [str(tmp_path)]):
+                [str(tmp_path)], [str(tmp_path), "--questions=200,many"]):
         res = run(*bad)
         assert res.returncode == 2 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
