@@ -203,7 +203,7 @@ def _train_group(job: _GroupJob, group: Group, todo: Sequence[GridRun], ds, devi
     directory = f"{group.id}-{group.key}-{short_hash([(r.name, r.config_hash) for r in todo], 6)}"
     rel = os.path.join("runs", directory)
     for run in todo:
-        write_status(paths, run, "running", group=group.id, directory=rel)
+        write_status(paths, run, "running", init_from=job.init_from, group=group.id, directory=rel)
     t0 = time.perf_counter()
     with CompileTimer() as timer:
         on_start(timer)
@@ -221,8 +221,8 @@ def _train_group(job: _GroupJob, group: Group, todo: Sequence[GridRun], ds, devi
                 raise
             reason = f"{type(e).__name__}: {e}"
             printer(f"»» group {group.id} failed: {reason}")
-            statuses = {run.name: write_status(paths, run, "failed", kind="error", reason=reason, group=group.id,
-                                                directory=rel) for run in todo}
+            statuses = {run.name: write_status(paths, run, "failed", init_from=job.init_from, kind="error", reason=reason,
+                                                group=group.id, directory=rel) for run in todo}
             return {"state": "failed", "reason": reason, "seconds": time.perf_counter() - t0,
                     "compile_seconds": timer.seconds, "statuses": statuses, "records": None}
     seconds = time.perf_counter() - t0
@@ -231,11 +231,13 @@ def _train_group(job: _GroupJob, group: Group, todo: Sequence[GridRun], ds, devi
     for j, run in enumerate(todo):
         failure = results.failures.get(j)
         if failure:
-            statuses[run.name] = write_status(paths, run, "failed", kind="diverged", reason=failure["reason"],
-                                               failure=failure, group=group.id, directory=rel)
+            statuses[run.name] = write_status(paths, run, "failed", init_from=job.init_from, kind="diverged",
+                                               reason=failure["reason"], failure=failure, group=group.id,
+                                               directory=rel)
             printer(f"»» {run.name} diverged: {failure['reason']} (recorded; the other runs went on)")
         else:
-            statuses[run.name] = write_status(paths, run, "done", group=group.id, directory=rel)
+            statuses[run.name] = write_status(paths, run, "done", init_from=job.init_from, group=group.id,
+                                               directory=rel)
     distributed.barrier("group-done")  # no process still reads the group's checkpoints
     if not job.keep_checkpoints and distributed.is_primary():
         shutil.rmtree(os.path.join(job.out, rel, "ckpt"), ignore_errors=True)
@@ -406,11 +408,12 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
         "grid-statuses", {r.name: read_json(paths.status_file(r)) for r in grid.runs})
     for run in grid.runs:
         if run.config is None:
-            statuses[run.name] = write_status(paths, run, "failed", kind="config", reason=run.error)
-    pending = {g.id: [r for r in g.runs if not is_finished(statuses[r.name], r, out)] for g in grid.groups}
+            statuses[run.name] = write_status(paths, run, "failed", init_from=init_from, kind="config",
+                                            reason=run.error)
+    pending = {g.id: [r for r in g.runs if not is_finished(statuses[r.name], r, out, init_from)] for g in grid.groups}
     for group in grid.groups:
         for run in pending[group.id]:
-            statuses[run.name] = write_status(paths, run, "pending", group=group.id)
+            statuses[run.name] = write_status(paths, run, "pending", init_from=init_from, group=group.id)
     finished = sum(1 for g in grid.groups for r in g.runs if r not in pending[g.id])
     valid = sum(1 for r in grid.runs if r.config is not None)
     if len(grid.experiments) == 1:
@@ -482,8 +485,8 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
             def lost(group_id: str, exitcode: int | None) -> None:
                 reason = f"its worker process died (exit code {exitcode})"
                 printer(f"»» group {group_id} failed: {reason}")
-                statuses_lost = {run.name: write_status(paths, run, "failed", kind="error", reason=reason,
-                                                         group=group_id) for run in pending[group_id]}
+                statuses_lost = {run.name: write_status(paths, run, "failed", init_from=init_from, kind="error",
+                                                         reason=reason, group=group_id) for run in pending[group_id]}
                 group_ended(by_id[group_id], {"state": "failed", "reason": reason, "seconds": 0.0,
                                               "compile_seconds": 0.0, "statuses": statuses_lost, "records": None})
 

@@ -15,6 +15,7 @@ from leverjax.core import stats
 from leverjax.fileio import records_from_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from leverjax.run import distributed
 from leverjax.run.checkpoint import status_file_name
+from leverjax.run.keys import init_marker
 
 if TYPE_CHECKING:  # annotations only
     from leverjax.run.grid import Grid, GridRun
@@ -39,19 +40,23 @@ class Paths:
         return os.path.join(self.status, status_file_name(run.name))
 
 
-def is_finished(status: dict | None, run: GridRun, root: str) -> bool:
+def is_finished(status: dict | None, run: GridRun, root: str, init_from: str | None) -> bool:
     """Whether ``run`` needs no training: done (with its results on disk), or failed in a way a re-run
-    repeats (divergence is deterministic; a bad config stays bad). Other errors are retried."""
+    repeats (divergence is deterministic; a bad config stays bad), from the same starting parameters
+    (``init_from``, as :func:`leverjax.run.keys.init_marker` sees it). Other errors are retried."""
     if not status or status.get("config_hash") != run.config_hash:
+        return False
+    if status.get("init_from") != init_marker(init_from):
         return False
     if status.get("state") == "done":
         return os.path.exists(os.path.join(root, status.get("directory", ""), "results.json"))
     return status.get("state") == "failed" and status.get("kind") in ("diverged", "config")
 
 
-def write_status(paths: Paths, run: GridRun, state: str, **extra) -> dict:
+def write_status(paths: Paths, run: GridRun, state: str, *, init_from: str | None, **extra) -> dict:
     record = {"run": run.name, "experiment": run.experiment, "variant": run.variant, "seed": run.seed,
-              "overrides": run.overrides, "config_hash": run.config_hash, "state": state,
+              "overrides": run.overrides, "config_hash": run.config_hash, "init_from": init_marker(init_from),
+              "state": state,
               "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
     if distributed.is_primary():
         write_json_atomic(paths.status_file(run), record)

@@ -464,3 +464,34 @@ def test_groups_wait_for_the_group_that_trains_their_prefix_and_count_only_what_
     assert units[by_exp["scheme5_6_fixed"].id] == sum(r.config.rce_epochs for r in fixed) + grpo(fixed)
     own = by_exp["scheme4"].runs
     assert units[by_exp["scheme4"].id] == sum(console.run_epochs(r.config) for r in own)
+
+
+def test_a_finished_run_is_trained_again_from_other_starting_parameters(grid_a, tiny, tmp_path):
+    """``--init_from`` is part of what a finished run was: the same command from other parameters trains
+    again instead of skipping (here it fails: no parameter reader, no file), and from none it skips."""
+    import shutil
+    out = str(tmp_path / "copy")
+    shutil.copytree(os.path.dirname(grid_a[0].csv), out)
+    same = launch.run_grid(["rce_only"], TINY, seeds=1, out=out, dataset=tiny, experiment_overrides=NO_GRPO,
+                           printer=lambda s: None, workers=1)
+    assert [g["state"] for g in same.groups] == ["skipped"]
+    lines = []
+    other = launch.run_grid(["rce_only"], TINY, seeds=1, out=out, dataset=tiny, experiment_overrides=NO_GRPO,
+                            printer=lines.append, workers=1, init_from=str(tmp_path / "nowhere.pt"))
+    assert [g["state"] for g in other.groups] == ["failed"], lines
+    assert "nowhere.pt" in other.groups[0]["reason"]
+
+
+def test_a_status_is_finished_only_from_the_same_starting_parameters(tmp_path):
+    run = grid_lib.GridRun("rce_only", (), 0, experiments.get("rce_only").config)
+    paths = results.Paths(str(tmp_path))
+    os.makedirs(os.path.join(str(tmp_path), "runs", "g01"))
+    open(os.path.join(str(tmp_path), "runs", "g01", "results.json"), "w").write("{}")
+    os.makedirs(paths.status, exist_ok=True)
+    start = tmp_path / "start.pt"
+    start.write_bytes(b"x")
+    for init_from in (None, str(start)):
+        status = results.write_status(paths, run, "done", init_from=init_from, directory=os.path.join("runs", "g01"))
+        assert results.is_finished(status, run, str(tmp_path), init_from)
+        other = None if init_from else str(start)
+        assert not results.is_finished(status, run, str(tmp_path), other)
