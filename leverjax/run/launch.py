@@ -221,8 +221,8 @@ def _train_group(job: _GroupJob, group: Group, todo: Sequence[GridRun], ds, devi
                 raise
             reason = f"{type(e).__name__}: {e}"
             printer(f"»» group {group.id} failed: {reason}")
-            statuses = {run.name: write_status(paths, run, "failed", init_from=job.init_from, kind="error", reason=reason,
-                                                group=group.id, directory=rel) for run in todo}
+            statuses = {run.name: write_status(paths, run, "failed", init_from=job.init_from, kind="error",
+                                                reason=reason, group=group.id, directory=rel) for run in todo}
             return {"state": "failed", "reason": reason, "seconds": time.perf_counter() - t0,
                     "compile_seconds": timer.seconds, "statuses": statuses, "records": None}
     seconds = time.perf_counter() - t0

@@ -56,8 +56,7 @@ def is_finished(status: dict | None, run: GridRun, root: str, init_from: str | N
 def write_status(paths: Paths, run: GridRun, state: str, *, init_from: str | None, **extra) -> dict:
     record = {"run": run.name, "experiment": run.experiment, "variant": run.variant, "seed": run.seed,
               "overrides": run.overrides, "config_hash": run.config_hash, "init_from": init_marker(init_from),
-              "state": state,
-              "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+              "state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
     if distributed.is_primary():
         write_json_atomic(paths.status_file(run), record)
     return record

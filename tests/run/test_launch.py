@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -469,7 +470,6 @@ def test_groups_wait_for_the_group_that_trains_their_prefix_and_count_only_what_
 def test_a_finished_run_is_trained_again_from_other_starting_parameters(grid_a, tiny, tmp_path):
     """``--init_from`` is part of what a finished run was: the same command from other parameters trains
     again instead of skipping (here it fails: no parameter reader, no file), and from none it skips."""
-    import shutil
     out = str(tmp_path / "copy")
     shutil.copytree(os.path.dirname(grid_a[0].csv), out)
     same = launch.run_grid(["rce_only"], TINY, seeds=1, out=out, dataset=tiny, experiment_overrides=NO_GRPO,
