@@ -359,6 +359,8 @@ def run_grid(names: Sequence[str], overrides: Mapping[str, Any] | None = None,
     t_start = time.perf_counter()
     grid = expand_grid(names, overrides, sweep, seeds=seeds, experiment_overrides=experiment_overrides)
     _resolve_workers(workers, len(grid.groups), devices is not None)  # a bad value fails before anything is written
+    if init_from and not os.path.exists(init_from):
+        raise ConfigError(f"--init_from={init_from!r}: no such file or folder")
     if baseline and baseline not in grid.experiments and baseline not in {r.variant for r in grid.runs}:
         raise ConfigError(f"--baseline={baseline!r} is not a run of this grid; runs: "
                           f"{', '.join(dict.fromkeys(r.variant for r in grid.runs))}")

@@ -469,17 +469,25 @@ def test_groups_wait_for_the_group_that_trains_their_prefix_and_count_only_what_
 
 def test_a_finished_run_is_trained_again_from_other_starting_parameters(grid_a, tiny, tmp_path):
     """``--init_from`` is part of what a finished run was: the same command from other parameters trains
-    again instead of skipping (here it fails: no parameter reader, no file), and from none it skips."""
+    again instead of skipping (here it fails: no parameter reader), and from none it skips; a starting point
+    that does not exist is one error before anything is written."""
     out = str(tmp_path / "copy")
     shutil.copytree(os.path.dirname(grid_a[0].csv), out)
     same = launch.run_grid(["rce_only"], TINY, seeds=1, out=out, dataset=tiny, experiment_overrides=NO_GRPO,
                            printer=lambda s: None, workers=1)
     assert [g["state"] for g in same.groups] == ["skipped"]
     lines = []
+    start = tmp_path / "other.pt"
+    start.write_bytes(b"parameters")
     other = launch.run_grid(["rce_only"], TINY, seeds=1, out=out, dataset=tiny, experiment_overrides=NO_GRPO,
-                            printer=lines.append, workers=1, init_from=str(tmp_path / "nowhere.pt"))
+                            printer=lines.append, workers=1, init_from=str(start))
     assert [g["state"] for g in other.groups] == ["failed"], lines
-    assert "nowhere.pt" in other.groups[0]["reason"]
+    assert "other.pt" in other.groups[0]["reason"]
+    fresh = str(tmp_path / "fresh")
+    with pytest.raises(ConfigError, match="nowhere.pt.*no such file"):
+        launch.run_grid(["rce_only"], TINY, seeds=1, out=fresh, dataset=tiny, experiment_overrides=NO_GRPO,
+                        printer=lines.append, workers=1, init_from=str(tmp_path / "nowhere.pt"))
+    assert not os.path.exists(fresh)
 
 
 def test_a_status_is_finished_only_from_the_same_starting_parameters(tmp_path):

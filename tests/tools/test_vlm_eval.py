@@ -104,6 +104,11 @@ def test_bad_results_and_options_get_one_line(grid, tmp_path):
         vlm_eval.evaluate(options(grid, questions=100000))
     with pytest.raises(ConfigError, match="--scorer=qwen needs --model"):
         vlm_eval.evaluate(options(grid, scorer="qwen"))
+    # Checked before any selection is decoded: a wrong path is one line at once.
+    with pytest.raises(ConfigError, match="--model=.*nowhere: no such directory"):
+        vlm_eval.evaluate(options(grid, scorer="qwen", model=str(tmp_path / "nowhere"), examples=grid["data"]))
+    with pytest.raises(ConfigError, match="--examples=.*nowhere.json: no such file"):
+        vlm_eval.evaluate(options(grid, scorer="qwen", model=str(tmp_path), examples=str(tmp_path / "nowhere.json")))
     with pytest.raises(ConfigError, match="--baseline=nope is not a variant"):
         vlm_eval.evaluate(options(grid, baseline="nope", questions=3))
     recorded = tmp_path / "recorded"
