@@ -246,8 +246,11 @@ def test_a_sigkilled_worker_then_the_same_command_gives_the_uninterrupted_metric
     finally:
         kill_group(proc)
     assert "failed: its worker process died (exit code -9)" in first, first[-3000:]
+    # The other group finished. The killed one was lost in GRPO: usually mid-way; on a loaded machine one
+    # group may reach GRPO only when the other has logged its last epoch, and then the kill can fall
+    # between that epoch and the group's results. Either way its status says its worker died (above).
     logged = sorted(_grpo_epochs_logged(p) for p in out.glob("runs/*/metrics.jsonl"))
-    assert logged[0] < 200 == logged[1], logged  # the killed worker's group lost mid-GRPO, the other finished
+    assert logged[1] == 200 and logged[0] >= 1, logged
 
     again = run_py(*args(tmp_path / "killed"), cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
