@@ -95,13 +95,14 @@ def check_options(o: Options) -> None:
     for r in o.references:
         if r not in REFERENCES:
             raise ConfigError(f"--references: {r!r} is not one of {', '.join(REFERENCES)}")
-    if o.scorer == "qwen" and not (o.model and o.examples):
-        raise ConfigError("--scorer=qwen needs --model (a local Qwen2.5-VL directory) and --examples (the "
-                          "exporter's examples file with each example's answers)")
-    if o.scorer == "qwen" and not os.path.isdir(o.model):
-        raise ConfigError(f"--model={o.model}: no such directory (a local Qwen2.5-VL directory)")
-    if o.scorer == "qwen" and not os.path.isfile(o.examples):
-        raise ConfigError(f"--examples={o.examples}: no such file (the exporter's examples file)")
+    if o.scorer == "qwen":
+        if not (o.model and o.examples):
+            raise ConfigError("--scorer=qwen needs --model (a local Qwen2.5-VL directory) and --examples (the "
+                              "exporter's examples file with each example's answers)")
+        if not os.path.isdir(o.model):
+            raise ConfigError(f"--model={o.model}: no such directory (a local Qwen2.5-VL directory)")
+        if not os.path.isfile(o.examples):
+            raise ConfigError(f"--examples={o.examples}: no such file (the exporter's examples file)")
     if o.resamples < 100:
         raise ConfigError(f"--resamples={o.resamples} must be at least 100")
 

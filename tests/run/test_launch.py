@@ -493,8 +493,8 @@ def test_a_finished_run_is_trained_again_from_other_starting_parameters(grid_a, 
 def test_a_status_is_finished_only_from_the_same_starting_parameters(tmp_path):
     run = grid_lib.GridRun("rce_only", (), 0, experiments.get("rce_only").config)
     paths = results.Paths(str(tmp_path))
-    os.makedirs(os.path.join(str(tmp_path), "runs", "g01"))
-    open(os.path.join(str(tmp_path), "runs", "g01", "results.json"), "w").write("{}")
+    (tmp_path / "runs" / "g01").mkdir(parents=True)
+    (tmp_path / "runs" / "g01" / "results.json").write_text("{}")
     os.makedirs(paths.status, exist_ok=True)
     start = tmp_path / "start.pt"
     start.write_bytes(b"x")
