@@ -57,11 +57,12 @@ def write_plots(ctx: Context) -> tuple[list[tuple[str, str]], str]:
     calls = _scorer_calls(plt, plot_dir, ctx)
     if calls:
         written.append(("accuracy against scorer calls", calls))
+    delta = ", and Δ to the baseline" if len(ctx.runs) > 1 else ""
     if ctx.oracle:
-        written.append(("all runs: val oracle accuracy by GRPO epoch, and Δ to the baseline",
+        written.append((f"all runs: val oracle accuracy by GRPO epoch{delta}",
                         _overview(plt, plot_dir, ctx, ORACLE_MEAN, "val oracle accuracy (%), mean over shots",
                                   100.0)))
-    written.append(("all runs: val expected reward by GRPO epoch, and Δ to the baseline",
+    written.append((f"all runs: val expected reward by GRPO epoch{delta}",
                     _overview(plt, plot_dir, ctx, "val_expected_reward", "val expected reward", 1.0)))
     for variant, seeds in ctx.runs.items():
         written.append((f"{variant}: training curves", _curves(plt, plot_dir, ctx, variant, seeds)))
@@ -223,7 +224,12 @@ def _overview(plt, plot_dir: str, ctx: Context, metric: str, label: str, scale: 
         return None  # not logged in this grid
     bounds = bounds_of(metric, scale)
     many = len(runs) > 6  # the seed bands of many runs hide each other: only the paired Δ keeps them
-    fig, (ax, dax) = plt.subplots(1, 2, figsize=(14, 6.5 if many else 5.5), layout="constrained")
+    alone = len(runs) < 2  # the baseline alone: no Δ panel, which would be an empty axis
+    if alone:
+        fig, ax = plt.subplots(1, 1, figsize=(8, 5.5), layout="constrained")
+        dax = None
+    else:
+        fig, (ax, dax) = plt.subplots(1, 2, figsize=(14, 6.5 if many else 5.5), layout="constrained")
     colors = _colors(plt, len(runs))
     curves = {v: {s: {e: x * scale for e, x in r.grpo_curve(metric).items() if x is not None}
                   for s, r in seeds.items()} for v, seeds in runs.items()}
@@ -239,7 +245,7 @@ def _overview(plt, plot_dir: str, ctx: Context, metric: str, label: str, scale: 
             ax.plot(xs, mean, label=variant, marker="o" if len(xs) < 12 else None, ms=3, **style)
             if len(cs) > 1 and not many:
                 ax.fill_between(xs, lo, hi, color=style["color"], alpha=0.12, lw=0)
-        if variant == base or len(xs) == 1:
+        if dax is None or variant == base or len(xs) == 1:
             continue
         dx, dm, dlo, dhi = [], [], [], []
         for e in xs:
@@ -251,15 +257,16 @@ def _overview(plt, plot_dir: str, ctx: Context, metric: str, label: str, scale: 
         if dx:
             dax.plot(dx, dm, marker="o" if len(dx) < 12 else None, ms=3, **style)
             dax.fill_between(dx, dlo, dhi, color=style["color"], alpha=0.07 if many else 0.15, lw=0)
-    dax.axhline(0.0, color="black", lw=1.0, ls="--")
     ax.set_title(f"{label} (mean" + (")" if many else ", band: 95% CI over seeds)"), fontsize=11)
-    dax.set_title(f"Δ to {base} on the same seeds (band: paired 95% CI)", fontsize=11)
-    for a in (ax, dax):
+    if dax is not None:
+        dax.axhline(0.0, color="black", lw=1.0, ls="--")
+        dax.set_title(f"Δ to {base} on the same seeds (band: paired 95% CI)", fontsize=11)
+        dax.set_ylabel(f"Δ {label}")
+    for a in (ax,) if dax is None else (ax, dax):
         a.set_xlabel("GRPO epoch (0 = before GRPO)")
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.grid(alpha=0.3)
     ax.set_ylabel(label)
-    dax.set_ylabel(f"Δ {label}")
     if ax.get_legend_handles_labels()[0]:  # nothing is drawn when every run failed before GRPO
         fig.legend(loc="outside lower center", ncol=min(5, max(1, len(runs))), fontsize=8, frameon=False)
     path = os.path.join(plot_dir, f"overview_{metric}.png")

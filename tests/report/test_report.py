@@ -39,12 +39,12 @@ def reference_ci(xs):
     return mean, T975[n - 1] * sd / math.sqrt(n)
 
 
-def write_csv(directory, failed_status=True, adaptive=False):
+def write_csv(directory, failed_status=True, adaptive=False, variants=("rce_only", "scheme5")):
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "metrics.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(CSV_COLUMNS)
-        for g, variant in (("g01", "rce_only"), ("g02", "scheme5")):
+        for g, variant in [(f"g{i:02d}", v) for i, v in enumerate(variants, 1)]:
             for i, seed in enumerate(SEEDS):
                 head = (g, variant, variant, seed)
                 vals = VAL[variant][i]
@@ -338,6 +338,18 @@ def test_command_line_and_plots(tmp_path):
         res = subprocess.run([sys.executable, "-m", "leverjax.report", *args], capture_output=True, text=True,
                              timeout=120)
         assert res.returncode == 2 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+
+
+def test_a_one_run_grid_overview_has_no_empty_delta_panel(tmp_path):
+    pytest.importorskip("matplotlib")
+    for name, variants in (("one", ("scheme5",)), ("two", ("rce_only", "scheme5"))):
+        write_csv(tmp_path / name, failed_status=False, variants=variants)
+        report.write_report(str(tmp_path / name))
+    one, two = ((tmp_path / n / "plots" / "overview_val_expected_reward.png").read_bytes() for n in ("one", "two"))
+    # one panel (8 in) for the baseline alone; value and Δ panels (14 in) when there is something to compare
+    assert png_size(one)[0] < 0.7 * png_size(two)[0], (png_size(one), png_size(two))
+    assert "and Δ to the baseline" not in (tmp_path / "one" / "report.md").read_text()
+    assert "and Δ to the baseline" in (tmp_path / "two" / "report.md").read_text()
 
 
 def test_a_stop_selectors_adaptive_accuracy_is_no_shot_count(tmp_path):
