@@ -56,7 +56,7 @@ import leverjax
 from leverjax.data.npz import Dataset, dataset_from_arrays, dataset_to_arrays, load_npz, save_npz
 from leverjax.errors import ConfigError, DataError
 
-GENERATOR_VERSION = 5  # 5: vqav2 at the real sizes; 4: okvqa at the real sizes, the answer seed; 3: interaction
+GENERATOR_VERSION = 6  # 6: vqav2 with pools of 24 and its recipe; 5: vqav2 at the real sizes; 4: okvqa at the real sizes, the answer seed; 3: interaction
 GEN_METHODS = ("beam", "sample", "retrieval", "random")
 ACC_LEVELS = (0.0, 0.3, 0.6, 0.9, 1.0)
 PARAM_NAMES = (
@@ -98,18 +98,22 @@ _V1_SIZES = {
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """A named simulator setting: the value model's parameters, the world's shape and the sizes."""
+    """A named simulator setting: the value model's parameters, the world's shape and the sizes.
+
+    ``recipe``: the training settings (config field → value) the preset is calibrated under, where they differ
+    from the defaults; the calibration trains with them, and a run on the preset's data that differs is told."""
 
     name: str
     description: str
     params: Mapping[str, float]
     world: Mapping[str, float]
     sizes: Mapping[str, Any]
+    recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _preset(name: str, description: str, params=None, world=None, sizes=None) -> Preset:
+def _preset(name: str, description: str, params=None, world=None, sizes=None, recipe=None) -> Preset:
     return Preset(name, description, {**_V1_PARAMS, **(params or {})}, {**_V1_WORLD, **(world or {})},
-                  {**_V1_SIZES, **(sizes or {})})
+                  {**_V1_SIZES, **(sizes or {})}, dict(recipe or {}))
 
 
 # Calibrated against the reports' phenomena (leverjax.data.calibrate; README "Calibration").
@@ -126,8 +130,10 @@ PRESETS = {
         params={"rel_scale": 1.5, "value_cap": 1.0, "shot_norm": 1.0, "position_decay": 0.4, "shot_cost": 0.3,
                 "redundancy_scale": 0.05},
         world={"quality_weight": 0.2, "nuisance_weight": 1.2, "quality_directions": 4, "noise_weight": 0.3,
-               "interaction_weight": 3.0},
-        sizes={"positive_ratio": 0.75, "num_queries": 200, "max_trajectories": 8, "min_trajectories": 3}),
+               "interaction_weight": 4.0},
+        sizes={"positive_ratio": 0.75, "num_queries": 200, "pool_size": 24, "max_trajectories": 16,
+               "min_trajectories": 3},
+        recipe={"rce_batch_size": 1}),
     "v1": _preset("v1", "generator version 1 (before the presets): retrieval is as good as a trained selector"),
 }
 DEFAULT_PRESET = "okvqa"
@@ -665,6 +671,7 @@ def _generate(
         "difficulty_offset": round(float(offset), 6),
         "params": {k: float(v) for k, v in zip(PARAM_NAMES, params.tolist())},
         "world": {k: float(world_shape[k]) for k in WORLD_NAMES},
+        "recipe": dict(PRESETS[preset].recipe) if preset in PRESETS else {},
     }
     meta = {
         "source": "leverjax.data.synth",
@@ -764,7 +771,9 @@ def describe(ds: Dataset) -> str:
     """A few lines that summarise ``ds``: sizes, splits, group sizes and label balance."""
     s = ds.summary()
     sizes = ds.group_sizes
-    preset = ds.meta.get("generator", {}).get("preset")
+    generator = ds.meta.get("generator", {})
+    preset = generator.get("preset")
+    recipe = generator.get("recipe") or {}
     return "\n".join([
         (f"preset {preset}; " if preset else "") + f"queries {s['queries']} (train {s['train']}, val {s['val']}, test {s['test']}); "
         f"emb {s['examples']} x {s['dim']}; pool K = {s['pool_size']}; steps S = {s['steps']}",
@@ -772,7 +781,13 @@ def describe(ds: Dataset) -> str:
         f"mean {sizes.mean():.1f}; M = {s['max_trajectories']}); positive ratio "
         f"{s['positive_ratio']:.3f}; all-negative groups {s['all_negative_groups']}, "
         f"all-positive groups {s['all_positive_groups']}",
-    ])
+    ] + ([f"preset {preset} is calibrated under {recipe_flags(recipe)}: pass it to run.py for the calibrated "
+          "effects"] if recipe else []))
+
+
+def recipe_flags(recipe: Mapping[str, Any]) -> str:
+    """A preset's recipe as the command-line flags that set it: ``--rce_batch_size=1``."""
+    return " ".join(f"--{k}={v}" for k, v in sorted(recipe.items()))
 
 
 if __name__ == "__main__":

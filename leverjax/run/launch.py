@@ -58,7 +58,7 @@ import numpy as np
 from leverjax.core import config as config_lib
 from leverjax.data import filter_queries, load_npz
 from leverjax.data.curate import curate
-from leverjax.data.synth import default_dataset_path, load_or_make_default
+from leverjax.data.synth import default_dataset_path, load_or_make_default, recipe_flags
 from leverjax.errors import ConfigError
 from leverjax.fileio import read_json, write_json_atomic
 from leverjax.run import distributed, provenance
@@ -91,7 +91,25 @@ def load_dataset(cfg: config_lib.Config, printer: Callable[[str], None] = print,
                 f"{t['positive_share']:.3f}")
     printer(f"data: {cfg.data or ('the given data set' if base is not None else 'built-in synthetic set')} — {ds.num_queries} queries, K={ds.pool_size}, "
             f"M={ds.max_trajectories}, S={ds.num_steps}, d={ds.dim}")
+    note = recipe_note(ds, cfg)
+    if note:
+        printer(note)
     return ds
+
+
+def recipe_note(ds, cfg: config_lib.Config) -> str:
+    """A line when ``ds`` is a simulator preset's data set and ``cfg`` trains it otherwise than the preset is
+    calibrated (its ``recipe``; :class:`leverjax.data.synth.Preset`), else ''. The run goes on as configured."""
+    generator = ds.meta.get("generator") if isinstance(ds.meta, dict) else None
+    recipe = generator.get("recipe") if isinstance(generator, dict) else None
+    if not isinstance(recipe, dict):
+        return ""
+    differ = {k: v for k, v in recipe.items() if hasattr(cfg, k) and getattr(cfg, k) != v}
+    if not differ:
+        return ""
+    return (f"note: preset {generator.get('preset')!r} is calibrated under {recipe_flags(differ)}; this run uses "
+            + ", ".join(f"{k}={getattr(cfg, k)}" for k in sorted(differ))
+            + " (docs/data.md: its effects then differ from the calibrated sizes)")
 
 
 def _data_key(cfg: config_lib.Config) -> tuple:

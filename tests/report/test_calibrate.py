@@ -28,6 +28,31 @@ def test_presets_are_deterministic_and_valid(preset):
     assert set(gen["world"]) == set(synth.WORLD_NAMES)
 
 
+def test_a_presets_recipe_reaches_its_calibration_its_data_and_a_run_that_differs():
+    """vqav2 is calibrated under the reference's RCE batch of 1: the calibration trains with it (explicit
+    overrides still win), its data set records it, `describe` names the flags, and the launcher tells a run
+    that trains it otherwise (and only then)."""
+    from leverjax.core import config as config_lib
+    from leverjax.run import launch
+
+    assert synth.PRESETS["vqav2"].recipe == {"rce_batch_size": 1} and synth.PRESETS["okvqa"].recipe == {}
+    assert calibrate.training_overrides("vqav2") == {"grpo_epochs": 0, "rce_batch_size": 1}
+    assert calibrate.training_overrides("vqav2", {"rce_batch_size": 4, "rce_epochs": 1}) == {
+        "grpo_epochs": 0, "rce_batch_size": 4, "rce_epochs": 1}
+    assert calibrate.training_overrides("okvqa") == {"grpo_epochs": 0}
+    vq = synth.make_synthetic(preset="vqav2", seed=1, **SMALL)
+    ok = synth.make_synthetic(seed=1, **SMALL)
+    assert vq.meta["generator"]["recipe"] == {"rce_batch_size": 1} and ok.meta["generator"]["recipe"] == {}
+    assert "vqav2 is calibrated under --rce_batch_size=1" in synth.describe(vq) and "calibrated" not in synth.describe(ok)
+    cfg = calibrate.experiment_config("rce_only")
+    assert cfg.rce_batch_size != 1
+    note = launch.recipe_note(vq, cfg)
+    assert "'vqav2' is calibrated under --rce_batch_size=1" in note and f"rce_batch_size={cfg.rce_batch_size}" in note
+    assert launch.recipe_note(vq, config_lib.replace(cfg, {"rce_batch_size": 1})) == ""
+    assert launch.recipe_note(ok, cfg) == ""
+    assert "rce_only with --rce_batch_size=1, 2 seeds" in calibrate.format_rows("vqav2", [], 2)
+
+
 def test_presets_differ_and_the_default_is_okvqa():
     assert synth.DEFAULT_PRESET == "okvqa"
     ok = synth.make_synthetic(seed=1, **SMALL)
