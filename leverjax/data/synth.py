@@ -56,7 +56,9 @@ import leverjax
 from leverjax.data.npz import Dataset, dataset_from_arrays, dataset_to_arrays, load_npz, save_npz
 from leverjax.errors import ConfigError, DataError
 
-GENERATOR_VERSION = 6  # 6: vqav2 with pools of 24 and its recipe; 5: vqav2 at the real sizes; 4: okvqa at the real sizes, the answer seed; 3: interaction
+# 6: vqav2 with pools of 24 and its recipe; 5: vqav2 at the real sizes; 4: okvqa at the real sizes, the answer
+# seed; 3: interaction
+GENERATOR_VERSION = 6
 GEN_METHODS = ("beam", "sample", "retrieval", "random")
 ACC_LEVELS = (0.0, 0.3, 0.6, 0.9, 1.0)
 PARAM_NAMES = (
