@@ -673,7 +673,7 @@ def _generate(
         "difficulty_offset": round(float(offset), 6),
         "params": {k: float(v) for k, v in zip(PARAM_NAMES, params.tolist())},
         "world": {k: float(world_shape[k]) for k in WORLD_NAMES},
-        "recipe": dict(PRESETS[preset].recipe) if preset in PRESETS else {},
+        "recipe": dict(PRESETS[preset].recipe),
     }
     meta = {
         "source": "leverjax.data.synth",
@@ -773,9 +773,7 @@ def describe(ds: Dataset) -> str:
     """A few lines that summarise ``ds``: sizes, splits, group sizes and label balance."""
     s = ds.summary()
     sizes = ds.group_sizes
-    generator = ds.meta.get("generator", {})
-    preset = generator.get("preset")
-    recipe = generator.get("recipe") or {}
+    preset, recipe = preset_recipe(ds)
     return "\n".join([
         (f"preset {preset}; " if preset else "") + f"queries {s['queries']} (train {s['train']}, val {s['val']}, test {s['test']}); "
         f"emb {s['examples']} x {s['dim']}; pool K = {s['pool_size']}; steps S = {s['steps']}",
@@ -785,6 +783,16 @@ def describe(ds: Dataset) -> str:
         f"all-positive groups {s['all_positive_groups']}",
     ] + ([f"preset {preset} is calibrated under {recipe_flags(recipe)}: pass it to run.py for the calibrated "
           "effects"] if recipe else []))
+
+
+def preset_recipe(ds: Dataset) -> tuple[str | None, dict[str, Any]]:
+    """The simulator preset ``ds`` was generated from and its recipe (:class:`Preset`); ``(None, {})`` for a
+    data set this generator did not write, ``{}`` for a preset without one or a file from before recipes."""
+    generator = ds.meta.get("generator")
+    if not isinstance(generator, dict):
+        return None, {}
+    recipe = generator.get("recipe")
+    return generator.get("preset"), dict(recipe) if isinstance(recipe, dict) else {}
 
 
 def recipe_flags(recipe: Mapping[str, Any]) -> str:

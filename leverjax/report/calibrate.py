@@ -314,8 +314,8 @@ def experiment_config(name: str):
 def format_rows(preset: str, rows: list[Row], seeds: int) -> str:
     """The calibration table (Markdown)."""
     recipe = get_preset(preset).recipe
-    recipe = f" with {recipe_flags(recipe)}" if recipe else ""
-    lines = [f"Calibration of preset `{preset}` (rce_only{recipe}, {seeds} seeds; simulator: mean [95% CI over "
+    with_recipe = f" with {recipe_flags(recipe)}" if recipe else ""
+    lines = [f"Calibration of preset `{preset}` (rce_only{with_recipe}, {seeds} seeds; simulator: mean [95% CI over "
              "seeds])", "",
              "| phenomenon | report | simulator | tolerance | pass |", "|:---|:---|:---|:---|:---|"]
     lines += [f"| {r.phenomenon} | {r.report} | {r.value} | {r.tolerance} | {'pass' if r.passed else 'FAIL'} |"

@@ -224,8 +224,7 @@ def _overview(plt, plot_dir: str, ctx: Context, metric: str, label: str, scale: 
         return None  # not logged in this grid
     bounds = bounds_of(metric, scale)
     many = len(runs) > 6  # the seed bands of many runs hide each other: only the paired Δ keeps them
-    alone = len(runs) < 2  # the baseline alone: no Δ panel, which would be an empty axis
-    if alone:
+    if len(runs) < 2:  # the baseline alone: no Δ panel, which would be an empty axis
         fig, ax = plt.subplots(1, 1, figsize=(8, 5.5), layout="constrained")
         dax = None
     else:
@@ -262,7 +261,7 @@ def _overview(plt, plot_dir: str, ctx: Context, metric: str, label: str, scale: 
         dax.axhline(0.0, color="black", lw=1.0, ls="--")
         dax.set_title(f"Δ to {base} on the same seeds (band: paired 95% CI)", fontsize=11)
         dax.set_ylabel(f"Δ {label}")
-    for a in (ax,) if dax is None else (ax, dax):
+    for a in [a for a in (ax, dax) if a is not None]:
         a.set_xlabel("GRPO epoch (0 = before GRPO)")
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.grid(alpha=0.3)

@@ -58,7 +58,7 @@ import numpy as np
 from leverjax.core import config as config_lib
 from leverjax.data import filter_queries, load_npz
 from leverjax.data.curate import curate
-from leverjax.data.synth import default_dataset_path, load_or_make_default, recipe_flags
+from leverjax.data.synth import default_dataset_path, load_or_make_default, preset_recipe, recipe_flags
 from leverjax.errors import ConfigError
 from leverjax.fileio import read_json, write_json_atomic
 from leverjax.run import distributed, provenance
@@ -100,14 +100,11 @@ def load_dataset(cfg: config_lib.Config, printer: Callable[[str], None] = print,
 def recipe_note(ds, cfg: config_lib.Config) -> str:
     """A line when ``ds`` is a simulator preset's data set and ``cfg`` trains it otherwise than the preset is
     calibrated (its ``recipe``; :class:`leverjax.data.synth.Preset`), else ''. The run goes on as configured."""
-    generator = ds.meta.get("generator") if isinstance(ds.meta, dict) else None
-    recipe = generator.get("recipe") if isinstance(generator, dict) else None
-    if not isinstance(recipe, dict):
-        return ""
+    preset, recipe = preset_recipe(ds)
     differ = {k: v for k, v in recipe.items() if hasattr(cfg, k) and getattr(cfg, k) != v}
     if not differ:
         return ""
-    return (f"note: preset {generator.get('preset')!r} is calibrated under {recipe_flags(differ)}; this run uses "
+    return (f"note: preset {preset!r} is calibrated under {recipe_flags(differ)}; this run uses "
             + ", ".join(f"{k}={getattr(cfg, k)}" for k in sorted(differ))
             + " (docs/data.md: its effects then differ from the calibrated sizes)")
 
