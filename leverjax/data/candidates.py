@@ -159,12 +159,16 @@ def deduplicate(proposals: Sequence[Proposals], existing: Sequence[Sequence[tupl
 
 
 def combine(ds: Dataset, rows: np.ndarray, candidates: Sequence[Sequence[dict]], labels: dict[str, np.ndarray],
-            mode: str = "replace", source: str = "generated data") -> Dataset:
+            mode: str = "replace", source: str = "generated data", slots: int | None = None) -> Dataset:
     """``ds`` with the queries ``rows`` given the labelled ``candidates`` (per row, as :func:`deduplicate`
     returns them; ``labels[name]`` float arrays over all candidates in that order): ``replace`` drops the rows'
     own trajectories, ``merge`` keeps them first and appends the new ones. Other queries are unchanged.
     ``gen_methods`` becomes :data:`METHODS` followed by the data's other names; ``gen_rank`` and
-    ``gen_temperature`` record the generation."""
+    ``gen_temperature`` record the generation.
+
+    ``slots`` is M, the trajectory slots per query (default: the most any query holds). A bound that does not
+    depend on what de-duplication kept (:func:`slots_for`) gives every selector's data the same shapes, so the
+    runs trained on them share one compiled program."""
     if mode not in COMBINE_MODES:
         raise ConfigError(f"round data mode {mode!r} is not one of {', '.join(COMBINE_MODES)}")
     names = list(METHODS) + [m for m in ds.gen_methods if m not in METHODS]
@@ -177,6 +181,10 @@ def combine(ds: Dataset, rows: np.ndarray, candidates: Sequence[Sequence[dict]],
     new_sizes = np.zeros(q, np.int64)
     new_sizes[rows] = [len(c) for c in candidates]
     m = int(max((old_sizes + new_sizes).max(), 1))
+    if slots is not None:
+        if slots < m:
+            raise DataError(f"{source}: {m} trajectories for one query do not fit {slots} slots")
+        m = slots
     traj = np.full((q, m, s), -1, np.int32)
     lab = {k: np.full((q, m), np.nan, np.float32) for k in ("acc", "correct", "gt_prob", "rel")}
     method = np.full((q, m), -1, np.int8)
@@ -209,6 +217,12 @@ def combine(ds: Dataset, rows: np.ndarray, candidates: Sequence[Sequence[dict]],
     new = dataclasses.replace(ds, traj=traj, gen_method=method, gen_methods=tuple(names), gen_rank=rank,
                               gen_temperature=temp, **lab)
     return dataset_from_arrays(dataset_to_arrays(new), source=source)
+
+
+def slots_for(ds: Dataset, mix: Mix, mode: str) -> int:
+    """The trajectory slots (M) that any generation with ``mix`` on ``ds`` fits in, whatever it keeps: the
+    data's own M plus the mix's candidates (``merge``), or the larger of the two (``replace``)."""
+    return ds.max_trajectories + mix.total if mode == "merge" else max(ds.max_trajectories, mix.total)
 
 
 def prompts_of(ds: Dataset, rows: np.ndarray, candidates: Sequence[Sequence[dict]]) -> tuple[np.ndarray, np.ndarray]:

@@ -135,5 +135,6 @@ def generate(selector, params, ds: Dataset, scorer, *, mix: cand_lib.Mix, rows: 
                                                                 ("acc", "correct", "gt_prob", "rel")}
     calls = (scorer.calls - calls_before) if calls_before is not None else len(q_rows)
     labels = cand_lib.schema_labels(scores)
-    new = cand_lib.combine(ds, rows, kept, labels, mode=mode, source=source)
+    new = cand_lib.combine(ds, rows, kept, labels, mode=mode, source=source,
+                           slots=cand_lib.slots_for(ds, mix, mode))
     return Generated(new, rows, proposed, counts, int(len(q_rows)), int(calls), time.perf_counter() - t0)

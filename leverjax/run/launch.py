@@ -218,7 +218,7 @@ def _train_group(job: _GroupJob, group: Group, todo: Sequence[GridRun], ds, devi
     directory = f"{group.id}-{group.key}-{short_hash([(r.name, r.config_hash) for r in todo], 6)}"
     rel = os.path.join("runs", directory)
     for run in todo:
-        write_status(paths, run, "running", init_from=job.init_from, group=group.id, directory=rel)
+        write_status(paths, run, "running", init_from=job.init_from, group=group.id, directory=rel, pid=os.getpid())
     t0 = time.perf_counter()
     with CompileTimer() as timer:
         on_start(timer)

@@ -136,8 +136,9 @@ def test_grpo_raises_expected_reward_on_training_groups(tiny):
 
 
 def grpo_history(tiny, **overrides):
-    """GRPO metrics per epoch (a GRPO-only run unless SFT/RCE epochs are asked for: smaller compiles)."""
-    cfg = tiny_config("scheme5_6", **{"sft_epochs": 0, "rce_epochs": 0, **overrides})
+    """GRPO metrics per epoch (a GRPO-only run unless SFT/RCE epochs are asked for, evaluated at one shot:
+    smaller compiles)."""
+    cfg = tiny_config("scheme5_6", **{"sft_epochs": 0, "rce_epochs": 0, "eval_shots": 1, **overrides})
     train, pipe, _ = make_train(cfg, tiny)
     _, history, _ = jax.jit(train)(pipe.hyperparameters(), jax.random.PRNGKey(1))
     return {k: np.asarray(v) for k, v in history["grpo"].items()}

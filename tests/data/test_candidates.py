@@ -90,6 +90,16 @@ def test_merge_keeps_the_old_trajectories_first_and_replace_drops_them(tiny):
     np.testing.assert_array_equal(replaced.traj[1], tiny.traj[1])  # other queries unchanged
     with pytest.raises(ConfigError, match="'append' is not one of merge, replace"):
         cand_lib.combine(tiny, rows, cands, _labels(3), mode="append")
+    # with slots, M is the bound and not what was kept; the padding holds nothing
+    mix = cand_lib.parse_mix("beam=2,random=1")
+    slots = cand_lib.slots_for(tiny, mix, "merge")
+    assert slots == tiny.max_trajectories + 3 and cand_lib.slots_for(tiny, mix, "replace") == tiny.max_trajectories
+    padded = cand_lib.combine(tiny, rows, cands, _labels(3), mode="merge", slots=slots)
+    assert padded.max_trajectories == slots > merged.max_trajectories
+    np.testing.assert_array_equal(padded.group_sizes, merged.group_sizes)
+    np.testing.assert_array_equal(padded.traj[:, :merged.max_trajectories], merged.traj)
+    with pytest.raises(DataError, match="trajectories for one query do not fit 2 slots"):
+        cand_lib.combine(tiny, rows, cands, _labels(3), mode="merge", slots=2)
 
 
 def test_a_scorer_probability_becomes_a_schema_flag_and_a_missing_accuracy_is_an_error():

@@ -103,6 +103,8 @@ def test_two_rounds_resume_after_a_kill_between_rounds(data_file, tmp_path):
     data = [os.path.join(out, "round2", "data", "rce_only", f"seed={s}.npz") for s in (0, 1)]
     assert all(os.path.isfile(p) for p in data) and not os.path.exists(os.path.join(out, "round2", "rce_only"))
     before = [_sha(p) for p in data]
+    # both seeds' data have M = the data's own plus the mix's 15 candidates: one shape, one compiled program
+    assert [load_npz(p).max_trajectories for p in data] == [SYNTH["max_trajectories"] + 15] * 2
     lines = []
     summary = rounds.run_rounds(["rce_only"], overrides, seeds=2, out=out, printer=lines.append, workers=1)
     assert any("2 of 2 runs already finished" in line for line in lines)  # round 1 is not trained again
