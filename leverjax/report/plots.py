@@ -35,6 +35,8 @@ def _matplotlib():
     try:
         import matplotlib
         matplotlib.use("Agg")
+        # runs that differ by hundredths of a point: the axes show the values, not an offset ("+4.78e1")
+        matplotlib.rcParams["axes.formatter.useoffset"] = False
         import matplotlib.pyplot as plt
     except ImportError:
         return None

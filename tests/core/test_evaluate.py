@@ -122,6 +122,9 @@ def test_the_state_keeps_the_current_references_validation_picks(tiny):
         pipe = _pipeline(tiny, "v4_1", reference_policy=policy, sft_lr=0.05)
         hp = pipe.hyperparameters()
         picks = jax.jit(lambda p: pipe.greedy_picks(p, data, "val"))
+        evaluator = Evaluator(pipe)  # one compiled validation and evaluation for every phase
+        validate = jax.jit(lambda s: evaluator.validate_epoch(s, jnp.int32(0), data, hp))
+        direct = jax.jit(lambda s: evaluator.evaluate(s["params"], s["ref_params"], data, hp, "val"))
         state = jax.jit(pipe.init_state)(data, hp, jax.random.PRNGKey(0))
         np.testing.assert_array_equal(state["ref_val_picks"], picks(state["ref_params"]))
         seen = [np.asarray(state["ref_val_picks"])]
@@ -130,10 +133,8 @@ def test_the_state_keeps_the_current_references_validation_picks(tiny):
             state, _ = jax.jit(functools.partial(pipe.train_epoch, i))(state, jnp.int32(0), data, hp)
             np.testing.assert_array_equal(state["ref_val_picks"], picks(state["ref_params"]))
             seen.append(np.asarray(state["ref_val_picks"]))
-            evaluator = Evaluator(pipe)
-            _, val = jax.jit(lambda s: evaluator.validate_epoch(s, jnp.int32(0), data, hp))(state)
-            direct = jax.jit(lambda s: evaluator.evaluate(s["params"], s["ref_params"], data, hp, "val"))(state)
-            assert float(val["val_changed_vs_ref"]) == float(direct["changed_vs_ref"])
+            _, val = validate(state)
+            assert float(val["val_changed_vs_ref"]) == float(direct(state)["changed_vs_ref"])
         # the reference moved (after SFT; and with refresh at the GRPO epoch) and its picks with it
         assert not np.array_equal(seen[0], seen[-1]), policy
 

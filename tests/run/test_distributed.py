@@ -1,7 +1,8 @@
 """The grid on two cooperating processes (jax.distributed on 127.0.0.1, CPU collectives over gloo), each
 with 2 forced host devices: the same numbers as one process, only process 0 writes the result files, a
 killed process stops the other with a message naming it and a re-run resumes to the same numbers, and
-set-ups that cannot work are refused at start-up with one line.
+set-ups that cannot work are refused at start-up with one line. The module's tests share one grid, so they
+run on one pytest worker.
 
 Every process is started in its own process group and killed (SIGKILL: JAX turns SIGTERM into a
 preemption notice) when a test ends, and every wait is bounded."""
@@ -20,6 +21,7 @@ import pytest
 
 from leverjax.data import save_npz, synth
 
+pytestmark = pytest.mark.xdist_group("distributed")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = dict(hidden=16, sft_epochs=1, rce_epochs=0, grpo_epochs=3, sft_batch_size=16, rce_batch_size=8,
             grpo_batch_size=8, eval_chunk=64, eval_shots=2)
@@ -142,16 +144,32 @@ def values(rows):
 
 @pytest.fixture(scope="module")
 def two_process_grid(data, tmp_path_factory):
-    """The grid trained by two processes × 2 devices, uninterrupted; and by one process × 2 devices."""
+    """The grid on two processes × 2 devices: process 1 SIGKILLed after the first GRPO epoch (what process 0 then
+    did, and the group's status), the same command again on both (their output and the files each wrote), and
+    the grid on one process × 2 devices."""
     tmp = tmp_path_factory.mktemp("pair")
     group = Processes(tmp)
     try:
         out = tmp / "grid"
-        pair = group.start_pair([*GRID, f"--data={data}", f"--out={out}"], "p", logs=True)
+        args = [*GRID, f"--data={data}", f"--out={out}"]
+        p0, p1 = group.start_pair(args, "k", heartbeat=4)
+        deadline = time.monotonic() + WAIT
+        while "epoch 2/4" not in group.text(p0):  # SFT and one GRPO epoch done and checkpointed
+            assert p0.poll() is None and p1.poll() is None, group.text(p0, "err")[-2000:] + group.text(p1, "err")[-2000:]
+            assert time.monotonic() < deadline, "the grid did not reach its second epoch in time"
+            time.sleep(0.2)
+        group.kill(p1)
+        t0 = time.monotonic()
+        code = group.wait([p0], timeout=60)[0]
+        killed = {"code": code, "seconds": time.monotonic() - t0, "err": group.text(p0, "err"),
+                  "status": json.loads(next((out / "status").iterdir()).read_text())}
+        # the same command again on both processes, and the single process beside them
+        pair = group.start_pair(args, "p", logs=True)
         single = group.start([*GRID, f"--data={data}", f"--out={tmp / 'single'}"], "single")
         codes = group.wait([*pair, single])
         assert codes == [0, 0, 0], [group.text(p, "err")[-3000:] for p in (*pair, single)]
-        return {"out": out, "single": tmp / "single", "group": group, "pair": pair, "single_proc": single}
+        return {"out": out, "single": tmp / "single", "group": group, "pair": pair, "single_proc": single,
+                "killed": killed}
     finally:
         group.kill_all()
 
@@ -188,31 +206,19 @@ def test_only_process_0_writes_the_result_files(two_process_grid):
     assert (group_dir / "best").is_dir() and (group_dir / "final").is_dir() and not (group_dir / "ckpt").exists()
 
 
-def test_a_killed_process_stops_the_other_and_a_rerun_resumes(two_process_grid, data, procs, tmp_path):
-    out = tmp_path / "grid"
-    args = [*GRID, f"--data={data}", f"--out={out}"]
-    p0, p1 = procs.start_pair(args, "k", heartbeat=4)
-    deadline = time.monotonic() + WAIT
-    while "epoch 2/4" not in procs.text(p0):  # SFT and one GRPO epoch done and checkpointed
-        assert p0.poll() is None and p1.poll() is None, procs.text(p0, "err")[-2000:] + procs.text(p1, "err")[-2000:]
-        assert time.monotonic() < deadline, "the grid did not reach its second epoch in time"
-        time.sleep(0.2)
-    procs.kill(p1)
-    t0 = time.monotonic()
-    code = procs.wait([p0], timeout=60)[0]
-    err = procs.text(p0, "err")
-    assert code == 2, err[-3000:]
-    assert "error: process 1 stopped" in err and "same command to resume" in err, err[-3000:]
-    assert time.monotonic() - t0 < 40
-    status = json.loads(next((out / "status").iterdir()).read_text())
-    assert status["state"] == "running"
-    # The same command on both processes resumes from the last checkpoint and ends with the same numbers.
-    again = procs.start_pair(args, "r")
-    assert procs.wait(again) == [0, 0], procs.text(again[0], "err")[-3000:] + procs.text(again[1], "err")[-3000:]
+def test_a_killed_process_stops_the_other_and_a_rerun_resumes(two_process_grid):
+    """Process 0 ends with exit code 2 and a line naming process 1 soon after the kill; the group stays
+    running in its status; the same command on both processes resumes and gives the single process's numbers
+    (the test above)."""
+    killed = two_process_grid["killed"]
+    assert killed["code"] == 2, killed["err"][-3000:]
+    assert "error: process 1 stopped" in killed["err"] and "same command to resume" in killed["err"], killed["err"][-3000:]
+    assert killed["seconds"] < 40
+    assert killed["status"]["state"] == "running"
     # from the group's last checkpoint, or (killed before the first GRPO epoch's checkpoint was written) from
     # the SFT prefix its runs share
-    assert "resuming g01" in procs.text(again[0]) or "reusing the sft phases" in procs.text(again[0])
-    assert (out / "metrics.csv").read_text() == (two_process_grid["out"] / "metrics.csv").read_text()
+    text = two_process_grid["group"].text(two_process_grid["pair"][0])
+    assert "resuming g01" in text or "reusing the sft phases" in text, text[-3000:]
 
 
 def test_processes_started_with_different_commands_are_refused(data, procs, tmp_path):
