@@ -120,10 +120,6 @@ def bits(records):
     return [{k: float(v).hex() if isinstance(v, (float, np.floating)) else v for k, v in r.items()} for r in records]
 
 
-# The tests of the trained fixture run on one pytest worker, so it is made once (--dist=loadgroup).
-ON_ONE_WORKER = pytest.mark.xdist_group("config_trained")
-
-
 @pytest.fixture(scope="module")
 def trained(tiny, tmp_path_factory):
     """BASE (checkpointed after every epoch) trained once: its config, history and final metrics."""
@@ -131,7 +127,6 @@ def trained(tiny, tmp_path_factory):
     return (cfg, *train(cfg, tiny, tmp_path_factory.mktemp("base")))
 
 
-@ON_ONE_WORKER
 def test_run_fields_leave_every_metric_bitwise_equal(tiny, trained, tmp_path):
     """The run fields (all but the seeds) changed at once: every epoch's and the final metrics are the same
     bits, and no program is compiled again."""
@@ -149,7 +144,6 @@ def test_run_fields_leave_every_metric_bitwise_equal(tiny, trained, tmp_path):
     assert bits(other_final) == bits(final)
 
 
-@ON_ONE_WORKER
 def test_a_new_sweepable_value_reuses_the_compiled_programs(tiny, trained, tmp_path):
     """grpo_lr and kl_beta changed: the run trains on the programs already compiled (nothing is lowered
     again) and the new values take effect (its GRPO metrics differ)."""
@@ -163,7 +157,6 @@ def test_a_new_sweepable_value_reuses_the_compiled_programs(tiny, trained, tmp_p
     assert other_history[2]["phase"] == "grpo" and other_history[2]["train_loss"] != history[2]["train_loss"]
 
 
-@ON_ONE_WORKER
 def test_a_static_field_compiles_new_programs(tiny, trained, tmp_path):
     """hidden changed: the training programs are lowered (compiled) again, then a sweepable change of that
     new config lowers none (so the counter sees lowerings, and the two tests above can fail)."""

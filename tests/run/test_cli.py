@@ -43,7 +43,6 @@ def test_list_experiments_names_every_experiment():
     assert "schemes            (collection) rce_only ... scheme5_6_fixed: 17 experiments" in proc.stdout
 
 
-@pytest.mark.xdist_group("finished_run")  # with the kill test below, which compares with the same run
 def test_tiny_run_writes_outputs_and_a_rerun_resumes(finished_run, tmp_path):
     args, out = finished_run["args"], finished_run["out"]
     assert f"== grpo: {GRPO_EPOCHS} epochs" in finished_run["stdout"]
@@ -208,7 +207,6 @@ def _wait_until(proc, ready, what: str, seconds: float = 240) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.xdist_group("finished_run")
 def test_sigkill_mid_grpo_then_the_same_command_gives_the_uninterrupted_metrics(tmp_path, tiny_npz, finished_run):
     """run.py SIGKILLed in the middle of GRPO at the default --checkpoint_seconds, then started again with
     the same command: its metrics.csv is byte-equal to an uninterrupted run's."""
@@ -233,7 +231,6 @@ def test_sigkill_mid_grpo_then_the_same_command_gives_the_uninterrupted_metrics(
     assert (out / "metrics.csv").read_bytes() == (finished_run["out"] / "metrics.csv").read_bytes()
 
 
-@pytest.mark.xdist_group("finished_run")
 def test_a_sigkilled_worker_then_the_same_command_gives_the_uninterrupted_metrics(tmp_path, tiny_npz, finished_run):
     """A grid of two groups (hidden 16 and 8) on two workers; the worker of a group in the middle of GRPO
     SIGKILLed (the group's status names its pid): its group fails, the other finishes; the same command again

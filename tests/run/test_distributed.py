@@ -1,8 +1,7 @@
 """The grid on two cooperating processes (jax.distributed on 127.0.0.1, CPU collectives over gloo), each
 with 2 forced host devices: the same numbers as one process, only process 0 writes the result files, a
 killed process stops the other with a message naming it and a re-run resumes to the same numbers, and
-set-ups that cannot work are refused at start-up with one line. The module's tests share one grid, so they
-run on one pytest worker.
+set-ups that cannot work are refused at start-up with one line. The module's tests share one grid.
 
 Every process is started in its own process group and killed (SIGKILL: JAX turns SIGTERM into a
 preemption notice) when a test ends, and every wait is bounded."""
@@ -21,7 +20,6 @@ import pytest
 
 from leverjax.data import save_npz, synth
 
-pytestmark = pytest.mark.xdist_group("distributed")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = dict(hidden=16, sft_epochs=1, rce_epochs=0, grpo_epochs=3, sft_batch_size=16, rce_batch_size=8,
             grpo_batch_size=8, eval_chunk=64, eval_shots=2)

@@ -61,10 +61,6 @@ def status(directory, name):
         return json.load(f)
 
 
-# The tests of the grid_a fixture run on one pytest worker, so it is made once (--dist=loadgroup).
-ON_ONE_WORKER = pytest.mark.xdist_group("launch_grid_a")
-
-
 @pytest.fixture(scope="module")
 def grid_a(tiny, tmp_path_factory):
     """rce_only (1 run) and scheme5 + scheme5_6 (one program, 2 runs), trained once without interruption."""
@@ -129,7 +125,6 @@ def test_sweeps_merge_and_bad_values_fail_only_their_runs():
 # -- training ---------------------------------------------------------------------------------------
 
 
-@ON_ONE_WORKER
 def test_grid_writes_its_results_directory(grid_a):
     result, lines = grid_a
     d = result.directory
@@ -187,7 +182,6 @@ def test_grid_writes_its_results_directory(grid_a):
     assert not [f for _, _, fs in os.walk(d) for f in fs if f.endswith(".tmp")]
 
 
-@ON_ONE_WORKER
 def test_vmapped_group_equals_sequential_runs(grid_a, tiny):
     result, _ = grid_a
     grouped = finals(read_csv(result.csv))
@@ -201,7 +195,6 @@ def test_vmapped_group_equals_sequential_runs(grid_a, tiny):
     assert grouped[("scheme5", 0)]["test_loss"] != grouped[("scheme5_6", 0)]["test_loss"]  # lr really differs
 
 
-@ON_ONE_WORKER
 def test_four_devices_equal_one_device(grid_a, tmp_path):
     """The same runs with the run axis sharded over 4 forced host devices (3 runs, padded to 4)."""
     result, _ = grid_a
@@ -243,7 +236,6 @@ def test_four_devices_equal_one_device(grid_a, tmp_path):
             np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=2e-6, err_msg=f"{name} {k}")
 
 
-@ON_ONE_WORKER
 def test_resume_after_interrupting_the_launcher(grid_a, tiny, tmp_path, monkeypatch):
     reference, _ = grid_a
     out = str(tmp_path / "grid")
@@ -278,7 +270,6 @@ def test_resume_after_interrupting_the_launcher(grid_a, tiny, tmp_path, monkeypa
     assert open(result.csv).read() == open(reference.csv).read()
 
 
-@ON_ONE_WORKER
 def test_a_diverging_run_and_a_bad_config_are_isolated(grid_a, tiny, tmp_path):
     lines = []
     result = launch.run_grid(["scheme5_6"], TINY, {"grpo_lr": (5e-5, 1e30), "adv_min_std": (0.1, -1.0)}, seeds=1,
@@ -383,7 +374,6 @@ def test_the_grid_releases_each_groups_compiled_programs(tiny, tmp_path, monkeyp
 # -- several groups at once (--workers) ------------------------------------------------------------
 
 
-@ON_ONE_WORKER
 def test_two_workers_train_each_group_as_one_process_does(grid_a, tiny, tmp_path):
     """With workers=2 the groups train in two processes: scheme5's group waits for rce_only's, whose SFT/RCE
     prefix it reuses, and then trains beside scheme3's; every run's metrics equal grid_a's (one process)."""
@@ -476,7 +466,6 @@ def test_groups_wait_for_the_group_that_trains_their_prefix_and_count_only_what_
     assert units[by_exp["scheme4"].id] == sum(console.run_epochs(r.config) for r in own)
 
 
-@ON_ONE_WORKER
 def test_a_finished_run_is_trained_again_from_other_starting_parameters(grid_a, tiny, tmp_path):
     """``--init_from`` is part of what a finished run was: the same command from other parameters trains
     again instead of skipping (here it fails: no parameter reader), and from none it skips; a starting point

@@ -30,10 +30,6 @@ def data_file(tmp_path_factory):
     return path
 
 
-# The tests of the trained fixture run on one pytest worker, so it is made once (--dist=loadgroup).
-ON_ONE_WORKER = pytest.mark.xdist_group("rounds_trained")
-
-
 @pytest.fixture(scope="module")
 def trained(data_file, tmp_path_factory):
     """A results directory of rce_only (2 seeds) on the tiny data."""
@@ -43,7 +39,6 @@ def trained(data_file, tmp_path_factory):
     return out
 
 
-@ON_ONE_WORKER
 def test_generate_gives_valid_data_with_the_mix_and_the_oracles_labels(trained, data_file, tmp_path):
     out = str(tmp_path / "gen.npz")
     summary = generate_cmd.generate(generate_cmd.Options(checkpoint=trained, run=1, out=out, scorer="oracle"))
@@ -78,7 +73,6 @@ def test_generate_gives_valid_data_with_the_mix_and_the_oracles_labels(trained, 
     assert os.path.isfile(str(tmp_path / "gen.generate.json"))
 
 
-@ON_ONE_WORKER
 def test_generate_refuses_bad_input_with_one_clear_line(trained, tmp_path):
     opts = generate_cmd.Options(checkpoint=trained, out=str(tmp_path / "x.npz"))
     with pytest.raises(ConfigError, match="asks for no candidate"):

@@ -23,10 +23,6 @@ SYNTH = dict(seed=0, num_examples=300, num_queries=60, pool_size=8, max_trajecto
 SHOTS = (1, 2, 3)
 
 
-# The tests of the grid fixture run on one pytest worker, so it is made once (--dist=loadgroup).
-ON_ONE_WORKER = pytest.mark.xdist_group("vlm_eval_grid")
-
-
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("vlm_grid")
@@ -45,7 +41,6 @@ def options(grid, **kw):
     return vlm_eval.Options(**{**base, **kw})
 
 
-@ON_ONE_WORKER
 def test_oracle_scores_equal_the_grids_own_oracle_accuracy(grid, tmp_path):
     out = str(tmp_path / "oracle")
     res = subprocess.run([sys.executable, "-m", "leverjax.vlm_eval", f"--results={grid['results']}",
@@ -71,7 +66,6 @@ def test_oracle_scores_equal_the_grids_own_oracle_accuracy(grid, tmp_path):
     assert res.stdout.splitlines()[0].startswith("scored 5 selections")
 
 
-@ON_ONE_WORKER
 def test_best_parameters_match_the_grids_best_test_metrics_and_subsets_are_shared(grid):
     summary = vlm_eval.evaluate(options(grid, params="best", questions=7, references=()))
     assert summary["questions"] == 7 and summary["oracle_consistency"]["note"].startswith("a subset")
@@ -84,7 +78,6 @@ def test_best_parameters_match_the_grids_best_test_metrics_and_subsets_are_share
         full["questions"]
 
 
-@ON_ONE_WORKER
 def test_random_reference_draws_distinct_rows_of_the_whole_set_but_the_query(grid):
     data = grid["dataset"]
     questions = np.arange(20)
@@ -99,7 +92,6 @@ def test_random_reference_draws_distinct_rows_of_the_whole_set_but_the_query(gri
     assert outside.size > 0  # drawn from every example, not only the queries
 
 
-@ON_ONE_WORKER
 def test_bad_results_and_options_get_one_line(grid, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -183,7 +175,6 @@ def qwen(grid):
             "fixtures": fixtures_qwen}
 
 
-@ON_ONE_WORKER
 def test_prompt_is_the_originals(qwen):
     from leverjax.tools import qwen_scorer
 
@@ -212,7 +203,6 @@ def test_image_resize_is_qwen_vl_utils():
         smart_resize(1, 500)
 
 
-@ON_ONE_WORKER
 def test_tiny_qwen_runs_end_to_end_and_the_cache_makes_a_rerun_free(grid, qwen, tmp_path):
     o = options(grid, scorer="qwen", model=qwen["model"], examples=qwen["examples"], questions=3, shots=(1, 2),
                 out=str(tmp_path / "qwen"), batch_size=4, device="cpu")
@@ -228,7 +218,6 @@ def test_tiny_qwen_runs_end_to_end_and_the_cache_makes_a_rerun_free(grid, qwen, 
     assert len(lines) == 1 + 5 * 2 * 3
 
 
-@ON_ONE_WORKER
 def test_qwen_bad_examples_get_one_line(grid, qwen, tmp_path):
     from leverjax.tools import examples as examples_lib
     from leverjax.tools.qwen_scorer import QwenScorer
@@ -253,7 +242,6 @@ def test_qwen_bad_examples_get_one_line(grid, qwen, tmp_path):
         scorer.score_batch(np.array([300]), np.array([[1]]))
 
 
-@ON_ONE_WORKER
 def test_ground_truth_probability_and_relevance(qwen):
     import torch
 
@@ -283,7 +271,6 @@ def test_ground_truth_probability_and_relevance(qwen):
     assert relevance("", ["red"]) == 0.0 and relevance("Red", ["red"]) == 1.0
 
 
-@ON_ONE_WORKER
 def test_one_checkpoint_gives_the_grids_numbers_for_its_run(grid, tmp_path):
     folder = [os.path.join(grid["results"], "runs", g, "final") for g in sorted(os.listdir(
         os.path.join(grid["results"], "runs")))]
