@@ -232,34 +232,36 @@ def test_sigkill_mid_grpo_then_the_same_command_gives_the_uninterrupted_metrics(
 
 
 def test_a_sigkilled_worker_then_the_same_command_gives_the_uninterrupted_metrics(tmp_path, tiny_npz, finished_run):
-    """A grid of two groups (hidden 16 and 8) on two workers; the worker of a group in the middle of GRPO
-    SIGKILLed (the group's status names its pid): its group fails, the other finishes; the same command again
-    trains the lost group from its checkpoint, and metrics.csv is byte-equal to an uninterrupted run's."""
-    def args(folder):
-        # two seeds, as the finished run: the hidden=16 group is its program, which the compilation cache holds
-        return [f"--data={tiny_npz}", f"--out={folder / 'g'}", "--experiment=scheme5_6", "--sweep=hidden=16,8",
-                "--workers=2", "--seeds=2", *KILL_FLAGS[1:]]
-
-    reference = run_py(*args(tmp_path / "reference"), cwd=tmp_path)
-    assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
-    out = tmp_path / "killed" / "g"
+    """A grid of two groups (hidden 16 and 8) on two workers; the worker of the hidden=16 group SIGKILLed in the
+    middle of GRPO (the group's status names its pid): its group fails, the other finishes; the same command
+    again trains the lost group from its checkpoint, to the numbers of the uninterrupted finished run (the same
+    config and seeds; its records byte-equal but for the run's name)."""
+    args = [f"--data={tiny_npz}", f"--out={tmp_path / 'g'}", "--experiment=scheme5_6", "--sweep=hidden=16,8",
+            "--workers=2", "--seeds=2", *KILL_FLAGS[1:]]
+    out = tmp_path / "g"
+    killed = "scheme5_6[hidden=16]"
 
     def training_in_grpo() -> int | None:
-        """The pid training a group that has logged a GRPO epoch but not its last (a line per seed and epoch)."""
-        for jsonl in out.glob("runs/*/metrics.jsonl"):
-            if 0 < _grpo_epochs_logged(jsonl) < 2 * GRPO_EPOCHS:
-                for status in out.glob("status/*.json"):
-                    try:
-                        st = json.loads(status.read_text())
-                    except ValueError:  # being replaced
-                        continue
-                    if st.get("state") == "running" and st.get("directory") == f"runs/{jsonl.parent.name}":
-                        return st["pid"]
+        """The pid training the hidden=16 group once it has logged a GRPO epoch but not its last (a line per
+        seed and epoch)."""
+        try:
+            grid = json.loads((out / "grid.json").read_text())
+        except (OSError, ValueError):  # not written yet
+            return None
+        group = next(g["id"] for g in grid["groups"] if f"{killed}/seed=0" in g["runs"])
+        for status in out.glob("status/*.json"):
+            try:
+                st = json.loads(status.read_text())
+            except ValueError:  # being replaced
+                continue
+            if st.get("state") == "running" and st.get("group") == group:
+                if 0 < _grpo_epochs_logged(out / st["directory"] / "metrics.jsonl") < 2 * GRPO_EPOCHS:
+                    return st["pid"]
         return None
 
-    proc = _start(args(tmp_path / "killed"), tmp_path)
+    proc = _start(args, tmp_path)
     try:
-        _wait_until(proc, lambda: training_in_grpo() is not None, "a group was in the middle of GRPO")
+        _wait_until(proc, lambda: training_in_grpo() is not None, "the hidden=16 group was in the middle of GRPO")
         pid = training_in_grpo()
         assert str(pid) in _workers_of(proc.pid), (pid, _workers_of(proc.pid))
         os.kill(pid, signal.SIGKILL)
@@ -270,7 +272,16 @@ def test_a_sigkilled_worker_then_the_same_command_gives_the_uninterrupted_metric
     logged = sorted(_grpo_epochs_logged(p) for p in out.glob("runs/*/metrics.jsonl"))
     assert 0 < logged[0] < 2 * GRPO_EPOCHS == logged[1], logged  # the other group finished
 
-    again = run_py(*args(tmp_path / "killed"), cwd=tmp_path)
+    again = run_py(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "2 of 4 runs already finished there" in again.stdout and "resuming" in again.stdout, again.stdout[-3000:]
-    assert (out / "metrics.csv").read_bytes() == (tmp_path / "reference" / "g" / "metrics.csv").read_bytes()
+
+    def records(folder, variant):
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines]
+        return [json.dumps({k: v for k, v in r.items() if k not in ("run", "variant")}) for r in rows
+                if r["variant"] == variant]
+
+    resumed = records(out, killed)
+    assert len(resumed) == 2 * (1 + 1 + GRPO_EPOCHS)
+    assert resumed == records(finished_run["out"], "scheme5_6")
