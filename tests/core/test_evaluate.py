@@ -118,8 +118,10 @@ def test_the_state_keeps_the_current_references_validation_picks(tiny):
     RCE begins after SFT (reference_policy=sft), and at every GRPO epoch under refresh_each_epoch; the
     validation after an epoch then reports what computing them from ``ref_params`` reports."""
     data = DeviceData.from_dataset(tiny)
-    for policy in ("sft", "refresh_each_epoch"):
-        pipe = _pipeline(tiny, "v4_1", reference_policy=policy, sft_lr=0.05)
+    # only the phases each policy acts in: SFT then RCE; GRPO alone, two epochs (each refreshes at its start)
+    for policy, epochs in (("sft", dict(grpo_epochs=0)),
+                           ("refresh_each_epoch", dict(sft_epochs=0, rce_epochs=0, grpo_epochs=2, grpo_lr=0.05))):
+        pipe = _pipeline(tiny, "v4_1", reference_policy=policy, sft_lr=0.05, **epochs)
         hp = pipe.hyperparameters()
         picks = jax.jit(lambda p: pipe.greedy_picks(p, data, "val"))
         evaluator = Evaluator(pipe)  # one compiled validation and evaluation for every phase
@@ -128,15 +130,18 @@ def test_the_state_keeps_the_current_references_validation_picks(tiny):
         state = jax.jit(pipe.init_state)(data, hp, jax.random.PRNGKey(0))
         np.testing.assert_array_equal(state["ref_val_picks"], picks(state["ref_params"]))
         seen = [np.asarray(state["ref_val_picks"])]
-        for i in range(len(pipe.phases)):
+        for i, phase in enumerate(pipe.phases):
             state = jax.jit(functools.partial(pipe.begin_phase, i))(state, data, hp)
-            state, _ = jax.jit(functools.partial(pipe.train_epoch, i))(state, jnp.int32(0), data, hp)
-            np.testing.assert_array_equal(state["ref_val_picks"], picks(state["ref_params"]))
-            seen.append(np.asarray(state["ref_val_picks"]))
-            _, val = validate(state)
-            assert float(val["val_changed_vs_ref"]) == float(direct(state)["changed_vs_ref"])
-        # the reference moved (after SFT; and with refresh at the GRPO epoch) and its picks with it
-        assert not np.array_equal(seen[0], seen[-1]), policy
+            train_epoch = jax.jit(functools.partial(pipe.train_epoch, i))
+            for epoch in range(phase.epochs):
+                state, _ = train_epoch(state, jnp.int32(epoch), data, hp)
+                np.testing.assert_array_equal(state["ref_val_picks"], picks(state["ref_params"]))
+                seen.append(np.asarray(state["ref_val_picks"]))
+                _, val = validate(state)
+                assert float(val["val_changed_vs_ref"]) == float(direct(state)["changed_vs_ref"])
+        # the reference moved (when RCE began after SFT; with refresh at the second GRPO epoch) and its picks
+        assert len(seen) == 3 and not np.array_equal(seen[0], seen[-1]), policy
+        assert [p.kind for p in pipe.phases] == (["sft", "rce"] if policy == "sft" else ["grpo"])
 
 
 def test_the_realised_accuracy_counts_a_seeded_subset_of_test_questions(tiny):
