@@ -4,6 +4,7 @@ exactly, vmapped seeds equal single runs, GRPO learns, and each defect option do
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from leverjax.core.evaluate import Evaluator
 from leverjax.core.program import make_train
 from leverjax.core.train import Pipeline
 from leverjax.data import synth
+from leverjax.data.device import DeviceData
 from leverjax.errors import LeverjaxError
 from leverjax.run import registry as experiments
 from leverjax.run.engine import Runner, TrainingDiverged, expand_runs
@@ -136,11 +138,21 @@ def test_grpo_raises_expected_reward_on_training_groups(tiny):
 
 
 def grpo_history(tiny, **overrides):
-    """GRPO metrics per epoch (a GRPO-only run unless SFT/RCE epochs are asked for, evaluated at one shot:
-    smaller compiles)."""
-    cfg = tiny_config("scheme5_6", **{"sft_epochs": 0, "rce_epochs": 0, "eval_shots": 1, **overrides})
-    train, pipe, _ = make_train(cfg, tiny)
-    _, history, _ = jax.jit(train)(pipe.hyperparameters(), jax.random.PRNGKey(1))
+    """GRPO's training metrics per epoch (a GRPO-only run unless SFT/RCE epochs are asked for), from the
+    whole run's phases without its evaluations (most of a whole-run program, and none of GRPO's signals)."""
+    cfg = tiny_config("scheme5_6", **{"sft_epochs": 0, "rce_epochs": 0, **overrides})
+    pipe = Pipeline(cfg, tiny)
+    data = DeviceData.from_dataset(tiny)
+
+    def phases(hp, rng):
+        state, history = pipe.init_state(data, hp, rng), {}
+        for i, phase in enumerate(pipe.phases):
+            state = pipe.begin_phase(i, state, data, hp)
+            epoch = lambda s, e, i=i: pipe.train_epoch(i, s, e, data, hp)  # noqa: E731
+            state, history[phase.name] = jax.lax.scan(epoch, state, jnp.arange(phase.epochs))
+        return history
+
+    history = jax.jit(phases)(pipe.hyperparameters(), jax.random.PRNGKey(1))
     return {k: np.asarray(v) for k, v in history["grpo"].items()}
 
 
