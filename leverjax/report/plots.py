@@ -222,8 +222,8 @@ def _overview(plt, plot_dir: str, ctx: Context, metric: str, label: str, scale: 
     from matplotlib.ticker import MaxNLocator
 
     runs, base = ctx.runs, ctx.base
-    if not any(r.grpo_curve(metric) for seeds in runs.values() for r in seeds.values()):
-        return None  # not logged in this grid
+    if not any(len(r.grpo_curve(metric)) > 1 for seeds in runs.values() for r in seeds.values()):
+        return None  # not logged in this grid, or no run has GRPO epochs: nothing to draw by GRPO epoch
     bounds = bounds_of(metric, scale)
     many = len(runs) > 6  # the seed bands of many runs hide each other: only the paired Δ keeps them
     if len(runs) < 2:  # the baseline alone: no Δ panel, which would be an empty axis
@@ -258,10 +258,11 @@ def _overview(plt, plot_dir: str, ctx: Context, metric: str, label: str, scale: 
         if dx:
             dax.plot(dx, dm, marker="o" if len(dx) < 12 else None, ms=3, **style)
             dax.fill_between(dx, dlo, dhi, color=style["color"], alpha=0.07 if many else 0.15, lw=0)
-    ax.set_title(f"{label} (mean" + (")" if many else ", band: 95% CI over seeds)"), fontsize=11)
+    seeded = any(len(cs) > 1 for cs in curves.values())  # a band needs two seeds
+    ax.set_title(f"{label} (mean" + (", band: 95% CI over seeds)" if seeded and not many else ")"), fontsize=11)
     if dax is not None:
         dax.axhline(0.0, color="black", lw=1.0, ls="--")
-        dax.set_title(f"Δ to {base} on the same seeds (band: paired 95% CI)", fontsize=11)
+        dax.set_title(f"Δ to {base} on the same seeds" + (" (band: paired 95% CI)" if seeded else ""), fontsize=11)
         dax.set_ylabel(f"Δ {label}")
     for a in [a for a in (ax, dax) if a is not None]:
         a.set_xlabel("GRPO epoch (0 = before GRPO)")

@@ -39,13 +39,13 @@ def reference_ci(xs):
     return mean, T975[n - 1] * sd / math.sqrt(n)
 
 
-def write_csv(directory, failed_status=True, adaptive=False, variants=("rce_only", "scheme5")):
+def write_csv(directory, failed_status=True, adaptive=False, variants=("rce_only", "scheme5"), seeds=SEEDS):
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "metrics.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(CSV_COLUMNS)
         for g, variant in [(f"g{i:02d}", v) for i, v in enumerate(variants, 1)]:
-            for i, seed in enumerate(SEEDS):
+            for i, seed in enumerate(seeds):
                 head = (g, variant, variant, seed)
                 vals = VAL[variant][i]
                 w.writerow((*head, "sft", 1, "val_expected_reward", 0.5, ""))
@@ -350,6 +350,32 @@ def test_a_one_run_grid_overview_has_no_empty_delta_panel(tmp_path):
     assert png_size(one)[0] < 0.7 * png_size(two)[0], (png_size(one), png_size(two))
     assert "and Δ to the baseline" not in (tmp_path / "one" / "report.md").read_text()
     assert "and Δ to the baseline" in (tmp_path / "two" / "report.md").read_text()
+
+
+def test_overviews_are_drawn_only_with_grpo_epochs_and_name_a_band_only_with_two_seeds(tmp_path, monkeypatch):
+    """A grid without GRPO gets no overview (its runs would be flat lines); one seed draws no band, so the
+    overview's titles name none."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    titles = {}
+    savefig = Figure.savefig
+
+    def recording(fig, path, *args, **kwargs):
+        titles[str(path)] = [ax.get_title() for ax in fig.axes]
+        return savefig(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    for name, variants, seeds in (("none", ("rce_only",), SEEDS), ("one", ("rce_only", "scheme5"), (0,)),
+                                  ("five", ("rce_only", "scheme5"), SEEDS)):
+        write_csv(tmp_path / name, failed_status=False, variants=variants, seeds=seeds)
+        report.write_report(str(tmp_path / name))
+    assert not list((tmp_path / "none" / "plots").glob("overview_*"))
+    assert "overview_" not in (tmp_path / "none" / "report.md").read_text()
+    assert (tmp_path / "none" / "plots" / "curves_rce_only.png").is_file()  # its other figures stay
+    for name, bands in (("one", False), ("five", True)):
+        overview = titles[str(tmp_path / name / "plots" / "overview_val_expected_reward.png")]
+        assert len(overview) == 2 and all(("band" in t) == bands for t in overview), (name, overview)
 
 
 def test_a_stop_selectors_adaptive_accuracy_is_no_shot_count(tmp_path):
