@@ -235,7 +235,7 @@ def test_a_sigkilled_worker_then_the_same_command_gives_the_uninterrupted_metric
     """A grid of two groups (hidden 16 and 8) on two workers; the worker of the hidden=16 group SIGKILLed in the
     middle of GRPO (the group's status names its pid): its group fails, the other finishes; the same command
     again trains the lost group from its checkpoint, to the numbers of the uninterrupted finished run (the same
-    config and seeds; its records byte-equal but for the run's name)."""
+    config and seeds; its records equal value for value but for the run's name and variant label)."""
     args = [f"--data={tiny_npz}", f"--out={tmp_path / 'g'}", "--experiment=scheme5_6", "--sweep=hidden=16,8",
             "--workers=2", "--seeds=2", *KILL_FLAGS[1:]]
     out = tmp_path / "g"
