@@ -9,10 +9,11 @@ The simulator mimics the pipeline that produced the reference's RL data:
   skills plus a nuisance factor (style, unrelated to usefulness) plus noise, L2-normalised.
 - **A demonstration set** D = (j_1..j_n), in prompt order, helps query q by
   ``total = Σ_t w_t·u_qj_t / (Σ_t w_t)^shot_norm − redundancy(D) − shot_cost·(n − 1)`` where
-  ``u_qj = rel_scale·(cos(z_q, z_j) − rel_center) + quality_j + z_q·A·z_j`` (irrelevant
+  ``u_qj = rel_scale·(cos(z_q, z_j) − rel_center) + quality_j + z_q·A·z_j·n^−β`` (irrelevant
   demonstrations hurt; A, a hidden random interaction of scale ``interaction_weight``, is what a
   demonstration is worth to this query beyond similarity: learnt only from the training queries;
-  zero unless the preset sets it), ``w_t = position_decay^(n−1−t)`` (the demonstration next to
+  zero unless the preset sets it; β = ``interaction_dilution`` makes it count less the more
+  demonstrations share the prompt), ``w_t = position_decay^(n−1−t)`` (the demonstration next to
   the query weighs most; the weighted sum is divided by ``(Σ_t w_t)^shot_norm``: 0 a sum, 1 a weighted mean),
   and ``redundancy = redundancy_scale·Σ_{i<j} max(cos(z_i, z_j) − redundancy_threshold, 0)``
   (similar demonstrations help less). The value saturates: ``value = cap·tanh(total/cap)``.
@@ -56,9 +57,9 @@ import leverjax
 from leverjax.data.npz import Dataset, dataset_from_arrays, dataset_to_arrays, load_npz, save_npz
 from leverjax.errors import ConfigError, DataError
 
-# 6: vqav2 with pools of 24 and its recipe; 5: vqav2 at the real sizes; 4: okvqa at the real sizes, the answer
+# 7: vqav2's interaction diluted over the prompt's demonstrations; 6: vqav2 with pools of 24 and its recipe; 5: vqav2 at the real sizes; 4: okvqa at the real sizes, the answer
 # seed; 3: interaction
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 7
 GEN_METHODS = ("beam", "sample", "retrieval", "random")
 ACC_LEVELS = (0.0, 0.3, 0.6, 0.9, 1.0)
 PARAM_NAMES = (
@@ -67,7 +68,7 @@ PARAM_NAMES = (
 )
 WORLD_NAMES = (
     "cluster_spread", "nuisance_weight", "noise_weight", "quality_weight", "quality_spread", "quality_directions",
-    "hopeless_share", "easy_share", "selector_noise", "interaction_weight",
+    "hopeless_share", "easy_share", "selector_noise", "interaction_weight", "interaction_dilution",
 )
 SIZE_NAMES = (
     "num_examples", "num_queries", "num_test_queries", "pool_size", "num_steps", "max_trajectories",
@@ -90,6 +91,7 @@ _V1_WORLD = {
     "easy_share": 0.08,        # share of easy queries (difficulty − 6)
     "selector_noise": 0.5,     # noise of the simulated selector's utility estimates (beam and samples)
     "interaction_weight": 0.0,  # scale of the hidden query-demonstration interaction z_q·A·z_j (0: none)
+    "interaction_dilution": 0.0,  # β: in a prompt of n demonstrations each one's interaction counts n^−β (0: fully)
 }
 _V1_SIZES = {
     "num_examples": 9009, "num_queries": 800, "num_test_queries": 200, "pool_size": 64, "num_steps": 2,
@@ -132,7 +134,7 @@ PRESETS = {
         params={"rel_scale": 1.5, "value_cap": 1.0, "shot_norm": 1.0, "position_decay": 0.4, "shot_cost": 0.3,
                 "redundancy_scale": 0.05},
         world={"quality_weight": 0.2, "nuisance_weight": 1.2, "quality_directions": 4, "noise_weight": 0.3,
-               "interaction_weight": 4.0},
+               "interaction_weight": 8.0, "interaction_dilution": 1.0},
         sizes={"positive_ratio": 0.75, "num_queries": 200, "pool_size": 24, "max_trajectories": 16,
                "min_trajectories": 3},
         recipe={"rce_batch_size": 1}),
@@ -165,21 +167,25 @@ _MISSING_SHARE = 0.03      # share of gt_prob / rel left unknown (NaN)
 # --------------------------------------------------------------------------------------------
 
 
-def _utility(xp, params, zq, zd, quality, interaction=None):
-    """Per-demonstration utility ``rel_scale·(cos − rel_center) + quality (+ z_q·A·z_j)`` [..., n] of the
-    demonstrations with latents ``zd`` [..., n, k] (qualities ``quality`` [..., n]) for queries ``zq`` [..., k]."""
+def _utility(xp, params, zq, zd, quality, interaction=None, dilution=None, shots=1):
+    """Per-demonstration utility ``rel_scale·(cos − rel_center) + quality (+ z_q·A·z_j·shots^−dilution)``
+    [..., n] of the demonstrations with latents ``zd`` [..., n, k] (qualities ``quality`` [..., n]) for queries
+    ``zq`` [..., k], in a prompt of ``shots`` demonstrations."""
     util = params[0] * (xp.einsum("...k,...nk->...n", zq, zd) - params[1]) + quality
     if interaction is not None:  # a trace-time branch: presets without the interaction store no matrix
-        util = util + xp.einsum("...k,kl,...nl->...n", zq, interaction, zd)
+        extra = xp.einsum("...k,kl,...nl->...n", zq, interaction, zd)
+        if dilution is not None:  # also a trace-time branch
+            extra = extra * xp.power(xp.asarray(float(shots), extra.dtype), -dilution)
+        util = util + extra
     return util
 
 
-def _set_total(xp, latent, quality, params, query_rows, demo_rows, interaction=None):
+def _set_total(xp, latent, quality, params, query_rows, demo_rows, interaction=None, dilution=None):
     """Pre-saturation value of demonstrations ``demo_rows`` [B, n] (prompt order) for ``query_rows`` [B]."""
     n = demo_rows.shape[-1]
     zq = latent[query_rows]
     zd = latent[demo_rows]
-    util = _utility(xp, params, zq, zd, quality[demo_rows], interaction)
+    util = _utility(xp, params, zq, zd, quality[demo_rows], interaction, dilution, n)
     weights = params[2] ** xp.arange(n - 1, -1, -1, dtype=zq.dtype)
     # shot_norm α: Σ w·u / (Σ w)^α (0: a sum, generator version 1; 1: a weighted mean). Parameter vectors of
     # version 1 have no α (the length is static, so this is a trace-time branch).
@@ -271,8 +277,10 @@ def _answer_model(xp, oracle, q, d):
     params = xp.asarray(oracle["params"], f32)
     interaction = oracle.get("interaction")
     interaction = None if interaction is None else xp.asarray(interaction, f32)
+    dilution = oracle.get("interaction_dilution")
+    dilution = None if dilution is None else xp.asarray(dilution, f32)
     total = _set_total(xp, xp.asarray(oracle["latent"], f32), xp.asarray(oracle["quality"], f32), params, q, d,
-                       interaction)
+                       interaction, dilution)
     p = _sigmoid(xp, _saturate(xp, total, params) - xp.asarray(oracle["difficulty"], f32)[q])
     return (p, xp.asarray(oracle["level_main"], f32)[q], xp.asarray(oracle["level_alt"], f32)[q],
             xp.asarray(oracle["alt_rate"], f32)[q])
@@ -334,6 +342,9 @@ def _make_world(rng: np.random.Generator, n: int, dim: int, latent_dim: int, clu
     # selector learns it only from the queries it is trained on.
     weight = float(w.get("interaction_weight", 0.0))
     extra = {"interaction": (weight * rng.standard_normal((latent_dim, latent_dim))).astype(f32)} if weight else {}
+    dilution = float(w.get("interaction_dilution", 0.0))
+    if weight and dilution:  # a prompt of n demonstrations shows each one's interaction scaled by n^−dilution
+        extra["interaction_dilution"] = np.asarray(dilution, f32)
     return {
         **extra,
         "emb": _unit_rows(emb),
@@ -459,7 +470,7 @@ def _calibrate_offset(value: np.ndarray, diff: np.ndarray, alt_rate: np.ndarray,
 def _candidate_trajectories(
     r_sel: np.random.Generator, r_mix: np.random.Generator, latent: np.ndarray, quality: np.ndarray,
     params: np.ndarray, query_rows: np.ndarray, pools: np.ndarray, cos_obs: np.ndarray, steps: int,
-    selector_noise: float, interaction: np.ndarray | None = None,
+    selector_noise: float, interaction: np.ndarray | None = None, dilution: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate trajectories of every generation method, and which of them each query keeps.
 
@@ -471,7 +482,7 @@ def _candidate_trajectories(
     valid = pools >= 0
     safe = np.maximum(pools, 0)
     z_pool = latent[safe]
-    util = _utility(np, params, latent[query_rows], z_pool, quality[safe], interaction)
+    util = _utility(np, params, latent[query_rows], z_pool, quality[safe], interaction, dilution, steps)
     belief = (util + selector_noise * r_sel.standard_normal(util.shape)).astype(np.float32)
     sim = np.einsum("qik,qjk->qij", z_pool, z_pool)
     weights = params[2] ** np.arange(steps - 1, -1, -1, dtype=np.float32)
@@ -518,7 +529,7 @@ def _labels(
     safe = np.maximum(pools, 0)
     demo = np.take_along_axis(safe, np.maximum(traj, 0).reshape(q, -1), 1).reshape(-1, steps)
     total = _set_total(np, world["latent"], world["quality"], params, np.repeat(query_rows, m), demo,
-                       world.get("interaction"))
+                       world.get("interaction"), world.get("interaction_dilution"))
     value = _saturate(np, total, params).reshape(q, m)
     per_query = {k: world[k][query_rows][:, None] for k in ("difficulty", "alt_rate", "level_main", "level_alt")}
     labelled = {k: np.broadcast_to(v, value.shape)[tmask] for k, v in per_query.items()}
@@ -648,7 +659,7 @@ def _generate(
 
     cands, methods, include = _candidate_trajectories(
         r_sel, r_mix, latent, quality, params, query_rows, pools, cos_obs, num_steps,
-        float(world_shape["selector_noise"]), world.get("interaction"))
+        float(world_shape["selector_noise"]), world.get("interaction"), world.get("interaction_dilution"))
     traj, gen_method = _assemble(r_mix, cands, methods, include, pools >= 0, max_trajectories,
                                  min_trajectories, num_steps)
     labels, difficulty, offset = _labels(r_label, world, params, query_rows, pools, traj, positive_ratio)
@@ -662,7 +673,7 @@ def _generate(
         "alt_rate": world["alt_rate"],
         "params": params,
         "answer_seed": np.asarray(seed, np.uint32),  # the VLM's answers to the prompts (realised_accuracy)
-        **({"interaction": world["interaction"]} if "interaction" in world else {}),
+        **{k: world[k] for k in ("interaction", "interaction_dilution") if k in world},
     }
     generator = {
         "version": GENERATOR_VERSION, "preset": preset, "seed": seed, "num_examples": num_examples,

@@ -1,10 +1,10 @@
 """Does the simulator behave like the real data? The calibration check of a preset against the reports.
 
-    python -m leverjax.data.calibrate --preset=okvqa [--seeds=8] [--out=results/calibrate_okvqa]
+    python -m leverjax.data.calibrate --preset=okvqa [--seeds=8] [--data_seed=0] [--out=results/calibrate_okvqa]
 
 Trains the reports' baseline, ``rce_only`` (SFT 20 + RCE 5 epochs, with the preset's recipe: ``vqav2`` trains
-the reference's RCE batch of 1), for a few seeds on the preset's data set (data seed 0, the set ``run.py`` uses
-for the default preset) through the grid launcher
+the reference's RCE batch of 1), for a few seeds on the preset's data set (``--data_seed``, default 0: the set ``run.py`` uses
+for the default preset; another seed draws another world of the same preset) through the grid launcher
 (:func:`leverjax.run.launch.run_grid`: the same programs, results directory and reference selections as any
 grid), and prints one row per phenomenon the reports observed on real data: the report's value, the
 simulator's (mean and 95% t interval over seeds), the tolerance and whether it holds.
@@ -311,12 +311,13 @@ def experiment_config(name: str):
     return experiments.get(name).config
 
 
-def format_rows(preset: str, rows: list[Row], seeds: int) -> str:
+def format_rows(preset: str, rows: list[Row], seeds: int, data_seed: int = 0) -> str:
     """The calibration table (Markdown)."""
     recipe = get_preset(preset).recipe
     with_recipe = f" with {recipe_flags(recipe)}" if recipe else ""
-    lines = [f"Calibration of preset `{preset}` (rce_only{with_recipe}, {seeds} seeds; simulator: mean [95% CI over "
-             "seeds])", "",
+    world = f", data seed {data_seed}" if data_seed else ""
+    lines = [f"Calibration of preset `{preset}` (rce_only{with_recipe}, {seeds} seeds{world}; simulator: mean [95% CI "
+             "over seeds])", "",
              "| phenomenon | report | simulator | tolerance | pass |", "|:---|:---|:---|:---|:---|"]
     lines += [f"| {r.phenomenon} | {r.report} | {r.value} | {r.tolerance} | {'pass' if r.passed else 'FAIL'} |"
               for r in rows]
@@ -335,6 +336,8 @@ def _compilation_cache() -> None:
 def _cli() -> None:
     flags.DEFINE_string("preset", "okvqa", "Simulator preset to check (leverjax.data.synth.PRESETS).")
     flags.DEFINE_integer("seeds", 8, "Training seeds (the intervals are over them).")
+    flags.DEFINE_integer("data_seed", 0, "Seed of the preset's data set: the world checked (0: the one "
+                         "`python -m leverjax.data.synth` writes).")
     flags.DEFINE_string("out", None, "Results directory [default results/calibrate_<preset>].")
     FLAGS = flags.FLAGS
 
@@ -342,8 +345,10 @@ def _cli() -> None:
         _compilation_cache()
         if FLAGS.seeds < 2:
             raise ConfigError(f"--seeds={FLAGS.seeds} must be at least 2 (the intervals are over seeds)")
-        rows = calibrate(FLAGS.preset, seeds=FLAGS.seeds, out=FLAGS.out)
-        text = format_rows(FLAGS.preset, rows, FLAGS.seeds)
+        if FLAGS.data_seed < 0:
+            raise ConfigError(f"--data_seed={FLAGS.data_seed} must be at least 0")
+        rows = calibrate(FLAGS.preset, seeds=FLAGS.seeds, out=FLAGS.out, data_seed=FLAGS.data_seed)
+        text = format_rows(FLAGS.preset, rows, FLAGS.seeds, FLAGS.data_seed)
         print(text, end="")
         out = FLAGS.out or os.path.join("results", f"calibrate_{FLAGS.preset}")
         write_text_atomic(os.path.join(out, "calibration.md"), text)

@@ -168,6 +168,37 @@ def test_the_hidden_interaction_enters_the_oracle_and_only_where_asked(ds):
     assert oracle_accuracy_np(without, [qi], [[j]])[0] != pytest.approx(want, rel=1e-4)
 
 
+def test_the_interaction_is_diluted_over_the_prompt_as_documented():
+    """interaction_dilution β scales each demonstration's z_q·A·z_j by n^−β in a prompt of n (a float64
+    transcription at 3 shots); the draws are unchanged, so weight 2w with β = 1 is, at 2 shots, the world of
+    weight w without dilution: the same trajectories, labels and 2-shot oracle."""
+    kw = dict(SMALL, num_examples=600, num_queries=60, num_test_queries=10)
+    plain = make_synthetic(seed=2, world={"interaction_weight": 2.0}, **kw)
+    diluted = make_synthetic(seed=2, world={"interaction_weight": 4.0, "interaction_dilution": 1.0}, **kw)
+    assert "interaction_dilution" not in plain.oracle and float(diluted.oracle["interaction_dilution"]) == 1.0
+    for key in ("traj", "acc", "correct"):
+        np.testing.assert_array_equal(getattr(plain, key), getattr(diluted, key))
+    q = diluted.query_ids[:8]
+    pairs = diluted.pool_ids[:8, :2]
+    np.testing.assert_allclose(oracle_accuracy_np(diluted.oracle, q, pairs), oracle_accuracy_np(plain.oracle, q, pairs),
+                               rtol=1e-6)
+    assert not np.allclose(oracle_accuracy_np(diluted.oracle, q, pairs[:, :1]),
+                           oracle_accuracy_np(plain.oracle, q, pairs[:, :1]), rtol=1e-3)
+
+    o, p = diluted.oracle, dict(zip(PARAM_NAMES, diluted.oracle["params"].tolist()))
+    z, a = o["latent"].astype(np.float64), o["interaction"].astype(np.float64)
+    qi, rows = int(q[0]), [int(j) for j in diluted.pool_ids[0, :3]]
+    util = [p["rel_scale"] * (z[qi] @ z[j] - p["rel_center"]) + o["quality"][j] + (z[qi] @ a @ z[j]) / 3 for j in rows]
+    weights = p["position_decay"] ** np.arange(2, -1, -1)
+    redundancy = sum(max(z[rows[i]] @ z[rows[j]] - p["redundancy_threshold"], 0.0) for i in range(3) for j in range(i + 1, 3))
+    total = weights @ util / weights.sum() ** p["shot_norm"] - p["redundancy_scale"] * redundancy - 2 * p["shot_cost"]
+    value = p["value_cap"] * np.tanh(total / p["value_cap"])
+    pc = 1 / (1 + np.exp(-(value - o["difficulty"][qi])))
+    want = pc * o["level_main"][qi] + (1 - pc) * o["alt_rate"][qi] * o["level_alt"][qi]
+    np.testing.assert_allclose(oracle_accuracy_np(o, [qi], [rows])[0], want, rtol=1e-5)
+    np.testing.assert_allclose(float(jax.jit(oracle_accuracy)(o, jnp.array([qi]), jnp.array([rows]))[0]), want, rtol=1e-5)
+
+
 def test_ground_truth_is_learnable_and_not_trivial(ds):
     mask = ds.traj_mask
     acc = labelled_oracle(ds)

@@ -51,6 +51,7 @@ def test_a_presets_recipe_reaches_its_calibration_its_data_and_a_run_that_differ
     assert launch.recipe_note(vq, config_lib.replace(cfg, {"rce_batch_size": 1})) == ""
     assert launch.recipe_note(ok, cfg) == ""
     assert "rce_only with --rce_batch_size=1, 2 seeds" in calibrate.format_rows("vqav2", [], 2)
+    assert "2 seeds, data seed 3;" in calibrate.format_rows("vqav2", [], 2, data_seed=3)
 
 
 def test_presets_differ_and_the_default_is_okvqa():
@@ -91,6 +92,9 @@ def test_command_lines_fail_in_one_line_on_a_bad_preset(tmp_path):
                              text=True, env=env)
         assert res.returncode == 2 and res.stderr.startswith("error: unknown synthetic data preset 'bogus'")
         assert "Traceback" not in res.stderr and res.stderr.count("\n") == 1
+    res = subprocess.run([sys.executable, "-m", "leverjax.data.calibrate", "--data_seed=-1"], capture_output=True,
+                         text=True, env=env)
+    assert res.returncode == 2 and res.stderr == "error: --data_seed=-1 must be at least 0\n", res.stderr
 
 
 def test_vqav2_curve_falls_more_than_okvqa_for_the_oracle_greedy_selection():
