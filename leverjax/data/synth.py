@@ -57,8 +57,8 @@ import leverjax
 from leverjax.data.npz import Dataset, dataset_from_arrays, dataset_to_arrays, load_npz, save_npz
 from leverjax.errors import ConfigError, DataError
 
-# 7: vqav2's interaction diluted over the prompt's demonstrations; 6: vqav2 with pools of 24 and its recipe; 5: vqav2 at the real sizes; 4: okvqa at the real sizes, the answer
-# seed; 3: interaction
+# 7: vqav2's interaction diluted over the prompt's demonstrations; 6: vqav2 with pools of 24 and its recipe;
+# 5: vqav2 at the real sizes; 4: okvqa at the real sizes, the answer seed; 3: interaction
 GENERATOR_VERSION = 7
 GEN_METHODS = ("beam", "sample", "retrieval", "random")
 ACC_LEVELS = (0.0, 0.3, 0.6, 0.9, 1.0)

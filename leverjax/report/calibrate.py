@@ -3,9 +3,9 @@
     python -m leverjax.data.calibrate --preset=okvqa [--seeds=8] [--data_seed=0] [--out=results/calibrate_okvqa]
 
 Trains the reports' baseline, ``rce_only`` (SFT 20 + RCE 5 epochs, with the preset's recipe: ``vqav2`` trains
-the reference's RCE batch of 1), for a few seeds on the preset's data set (``--data_seed``, default 0: the set ``run.py`` uses
-for the default preset; another seed draws another world of the same preset) through the grid launcher
-(:func:`leverjax.run.launch.run_grid`: the same programs, results directory and reference selections as any
+the reference's RCE batch of 1), for a few seeds on the preset's data set (``--data_seed``, default 0: the set
+``run.py`` uses for the default preset; another seed draws another world of the same preset) through the grid
+launcher (:func:`leverjax.run.launch.run_grid`: the same programs, results directory and reference selections as any
 grid), and prints one row per phenomenon the reports observed on real data: the report's value, the
 simulator's (mean and 95% t interval over seeds), the tolerance and whether it holds.
 

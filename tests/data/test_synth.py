@@ -180,23 +180,26 @@ def test_the_interaction_is_diluted_over_the_prompt_as_documented():
         np.testing.assert_array_equal(getattr(plain, key), getattr(diluted, key))
     q = diluted.query_ids[:8]
     pairs = diluted.pool_ids[:8, :2]
-    np.testing.assert_allclose(oracle_accuracy_np(diluted.oracle, q, pairs), oracle_accuracy_np(plain.oracle, q, pairs),
-                               rtol=1e-6)
+    np.testing.assert_allclose(oracle_accuracy_np(diluted.oracle, q, pairs),
+                               oracle_accuracy_np(plain.oracle, q, pairs), rtol=1e-6)
     assert not np.allclose(oracle_accuracy_np(diluted.oracle, q, pairs[:, :1]),
                            oracle_accuracy_np(plain.oracle, q, pairs[:, :1]), rtol=1e-3)
 
     o, p = diluted.oracle, dict(zip(PARAM_NAMES, diluted.oracle["params"].tolist()))
     z, a = o["latent"].astype(np.float64), o["interaction"].astype(np.float64)
     qi, rows = int(q[0]), [int(j) for j in diluted.pool_ids[0, :3]]
-    util = [p["rel_scale"] * (z[qi] @ z[j] - p["rel_center"]) + o["quality"][j] + (z[qi] @ a @ z[j]) / 3 for j in rows]
+    util = [p["rel_scale"] * (z[qi] @ z[j] - p["rel_center"]) + o["quality"][j] + (z[qi] @ a @ z[j]) / 3
+            for j in rows]
     weights = p["position_decay"] ** np.arange(2, -1, -1)
-    redundancy = sum(max(z[rows[i]] @ z[rows[j]] - p["redundancy_threshold"], 0.0) for i in range(3) for j in range(i + 1, 3))
+    redundancy = sum(max(z[rows[i]] @ z[rows[j]] - p["redundancy_threshold"], 0.0)
+                     for i in range(3) for j in range(i + 1, 3))
     total = weights @ util / weights.sum() ** p["shot_norm"] - p["redundancy_scale"] * redundancy - 2 * p["shot_cost"]
     value = p["value_cap"] * np.tanh(total / p["value_cap"])
     pc = 1 / (1 + np.exp(-(value - o["difficulty"][qi])))
     want = pc * o["level_main"][qi] + (1 - pc) * o["alt_rate"][qi] * o["level_alt"][qi]
     np.testing.assert_allclose(oracle_accuracy_np(o, [qi], [rows])[0], want, rtol=1e-5)
-    np.testing.assert_allclose(float(jax.jit(oracle_accuracy)(o, jnp.array([qi]), jnp.array([rows]))[0]), want, rtol=1e-5)
+    got = jax.jit(oracle_accuracy)(o, jnp.array([qi]), jnp.array([rows]))
+    np.testing.assert_allclose(float(got[0]), want, rtol=1e-5)
 
 
 def test_ground_truth_is_learnable_and_not_trivial(ds):
